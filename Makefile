@@ -1,0 +1,28 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   installs into .venv and lints the shipped samples
+#   make test   installs into .venv and runs the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CURATE := $(VENV)/bin/curate
+
+.PHONY: install demo test bench
+install: $(VENV)/.installed
+
+# torch is pinned first so pip takes the CPU wheel instead of a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[train,dev]'
+	touch $@
+
+demo: install
+	-$(CURATE) lint samples/support-chat.jsonl
+	-$(CURATE) lint samples/alpaca-tasks.jsonl
+	$(CURATE) lint samples/clean-chat.jsonl
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/lint.py

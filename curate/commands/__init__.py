@@ -1,0 +1,1 @@
+"""Subcommands of the `curate` CLI, one module each (`configure(parser)`, `run(args)`)."""

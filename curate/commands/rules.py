@@ -1,0 +1,67 @@
+"""List every rule (code, name, severity, summary), or print one rule's documentation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rule", nargs="?", metavar="CODE_OR_NAME", help="show this rule's documentation")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def run(args: argparse.Namespace) -> int:
+    import orjson
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.table import Table
+
+    from curate.config import suggest
+    from curate.engine.rule import load_builtin_rules
+    from curate.engine.settings import rule_by_key
+
+    registry = load_builtin_rules()
+    console = Console(highlight=False)
+    if args.rule:
+        rule = rule_by_key(args.rule, registry)
+        if rule is None:
+            choices = set(registry) | {r.name for r in registry.values()}
+            sys.stderr.write(f"curate: error: unknown rule `{args.rule}`{suggest(args.rule, choices)}\n")
+            return 2
+        if args.format == "json":
+            print(orjson.dumps(rule_info(rule, full=True), option=orjson.OPT_INDENT_2).decode())
+            return 0
+        console.print(f"[bold]{rule.code} {rule.name}[/bold] [{rule.severity.value}]\n")
+        console.print(Markdown(rule.documentation() + options_doc(rule)))
+        return 0
+    if args.format == "json":
+        print(orjson.dumps([rule_info(r) for _, r in sorted(registry.items())], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    table = Table(box=None, header_style="bold")
+    for column in ("code", "name", "severity", "needs", "summary"):
+        table.add_column(column)
+    for code, rule in sorted(registry.items()):
+        table.add_row(code, rule.name, rule.severity.value, ", ".join(f"--{need}" for need in rule.requires), rule.summary())
+    console.print(table)
+    return 0
+
+
+def rule_info(rule, full: bool = False) -> dict:
+    info = {"code": rule.code, "name": rule.name, "severity": rule.severity.value, "summary": rule.summary(), "requires": list(rule.requires)}
+    if full:
+        info["documentation"] = rule.documentation()
+        info["options"] = rule.Options.model_json_schema().get("properties", {})
+    return info
+
+
+def options_doc(rule) -> str:
+    """A markdown `## Options` section generated from the rule's pydantic options model."""
+    fields = rule.Options.model_fields
+    if not fields:
+        return ""
+    lines = ["", "", "## Options", ""]
+    for name, field in fields.items():
+        key = field.alias or name
+        lines.append(f"- `{key}` (default `{field.default!r}`): {field.description or ''}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The rule engine: rule base classes and registry, selection, runner, baselines, reports."""

@@ -1,0 +1,84 @@
+"""A batch of rows as every rule sees it: raw rows, normalized conversations, and a
+lazily built polars frame of all messages for vectorized checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from curate.formats import Conversation, RowFormat, detect_format, normalize
+from curate.io import RawRow
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+@dataclass(slots=True)
+class Row:
+    """A row with its parse result and, when its shape is known, its conversation."""
+
+    raw: RawRow
+    format: RowFormat | None
+    conversation: Conversation | None
+
+    @property
+    def path(self) -> str:
+        return self.raw.path
+
+    @property
+    def line(self) -> int:
+        return self.raw.line
+
+    @property
+    def obj(self) -> Any:
+        return self.raw.obj
+
+    @classmethod
+    def from_raw(cls, raw: RawRow) -> Row:
+        if not raw.ok:
+            return cls(raw, None, None)
+        fmt = detect_format(raw.obj)
+        return cls(raw, fmt, normalize(raw.obj, fmt) if fmt else None)
+
+
+class Batch:
+    """Rows read together; rules may loop over `rows` or query `messages` vectorized."""
+
+    def __init__(self, rows: list[Row]):
+        self.rows = rows
+
+    @classmethod
+    def from_raw(cls, raw_rows: list[RawRow]) -> Batch:
+        return cls([Row.from_raw(raw) for raw in raw_rows])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def conversations(self) -> list[tuple[Row, Conversation]]:
+        return [(row, row.conversation) for row in self.rows if row.conversation is not None]
+
+    @cached_property
+    def messages(self) -> pl.DataFrame:
+        """One row per valid message: `row` (position in batch), `msg` (position in
+        conversation), `role`, `content`. Built once per batch and shared by rules."""
+        import polars as pl
+
+        row_ids: list[int] = []
+        msg_ids: list[int] = []
+        roles: list[str] = []
+        contents: list[str] = []
+        for position, row in enumerate(self.rows):
+            if row.conversation is None:
+                continue
+            for msg_position, message in enumerate(row.conversation.messages):
+                if message.valid:
+                    row_ids.append(position)
+                    msg_ids.append(msg_position)
+                    roles.append(message.role)
+                    contents.append(message.content)
+        return pl.DataFrame(
+            {"row": row_ids, "msg": msg_ids, "role": roles, "content": contents},
+            schema={"row": pl.Int32, "msg": pl.Int32, "role": pl.String, "content": pl.String},
+        )

@@ -1,0 +1,208 @@
+"""Report writers: text, json, github, sarif. Output formats are public API."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from curate import __version__
+from curate.engine.findings import Finding, Severity
+from curate.engine.rule import REGISTRY, Rule
+from curate.engine.runner import LintResult
+
+JSON_VERSION = 1
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def summary_dict(result: LintResult) -> dict:
+    return {
+        "rows": result.rows,
+        "errors": result.count(Severity.ERROR),
+        "warnings": result.count(Severity.WARNING),
+        "by_code": result.by_code,
+    }
+
+
+def write_json(result: LintResult, out: IO[str]) -> None:
+    document = {
+        "version": JSON_VERSION,
+        "findings": [finding.to_dict() for finding in result.findings],
+        "summary": summary_dict(result),
+    }
+    out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _github_escape(text: str, *, property_value: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if property_value:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+GITHUB_LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def write_github(result: LintResult, out: IO[str]) -> None:
+    """GitHub Actions workflow commands: one annotation per finding."""
+    for finding in result.findings:
+        props = [f"file={_github_escape(finding.path, property_value=True)}"]
+        if finding.line is not None:
+            props.append(f"line={finding.line}")
+        props.append(f"title={_github_escape(f'{finding.code} {finding.name}', property_value=True)}")
+        out.write(f"::{GITHUB_LEVELS[finding.severity]} {','.join(props)}::{_github_escape(finding.message)}\n")
+
+
+SARIF_LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+
+
+def _sarif_location(path: str, line: int | None) -> dict:
+    physical: dict = {"artifactLocation": {"uri": Path(path).as_posix()}}
+    if line is not None:
+        physical["region"] = {"startLine": line}
+    return {"physicalLocation": physical}
+
+
+def sarif_document(result: LintResult) -> dict:
+    rule_classes: list[type[Rule]] = sorted(
+        {REGISTRY[f.code] for f in result.findings if f.code in REGISTRY} | set(result.rules),
+        key=lambda rule: rule.code,
+    )
+    index = {rule.code: position for position, rule in enumerate(rule_classes)}
+    rules = [
+        {
+            "id": rule.code,
+            "name": rule.name,
+            "shortDescription": {"text": rule.summary()},
+            "fullDescription": {"text": rule.documentation()},
+            "defaultConfiguration": {"level": SARIF_LEVELS[rule.severity]},
+            "properties": {"tags": [rule.code[:2]]},
+        }
+        for rule in rule_classes
+    ]
+    results = []
+    for finding in result.findings:
+        item = {
+            "ruleId": finding.code,
+            "ruleIndex": index[finding.code],
+            "level": SARIF_LEVELS[finding.severity],
+            "message": {"text": finding.message},
+            "locations": [_sarif_location(finding.path, finding.line)],
+        }
+        if finding.related:
+            item["relatedLocations"] = [
+                {"id": position, **_sarif_location(loc.path, loc.line)}
+                for position, loc in enumerate(finding.related)
+            ]
+        if finding.data:
+            item["properties"] = finding.data
+        results.append(item)
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "curate",
+                        "version": __version__,
+                        "informationUri": "https://github.com/curate-dev/curate",
+                        "rules": rules,
+                    }
+                },
+                "results": results,
+            }
+        ],
+    }
+
+
+def write_sarif(result: LintResult, out: IO[str]) -> None:
+    out.write(orjson.dumps(sarif_document(result), option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+SEVERITY_STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "blue"}
+
+
+def finding_line(finding: Finding) -> str:
+    """`path:line: CODE [severity] message` (no line for dataset-level findings)."""
+    where = f"{finding.path}:{finding.line}" if finding.line is not None else finding.path
+    return f"{where}: {finding.code} [{finding.severity.value}] {finding.message}"
+
+
+def write_text(result: LintResult, out: IO[str], *, show_stats: bool = False, color: bool | None = None) -> None:
+    """Human report: one line per finding, charts for distributions, then a summary."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from curate.engine.charts import bar_chart
+
+    console = Console(file=out, force_terminal=color, no_color=color is False, highlight=False, soft_wrap=True)
+    for finding in result.findings:
+        where = f"{finding.path}:{finding.line}" if finding.line is not None else finding.path
+        line = Text.assemble(
+            (where, "bold"),
+            ": ",
+            (finding.code, SEVERITY_STYLES[finding.severity]),
+            f" [{finding.severity.value}] ",
+            finding.message,
+        )
+        console.print(line)
+        distribution = finding.data.get("distribution")
+        if isinstance(distribution, dict) and distribution:
+            console.print(bar_chart(f"  {finding.code} distribution", distribution), "")
+    if show_stats:
+        for title, counts in result.stats.items():
+            if counts:
+                console.print(bar_chart(title, counts))
+    _write_summary(console, result)
+
+
+def _write_summary(console, result: LintResult) -> None:
+    files = f"{len(result.files)} file{'s' if len(result.files) != 1 else ''}"
+    if result.findings:
+        counts = ", ".join(
+            f"{count} {label}"
+            for count, label in (
+                (result.count(Severity.ERROR), "errors"),
+                (result.count(Severity.WARNING), "warnings"),
+                (result.count(Severity.INFO), "info"),
+            )
+            if count
+        )
+        console.print(f"\nFound {len(result.findings)} findings in {result.rows} rows ({files}): {counts}.", style="bold")
+        width = max(len(REGISTRY[code].name) if code in REGISTRY else 0 for code in result.by_code)
+        for code, count in result.by_code.items():
+            name = REGISTRY[code].name if code in REGISTRY else ""
+            console.print(f"  {code} {name:<{width}} {count:>6}")
+    else:
+        console.print(f"No problems found in {result.rows} rows ({files}).", style="bold green")
+    if result.waived:
+        console.print(f"{result.waived} findings waived by the baseline.", style="dim")
+    if result.skipped:
+        groups: dict[str, list[str]] = {}
+        for code, reason in result.skipped.items():
+            groups.setdefault(reason, []).append(code)
+        for reason, codes in groups.items():
+            console.print(f"Skipped {', '.join(codes)}: {reason}.", style="dim")
+    fixable = sum(1 for f in result.findings if f.code in REGISTRY and REGISTRY[f.code].fixable)
+    if fixable:
+        console.print(f"{fixable} can be fixed with `curate fix` or reviewed with `curate review`.", style="dim")
+
+
+WRITERS: dict[str, Callable[..., None]] = {
+    "text": write_text,
+    "json": write_json,
+    "github": write_github,
+    "sarif": write_sarif,
+}
+
+
+def write_report(result: LintResult, output_format: str, out: IO[str] | None = None, **options) -> None:
+    out = out or sys.stdout
+    if output_format == "text":
+        write_text(result, out, **options)
+    else:
+        WRITERS[output_format](result, out)

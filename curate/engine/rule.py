@@ -1,0 +1,200 @@
+"""Rule base classes and the registry.
+
+A rule is one small class found by its code. Metadata is declared as class
+attributes and checked when the class is defined (`__init_subclass__`), so a
+rule without a valid code, a unique name or a complete docstring fails at import.
+
+Row rules are pure: `check(row)` returns findings for one row. Vectorized row
+rules override `check_batch` and query `batch.messages` with polars.
+Dataset rules `observe` every batch, then `finish` with findings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from curate.engine.batch import Batch, Row
+from curate.engine.findings import Finding, Location, Severity
+from curate.formats import Message
+
+CODE_PATTERN = re.compile(r"^[A-Z]{2}[0-9]{3}$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+DOC_SECTIONS = ("What it does", "Why is this bad", "Example", "Use instead")
+
+REGISTRY: dict[str, type[Rule]] = {}
+_NAMES: dict[str, str] = {}
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class RuleOptions(BaseModel):
+    """Base for per-rule options. Fields take `snake_case` or `kebab-case` keys."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True, frozen=True)
+
+
+class RuleSetupError(Exception):
+    """A rule cannot run (a missing model, an unreadable eval file): one line, no traceback."""
+
+
+@dataclass
+class RunContext:
+    """What rules may need beyond the rows: the target model, eval files, shared resources."""
+
+    model: str | None = None
+    eval_paths: list[str] = field(default_factory=list)
+    max_seq_length: int | None = None
+    root: Path = field(default_factory=Path.cwd)
+    _resources: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def resource(self, key: str, factory: Callable[[], Any]) -> Any:
+        """Build a shared resource once per run (a loaded chat template, an eval index).
+        A factory that raised RuleSetupError raises the same error for every later caller."""
+        if key not in self._resources:
+            try:
+                self._resources[key] = factory()
+            except RuleSetupError as exc:
+                self._resources[key] = exc
+        value = self._resources[key]
+        if isinstance(value, RuleSetupError):
+            raise value
+        return value
+
+    def has(self, requirement: str) -> bool:
+        return {"model": self.model is not None, "eval": bool(self.eval_paths)}[requirement]
+
+
+def missing_doc_sections(doc: str | None) -> list[str]:
+    text = doc or ""
+    return [section for section in DOC_SECTIONS if not re.search(rf"^\s*## {section}\b", text, re.M)]
+
+
+class Rule:
+    """Base of all rules; concrete rules set `code`, `name` and `severity`."""
+
+    code: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    severity: ClassVar[Severity] = Severity.WARNING
+    #: Context a rule needs: "model" (a tokenizer with a chat template) or "eval" (eval files).
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: `curate fix` can repair or drop rows with this finding.
+    fixable: ClassVar[bool] = False
+    Options: ClassVar[type[RuleOptions]] = RuleOptions
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("code"):
+            return  # an abstract base such as RowRule
+        problems = []
+        if not CODE_PATTERN.match(cls.code):
+            problems.append(f"code {cls.code!r} does not match {CODE_PATTERN.pattern}")
+        if not NAME_PATTERN.match(cls.name):
+            problems.append(f"name {cls.name!r} is not kebab-case")
+        if cls.code in REGISTRY and REGISTRY[cls.code].__qualname__ != cls.__qualname__:
+            problems.append(f"code {cls.code} is already used by {REGISTRY[cls.code].__qualname__}")
+        if _NAMES.get(cls.name, cls.code) != cls.code:
+            problems.append(f"name {cls.name!r} is already used by {_NAMES[cls.name]}")
+        missing = missing_doc_sections(cls.__doc__)
+        if missing:
+            problems.append(f"docstring lacks sections: {', '.join(missing)}")
+        if problems:
+            raise TypeError(f"rule {cls.__qualname__}: " + "; ".join(problems))
+        REGISTRY[cls.code] = cls
+        _NAMES[cls.name] = cls.code
+
+    def __init__(self, options: RuleOptions | None = None, context: RunContext | None = None):
+        self.options = options if options is not None else self.Options()
+        self.context = context or RunContext()
+
+    def setup(self) -> None:
+        """Load what the rule needs before the first batch; raise RuleSetupError if it cannot run."""
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the docstring."""
+        return (cls.__doc__ or "").strip().splitlines()[0].strip()
+
+    @classmethod
+    def documentation(cls) -> str:
+        import inspect
+
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    def finding(
+        self,
+        path: str,
+        line: int | None,
+        message: str,
+        *,
+        related: Iterable[Location] = (),
+        data: dict[str, Any] | None = None,
+        severity: Severity | None = None,
+    ) -> Finding:
+        return Finding(
+            code=self.code,
+            name=self.name,
+            severity=severity or self.severity,
+            path=path,
+            line=line,
+            message=message,
+            related=list(related),
+            data=data or {},
+        )
+
+    def row_finding(self, row: Row, message: str, **kwargs: Any) -> Finding:
+        return self.finding(row.path, row.line, message, **kwargs)
+
+    def message_finding(self, row: Row, message: Message, text: str, **kwargs: Any) -> Finding:
+        """A finding about one message, named the way users read it: `messages[2] (assistant): ...`."""
+        data = {"message_index": message.index, "role": message.role, **kwargs.pop("data", {})}
+        return self.finding(row.path, row.line, f"{message.where}: {text}", data=data, **kwargs)
+
+
+class RowRule(Rule):
+    """A rule that looks at one row at a time."""
+
+    #: Rows without a conversation (parse errors, unknown shapes) are skipped unless False.
+    needs_conversation: ClassVar[bool] = True
+
+    def check(self, row: Row) -> Iterable[Finding]:
+        raise NotImplementedError
+
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row in batch.rows:
+            if self.needs_conversation and row.conversation is None:
+                continue
+            yield from self.check(row)
+
+
+class DatasetRule(Rule):
+    """A rule that observes every batch, then reports once at the end."""
+
+    def observe(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> Iterable[Finding]:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Distributions worth charting (labels, formats, lengths): name -> {bucket: count}."""
+        return {}
+
+
+def load_builtin_rules() -> dict[str, type[Rule]]:
+    """Import every module under `curate.rules` so their rules register themselves."""
+    import importlib
+    import pkgutil
+
+    import curate.rules as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+    return REGISTRY

@@ -1,0 +1,256 @@
+"""Detect a row's format and normalize it to one `Conversation` model.
+
+Supported shapes:
+- OpenAI `messages`: `{"messages": [{"role": "user", "content": "..."}, ...]}`
+- ShareGPT `conversations`: `{"conversations": [{"from": "human", "value": "..."}, ...]}`
+- Alpaca: `{"instruction": ..., "input": ..., "output": ...}` (optional `system`)
+- prompt/completion: `{"prompt": "...", "completion": "..."}` (strings or message lists)
+
+Normalization is tolerant: a malformed message is kept with `valid=False`, so the
+schema rules can report it and the other rules skip it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class RowFormat(str, Enum):
+    MESSAGES = "messages"
+    SHAREGPT = "sharegpt"
+    ALPACA = "alpaca"
+    PROMPT_COMPLETION = "prompt-completion"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CANONICAL_ROLES = ("system", "user", "assistant", "tool")
+
+#: ShareGPT `from` values and common aliases mapped to canonical roles.
+ROLE_ALIASES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+    "tool": "tool",
+    "function": "tool",
+    "observation": "tool",
+    "ipython": "tool",
+}
+
+#: Keys each format defines at the top level; anything else is SC008's business.
+FORMAT_KEYS: dict[RowFormat, frozenset[str]] = {
+    RowFormat.MESSAGES: frozenset({"messages", "tools"}),
+    RowFormat.SHAREGPT: frozenset({"conversations", "system", "tools"}),
+    RowFormat.ALPACA: frozenset({"instruction", "input", "output", "system", "history"}),
+    RowFormat.PROMPT_COMPLETION: frozenset({"prompt", "completion"}),
+}
+
+#: Message-level keys per format (role key, content key, other allowed keys).
+MESSAGE_KEYS: dict[RowFormat, tuple[str, str, frozenset[str]]] = {
+    RowFormat.MESSAGES: ("role", "content", frozenset({"name", "tool_calls", "tool_call_id", "weight", "thinking", "reasoning_content"})),
+    RowFormat.SHAREGPT: ("from", "value", frozenset({"name", "weight"})),
+}
+MESSAGE_KEYS[RowFormat.PROMPT_COMPLETION] = MESSAGE_KEYS[RowFormat.MESSAGES]
+
+
+@dataclass(slots=True)
+class Message:
+    """One turn. `role` is canonical when known, else the raw role string."""
+
+    role: str
+    content: str
+    index: int
+    raw_role: str = ""
+    valid: bool = True
+    #: Where the turn came from in the source row, e.g. `messages[2]` or `output`.
+    source: str = ""
+
+    @property
+    def where(self) -> str:
+        """`messages[2] (assistant)`: how findings name a message."""
+        return f"{self.source} ({self.role})"
+
+
+@dataclass(slots=True)
+class Conversation:
+    messages: list[Message]
+    format: RowFormat
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def by_role(self, role: str) -> list[Message]:
+        return [m for m in self.messages if m.role == role]
+
+    @property
+    def prompt_messages(self) -> list[Message]:
+        """Every turn before the last assistant turn (the prompt a model sees)."""
+        last = self.last_assistant_index
+        return self.messages if last is None else self.messages[:last]
+
+    @property
+    def last_assistant_index(self) -> int | None:
+        for position in range(len(self.messages) - 1, -1, -1):
+            if self.messages[position].role == "assistant":
+                return position
+        return None
+
+    @property
+    def assistant_text(self) -> str:
+        return "\n".join(m.content for m in self.messages if m.role == "assistant")
+
+    @property
+    def final_answer(self) -> str | None:
+        last = self.last_assistant_index
+        return None if last is None else self.messages[last].content
+
+    def to_messages(self) -> list[dict[str, str]]:
+        """OpenAI-style message dicts (what a chat template renders)."""
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+
+def detect_format(obj: Any) -> RowFormat | None:
+    """The row format of a parsed row, or None when it has no known shape."""
+    if not isinstance(obj, dict):
+        return None
+    if "messages" in obj:
+        return RowFormat.MESSAGES
+    if "conversations" in obj:
+        return RowFormat.SHAREGPT
+    if "instruction" in obj or ("output" in obj and "input" in obj):
+        return RowFormat.ALPACA
+    if "prompt" in obj and "completion" in obj:
+        return RowFormat.PROMPT_COMPLETION
+    return None
+
+
+def _content_text(content: Any) -> str | None:
+    """Plain text of a message content: a string, or OpenAI content parts of type text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(part, dict) for part in content):
+        texts = [part.get("text") for part in content if part.get("type", "text") == "text"]
+        if all(isinstance(text, str) for text in texts):
+            return "".join(texts)
+    return None
+
+
+def _normalize_message_list(items: Any, fmt: RowFormat, key: str, start: int = 0) -> list[Message]:
+    role_key, content_key, _ = MESSAGE_KEYS[fmt]
+    messages: list[Message] = []
+    if not isinstance(items, list):
+        return messages
+    for offset, item in enumerate(items):
+        index = start + offset
+        source = f"{key}[{offset}]"
+        if not isinstance(item, dict):
+            messages.append(Message("?", "", index, "", valid=False, source=source))
+            continue
+        raw_role = item.get(role_key)
+        content = item.get(content_key)
+        text = _content_text(content)
+        valid = isinstance(raw_role, str) and (text is not None or _is_tool_call_turn(item, content))
+        role = ROLE_ALIASES.get(raw_role.strip().lower(), raw_role) if isinstance(raw_role, str) else "?"
+        messages.append(Message(role, text or "", index, raw_role if isinstance(raw_role, str) else "", valid, source))
+    return messages
+
+
+def _is_tool_call_turn(item: dict, content: Any) -> bool:
+    """An assistant turn that only calls tools may have null content (OpenAI format)."""
+    return content is None and bool(item.get("tool_calls"))
+
+
+def _text_field(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    return value if isinstance(value, str) else None
+
+
+def normalize(obj: Any, fmt: RowFormat | None = None) -> Conversation | None:
+    """Normalize a parsed row to a Conversation, or None when its format is unknown."""
+    fmt = fmt or detect_format(obj)
+    if fmt is None:
+        return None
+    meta = {key: value for key, value in obj.items() if key not in FORMAT_KEYS[fmt]}
+    if fmt is RowFormat.MESSAGES:
+        messages = _normalize_message_list(obj.get("messages"), fmt, "messages")
+    elif fmt is RowFormat.SHAREGPT:
+        messages = []
+        system = _text_field(obj, "system")
+        if system is not None:
+            messages.append(Message("system", system, 0, "system", True, "system"))
+        messages += _normalize_message_list(obj.get("conversations"), fmt, "conversations", len(messages))
+    elif fmt is RowFormat.ALPACA:
+        messages = _normalize_alpaca(obj)
+    else:
+        messages = _normalize_prompt_completion(obj)
+    return Conversation(messages, fmt, meta)
+
+
+def _alpaca_turn(role: str, value: Any, index: int, source: str) -> Message:
+    valid = isinstance(value, str)
+    return Message(role, value if valid else "", index, role, valid, source)
+
+
+def _normalize_alpaca(obj: dict) -> list[Message]:
+    messages: list[Message] = []
+    if "system" in obj:
+        messages.append(_alpaca_turn("system", obj["system"], 0, "system"))
+    history = obj.get("history")
+    if isinstance(history, list):
+        for turn_index, pair in enumerate(history):
+            if isinstance(pair, list) and len(pair) == 2:
+                messages.append(_alpaca_turn("user", pair[0], len(messages), f"history[{turn_index}][0]"))
+                messages.append(_alpaca_turn("assistant", pair[1], len(messages), f"history[{turn_index}][1]"))
+    instruction = obj.get("instruction", "")
+    extra_input = obj.get("input", "")
+    if isinstance(instruction, str) and isinstance(extra_input, str):
+        prompt = instruction if not extra_input.strip() else f"{instruction}\n\n{extra_input}"
+        messages.append(Message("user", prompt, len(messages), "user", True, "instruction"))
+    else:
+        bad = "instruction" if not isinstance(instruction, str) else "input"
+        messages.append(Message("user", "", len(messages), "user", False, bad))
+    if "output" in obj:
+        messages.append(_alpaca_turn("assistant", obj["output"], len(messages), "output"))
+    return messages
+
+
+def _normalize_prompt_completion(obj: dict) -> list[Message]:
+    prompt, completion = obj.get("prompt"), obj.get("completion")
+    if isinstance(prompt, list):
+        messages = _normalize_message_list(prompt, RowFormat.PROMPT_COMPLETION, "prompt")
+    else:
+        messages = [_alpaca_turn("user", prompt, 0, "prompt")]
+    if isinstance(completion, list):
+        messages += _normalize_message_list(completion, RowFormat.PROMPT_COMPLETION, "completion", len(messages))
+    else:
+        messages.append(_alpaca_turn("assistant", completion, len(messages), "completion"))
+    return messages
+
+
+def raw_message_items(obj: dict, fmt: RowFormat) -> list[tuple[str, Any]]:
+    """(source, raw message) pairs of a list-based row, for schema checks."""
+    if fmt is RowFormat.MESSAGES:
+        return [(f"messages[{i}]", item) for i, item in enumerate(_as_list(obj.get("messages")))]
+    if fmt is RowFormat.SHAREGPT:
+        return [(f"conversations[{i}]", item) for i, item in enumerate(_as_list(obj.get("conversations")))]
+    if fmt is RowFormat.PROMPT_COMPLETION:
+        pairs = []
+        for key in ("prompt", "completion"):
+            if isinstance(obj.get(key), list):
+                pairs += [(f"{key}[{i}]", item) for i, item in enumerate(obj[key])]
+        return pairs
+    return []
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def conversation_to_record(conversation: Conversation) -> dict[str, Any]:
+    """An OpenAI `messages` record for a conversation (meta keys preserved)."""
+    return {"messages": conversation.to_messages(), **conversation.meta}

@@ -1,0 +1,269 @@
+"""Tolerant readers for JSONL / JSON / Parquet (optionally gzipped) and atomic writers.
+
+Readers never raise on a bad row: a row that does not decode or parse carries its
+error so the SC001 rule can report it, and lint goes on. Problems with a whole
+file (missing, a directory, empty, UTF-16, a JSON array that does not parse)
+raise `InputError`, a one-line message that names the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+#: Rows larger than this are reported (SC009) instead of parsed.
+DEFAULT_MAX_ROW_BYTES = 10 * 1024 * 1024
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+class InputError(Exception):
+    """A problem with a whole input file; the message is one line naming the file."""
+
+
+@dataclass(slots=True)
+class RawRow:
+    """One physical row of an input file, before normalization.
+
+    `line` is the 1-based physical line for JSONL, the 1-based row index for
+    Parquet and JSON arrays. Exactly one of `obj` / `error` is meaningful:
+    `error` is set when the row could not be decoded or parsed.
+    """
+
+    path: str
+    line: int
+    text: str | None
+    obj: Any = None
+    error: str | None = None
+    oversized: int = 0  # byte size when the row was too large to parse
+    size: int = 0  # bytes this row took in the file (progress reporting)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.oversized
+
+
+def row_hash(row: RawRow) -> str:
+    """A content hash of the row that survives re-formatting of the JSON (baseline key)."""
+    if row.obj is not None and row.error is None:
+        payload = orjson.dumps(row.obj, option=orjson.OPT_SORT_KEYS)
+    else:
+        payload = (row.text or "").encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(payload, digest_size=8).hexdigest()
+
+
+def object_hash(obj: Any) -> str:
+    """The same content hash as `row_hash` for an already parsed row object."""
+    return hashlib.blake2b(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; pass the data files inside it")
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def _data_suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _parse_line(path: str, line_no: int, raw: bytes, max_row_bytes: int) -> RawRow:
+    size = len(raw) + 1
+    if len(raw) > max_row_bytes:
+        return RawRow(path, line_no, None, oversized=len(raw), size=size)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1].hex()
+        return RawRow(
+            path,
+            line_no,
+            raw.decode("utf-8", "replace"),
+            error=f"line is not valid UTF-8 (byte 0x{bad} at column {exc.start + 1})",
+            size=size,
+        )
+    try:
+        return RawRow(path, line_no, text, obj=orjson.loads(raw), size=size)
+    except orjson.JSONDecodeError as exc:
+        return RawRow(path, line_no, text, error=f"invalid JSON: {_short_json_error(exc)}", size=size)
+
+
+def _short_json_error(exc: orjson.JSONDecodeError) -> str:
+    message = str(exc.msg) if hasattr(exc, "msg") else str(exc)
+    column = getattr(exc, "colno", None)
+    return f"{message} (column {column})" if column else message
+
+
+def iter_jsonl(path: Path, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[RawRow]:
+    """Yield every non-blank line of a JSONL file as a RawRow (BOM and CRLF tolerated)."""
+    name = str(path)
+    try:
+        with _open_binary(path) as handle:
+            first = True
+            for line_no, raw in enumerate(handle, start=1):
+                if first:
+                    first = False
+                    if raw.startswith(_UTF16_BOMS):
+                        raise InputError(
+                            f"{name}: file is UTF-16 encoded; convert it to UTF-8 "
+                            f"(iconv -f UTF-16 -t UTF-8 {name} > out.jsonl)"
+                        )
+                    if raw.startswith(_UTF8_BOM):
+                        raw = raw[len(_UTF8_BOM) :]
+                raw = raw.rstrip(b"\r\n")
+                if not raw.strip():
+                    continue
+                yield _parse_line(name, line_no, raw, max_row_bytes)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(f"{name}: cannot read: {exc}") from None
+
+
+def iter_json(path: Path) -> Iterator[RawRow]:
+    """Yield the records of a JSON file: a top-level array, or an object holding one array of records.
+
+    A `.json` file that is really JSON Lines is read as JSONL.
+    """
+    name = str(path)
+    try:
+        with _open_binary(path) as handle:
+            data = handle.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(f"{name}: cannot read: {exc}") from None
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM) :]
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "trailing" in str(exc).lower() and data.lstrip().startswith(b"{"):
+            yield from iter_jsonl(path)
+            return
+        line = data[: exc.pos].count(b"\n") + 1
+        raise InputError(f"{name}:{line}: invalid JSON: {exc.msg}") from None
+    records = _records_of(document)
+    if records is None:
+        raise InputError(
+            f"{name}: expected a JSON array of records (or an object with one array of records)"
+        )
+    for index, obj in enumerate(records, start=1):
+        yield RawRow(name, index, None, obj=obj)
+
+
+def _records_of(document: Any) -> list | None:
+    if isinstance(document, list):
+        return document
+    if isinstance(document, dict):
+        lists = [value for value in document.values() if isinstance(value, list)]
+        if len(lists) == 1:
+            return lists[0]
+        if any(key in document for key in ("messages", "conversations", "instruction", "prompt")):
+            return [document]
+    return None
+
+
+def iter_parquet(path: Path) -> Iterator[RawRow]:
+    """Yield Parquet rows as RawRows; `line` is the 1-based row index."""
+    import polars as pl
+
+    name = str(path)
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several error types for bad files
+        raise InputError(f"{name}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
+    for index, obj in enumerate(frame.iter_rows(named=True), start=1):
+        yield RawRow(name, index, None, obj=_drop_nulls(obj))
+
+
+def _drop_nulls(obj: dict) -> dict:
+    # Parquet unifies the schema across rows, so absent keys come back as null.
+    return {key: value for key, value in obj.items() if value is not None}
+
+
+def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[RawRow]:
+    """Yield every row of a data file, choosing the reader by extension (`.gz` allowed)."""
+    path = Path(path)
+    _check_path(path)
+    suffix = _data_suffix(path)
+    if suffix == ".parquet":
+        rows: Iterable[RawRow] = iter_parquet(path)
+    elif suffix == ".json":
+        rows = iter_json(path)
+    else:
+        rows = iter_jsonl(path, max_row_bytes)
+    empty = True
+    for row in rows:
+        empty = False
+        yield row
+    if empty:
+        raise InputError(f"{path}: file is empty (no rows); nothing to lint")
+
+
+def iter_batches(
+    path: str | os.PathLike, batch_size: int, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
+) -> Iterator[list[RawRow]]:
+    """Group `iter_rows` into lists of at most `batch_size` rows."""
+    batch: list[RawRow] = []
+    for row in iter_rows(path, max_row_bytes):
+        batch.append(row)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def read_rows(path: str | os.PathLike) -> list[RawRow]:
+    """All rows of a file in memory (for review, fix and train; lint streams)."""
+    return list(iter_rows(path))
+
+
+def file_size(path: str | os.PathLike) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
+    """Write records as JSON Lines atomically; returns the number written."""
+    chunks = [orjson.dumps(record) + b"\n" for record in records]
+    atomic_write_bytes(path, b"".join(chunks))
+    return len(chunks)

@@ -1,0 +1,464 @@
+"""Schema rules (SC): is each row a well-formed conversation in a known format?"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from collections import Counter
+
+from pydantic import Field
+
+from curate.engine.batch import Batch, Row
+from curate.engine.findings import Finding, Severity
+from curate.engine.rule import DatasetRule, RowRule, RuleOptions
+from curate.formats import CANONICAL_ROLES, FORMAT_KEYS, MESSAGE_KEYS, RowFormat, raw_message_items
+from curate.config import suggest
+
+
+class InvalidJson(RowRule):
+    """Line is not valid JSON (or not valid UTF-8).
+
+    ## What it does
+    Reports a line that does not decode as UTF-8 or does not parse as JSON,
+    with the parser's message and column.
+
+    ## Why is this bad
+    Loaders either crash on the line or, worse, skip it silently, so the data
+    you train on is not the data you reviewed.
+
+    ## Example
+    ```jsonl
+    {"messages": [{"role": "user", "content": "hi"}
+    ```
+
+    ## Use instead
+    ```jsonl
+    {"messages": [{"role": "user", "content": "hi"}]}
+    ```
+    """
+
+    code = "SC001"
+    name = "invalid-json"
+    severity = Severity.ERROR
+    needs_conversation = False
+    fixable = True
+
+    def check(self, row: Row) -> Iterable[Finding]:
+        if row.raw.error:
+            yield self.row_finding(row, row.raw.error)
+
+
+class UnknownRowFormat(RowRule):
+    """Row has none of the messages / conversations / instruction / prompt shapes.
+
+    ## What it does
+    Reports a parsed row that is not a JSON object, or an object without the
+    keys of a supported format: OpenAI `messages`, ShareGPT `conversations`,
+    Alpaca `instruction`/`input`/`output`, or `prompt`/`completion`.
+
+    ## Why is this bad
+    Trainers drop or crash on rows they cannot map to a conversation; a typo in
+    the top-level key (`mesages`) silently removes the row from training.
+
+    ## Example
+    ```jsonl
+    {"mesages": [{"role": "user", "content": "hi"}]}
+    ["user", "hi"]
+    ```
+
+    ## Use instead
+    ```jsonl
+    {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}]}
+    ```
+    """
+
+    code = "SC002"
+    name = "unknown-row-format"
+    severity = Severity.ERROR
+    needs_conversation = False
+    fixable = True
+
+    KNOWN_KEYS = ("messages", "conversations", "instruction", "input", "output", "prompt", "completion")
+
+    def check(self, row: Row) -> Iterable[Finding]:
+        if not row.raw.ok or row.format is not None:
+            return
+        obj = row.obj
+        if not isinstance(obj, dict):
+            kind = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(type(obj), "null")
+            yield self.row_finding(row, f"row is {kind}, expected a JSON object with `messages`, `conversations`, `instruction` or `prompt`")
+            return
+        hints = [f"`{key}`{suggest(key, self.KNOWN_KEYS)}" for key in sorted(obj)][:5]
+        yield self.row_finding(row, f"no known row format; keys are {', '.join(hints) or 'none'}")
+
+
+class InvalidMessage(RowRule):
+    """Message is not an object with a string role and string content.
+
+    ## What it does
+    Checks every message of a `messages` / `conversations` row (and message-list
+    prompts and completions): it must be an object, carry the format's role key
+    (`role` or `from`) as a string and its content key (`content` or `value`) as a
+    string or a list of text parts. An assistant turn that only has `tool_calls`
+    may have null content. For Alpaca and prompt/completion rows the text fields
+    must be strings.
+
+    ## Why is this bad
+    Chat templates index `message['content']`; a missing key or a number raises
+    at tokenization time, hours into a job, or renders `None` into the prompt.
+
+    ## Example
+    ```jsonl
+    {"messages": [{"role": "user", "text": "hi"}, {"role": "assistant", "content": 42}]}
+    ```
+
+    ## Use instead
+    ```jsonl
+    {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "42"}]}
+    ```
+    """
+
+    code = "SC003"
+    name = "invalid-message"
+    severity = Severity.ERROR
+    fixable = True
+
+    def check(self, row: Row) -> Iterable[Finding]:
+        obj, fmt = row.obj, row.format
+        container = {RowFormat.MESSAGES: "messages", RowFormat.SHAREGPT: "conversations"}.get(fmt)
+        if container and not isinstance(obj.get(container), list):
+            yield self.row_finding(row, f"`{container}` must be a list of messages, not {type(obj.get(container)).__name__}")
+            return
+        if fmt in MESSAGE_KEYS:
+            role_key, content_key, _ = MESSAGE_KEYS[fmt]
+            for source, item in raw_message_items(obj, fmt):
+                problem = self._message_problem(item, role_key, content_key)
+                if problem:
+                    yield self.finding(row.path, row.line, f"{source}: {problem}", data={"source": source})
+        for message in row.conversation.messages:
+            if not message.valid and not message.source.startswith(("messages[", "conversations[", "prompt[", "completion[")):
+                value = obj.get(message.source)
+                yield self.finding(row.path, row.line, f"`{message.source}` must be a string, not {type(value).__name__ if value is not None else 'null'}", data={"source": message.source})
+
+    @staticmethod
+    def _message_problem(item, role_key: str, content_key: str) -> str | None:
+        if not isinstance(item, dict):
+            return f"message must be an object, not {type(item).__name__}"
+        missing = [key for key in (role_key, content_key) if key not in item and not (key == content_key and item.get("tool_calls"))]
+        if missing:
+            present = ", ".join(f"`{key}`" for key in item) or "none"
+            return f"missing {' and '.join(f'`{key}`' for key in missing)} (keys: {present})"
+        if not isinstance(item[role_key], str):
+            return f"`{role_key}` must be a string, not {type(item[role_key]).__name__}"
+        content = item.get(content_key)
+        if content is None and item.get("tool_calls"):
+            return None
+        if isinstance(content, str):
+            return None
+        if isinstance(content, list) and all(isinstance(part, dict) and isinstance(part.get("text", ""), str) for part in content):
+            return None
+        return f"`{content_key}` must be a string, not {type(content).__name__ if content is not None else 'null'}"
+
+
+class UnknownRoleOptions(RuleOptions):
+    extra_roles: list[str] = Field(default_factory=list, description="Roles to accept besides system, user, assistant and tool (and ShareGPT aliases).")
+
+
+class UnknownRole(RowRule):
+    """Role is not system, user, assistant or tool.
+
+    ## What it does
+    Reports messages whose role (after mapping ShareGPT's `human`/`gpt`/`function`
+    and friends) is not one of system, user, assistant, tool, or a role added
+    with the `extra-roles` option.
+
+    ## Why is this bad
+    Chat templates branch on the role; an unknown role (`Assistant`, `bot `,
+    `customer`) either raises or is silently dropped from the rendered prompt.
+
+    ## Example
+    ```jsonl
+    {"messages": [{"role": "customer", "content": "hi"}, {"role": "agent", "content": "Hello!"}]}
+    ```
+
+    ## Use instead
+    ```jsonl
+    {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}]}
+    ```
+    """
+
+    code = "SC004"
+    name = "unknown-role"
+    severity = Severity.ERROR
+    Options = UnknownRoleOptions
+
+    def setup(self) -> None:
+        self.allowed = set(CANONICAL_ROLES) | set(self.options.extra_roles)
+
+    def check(self, row: Row) -> Iterable[Finding]:
+        for message in row.conversation.messages:
+            if message.valid and message.role not in self.allowed:
+                hint = suggest(message.raw_role.lower(), self.allowed)
+                yield self.message_finding(row, message, f"unknown role `{message.raw_role}`{hint}")
+
+
+class EmptyContent(RowRule):
+    """Message content is empty or only whitespace.
+
+    ## What it does
+    Reports messages whose content is empty or whitespace-only. Assistant turns
+    that only call tools are exempt.
+
+    ## Why is this bad
+    An empty assistant turn teaches the model to answer with nothing; an empty
+    user turn trains on an answer to no question.
+
+    ## Example
+    ```jsonl
+    {"messages": [{"role": "user", "content": "Reset my password"}, {"role": "assistant", "content": "  "}]}
+    ```
+
+    ## Use instead
+    Write the missing answer, or drop the row.
+    """
+
+    code = "SC005"
+    name = "empty-content"
+    severity = Severity.ERROR
+    fixable = True
+
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        import polars as pl
+
+        frame = batch.messages
+        hits = frame.filter(pl.col("content").str.strip_chars().str.len_bytes() == 0)
+        for row_pos, msg_pos in hits.select("row", "msg").iter_rows():
+            row = batch.rows[row_pos]
+            message = row.conversation.messages[msg_pos]
+            if self._is_tool_call(row, message.source):
+                continue
+            yield self.message_finding(row, message, "empty content")
+
+    @staticmethod
+    def _is_tool_call(row: Row, source: str) -> bool:
+        if row.format is not RowFormat.MESSAGES or not source.startswith("messages["):
+            return False
+        item = row.obj["messages"][int(source[len("messages[") : -1])]
+        return isinstance(item, dict) and bool(item.get("tool_calls"))
+
+
+class MissingAssistantTurn(RowRule):
+    """Row has no assistant message, or does not end with one.
+
+    ## What it does
+    Reports conversations with no assistant turn, and conversations whose last
+    turn is not the assistant's (a trailing user or tool turn).
+
+    ## Why is this bad
+    Supervised fine-tuning trains on assistant tokens: a row without one trains
+    on nothing (or, with loss on all tokens, teaches the model to write user
+    turns); a trailing user turn is a question never answered.
+
+    ## Example
+    ```jsonl
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Thanks"}]}
+    ```
+
+    ## Use instead
+    End every conversation with the assistant turn to learn from.
+    """
+
+    code = "SC006"
+    name = "missing-assistant-turn"
+    severity = Severity.ERROR
+    fixable = True
+
+    def check(self, row: Row) -> Iterable[Finding]:
+        messages = [m for m in row.conversation.messages if m.valid]
+        if not messages:
+            return
+        if not any(m.role == "assistant" for m in messages):
+            yield self.row_finding(row, "no assistant turn to train on")
+        elif messages[-1].role != "assistant":
+            yield self.message_finding(row, messages[-1], "conversation ends with a non-assistant turn")
+
+
+class RoleOrder(RowRule):
+    """System not first, or user and assistant turns do not alternate.
+
+    ## What it does
+    Checks the turn order: at most one system message and only as the first
+    turn; the first non-system turn is the user's; user and assistant turns
+    alternate (tool results may follow an assistant turn, and an assistant turn
+    may follow a tool result).
+
+    ## Why is this bad
+    Many chat templates (Llama 2, Mistral, Gemma) raise on non-alternating roles;
+    others render two user turns back to back, a shape the model never sees at
+    inference.
+
+    ## Example
+    ```jsonl
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hi!"}]}
+    ```
+
+    ## Use instead
+    Merge consecutive turns of the same role, and put the system prompt first.
+    """
+
+    code = "SC007"
+    name = "role-order"
+    severity = Severity.ERROR
+
+    ALLOWED_NEXT = {
+        None: {"system", "user"},
+        "system": {"user"},
+        "user": {"assistant"},
+        "assistant": {"user", "tool"},
+        "tool": {"assistant", "tool"},
+    }
+
+    def check(self, row: Row) -> Iterable[Finding]:
+        previous = None
+        for message in row.conversation.messages:
+            if not message.valid or message.role not in CANONICAL_ROLES:
+                continue
+            if message.role not in self.ALLOWED_NEXT[previous]:
+                if message.role == "system":
+                    text = "system message must be the first turn"
+                elif previous == message.role:
+                    text = f"two {message.role} turns in a row"
+                elif previous is None:
+                    text = f"conversation starts with a {message.role} turn"
+                else:
+                    text = f"{message.role} turn follows a {previous} turn"
+                yield self.message_finding(row, message, text)
+                return  # one finding per row: later positions are off by the same cause
+            previous = message.role
+
+
+class UnexpectedKey(RowRule):
+    """Row or message has keys outside its format (often a typo).
+
+    ## What it does
+    Reports top-level keys that the row's format does not define, and
+    message-level keys outside role/content (and the format's optional keys),
+    with a suggestion when the key looks like a typo of a known one. Keys listed
+    in the `allowed` option (ids, labels, sources) are accepted.
+
+    ## Why is this bad
+    A typo such as `complettion` or `contnet` means the real field is missing
+    and the trainer silently uses a default; unknown keys are also dropped by
+    most loaders, so metadata you rely on may not survive.
+
+    ## Example
+    ```jsonl
+    {"prompt": "2+2?", "completion": "4", "complettion": "5"}
+    ```
+
+    ## Use instead
+    Fix the typo, or add the key to `allowed` if it is intended metadata.
+    """
+
+    code = "SC008"
+    name = "unexpected-key"
+    severity = Severity.WARNING
+
+    class Options(RuleOptions):
+        allowed: list[str] = Field(
+            default_factory=lambda: ["id", "label", "labels", "category", "source", "metadata", "meta", "split", "tags", "text"],
+            description="Top-level keys accepted as metadata in any format.",
+        )
+
+    def check(self, row: Row) -> Iterable[Finding]:
+        fmt = row.format
+        allowed = set(self.options.allowed)
+        known = set(FORMAT_KEYS[fmt])
+        for key in row.obj:
+            if key not in known and key not in allowed:
+                yield self.row_finding(row, f"unexpected key `{key}` for the {fmt} format{suggest(key, known)}", data={"key": key})
+        if fmt in MESSAGE_KEYS:
+            role_key, content_key, optional = MESSAGE_KEYS[fmt]
+            message_known = {role_key, content_key} | optional
+            for source, item in raw_message_items(row.obj, fmt):
+                if isinstance(item, dict):
+                    for key in item:
+                        if key not in message_known:
+                            yield self.finding(row.path, row.line, f"{source}: unexpected key `{key}`{suggest(key, message_known)}", data={"key": key, "source": source})
+
+
+class OversizedRow(RowRule):
+    """Row is larger than `max-row-bytes` and was not parsed.
+
+    ## What it does
+    Reports rows (lines) bigger than the `max-row-bytes` setting (default
+    10 MiB). They are not parsed, so the rest of the file is still checked
+    quickly and memory stays bounded.
+
+    ## Why is this bad
+    A multi-megabyte row is almost always an export accident (a whole document
+    or a base64 blob pasted into a message); it will be truncated at training
+    time and can exhaust memory in tokenization.
+
+    ## Example
+    A 50 MB line holding a PDF as base64 in `content`.
+
+    ## Use instead
+    Remove the row, or split the document into sensible examples.
+    """
+
+    code = "SC009"
+    name = "oversized-row"
+    severity = Severity.ERROR
+    needs_conversation = False
+    fixable = True
+
+    def check(self, row: Row) -> Iterable[Finding]:
+        if row.raw.oversized:
+            size_mb = row.raw.oversized / 2**20
+            yield self.row_finding(row, f"row is {size_mb:.1f} MiB, over the max-row-bytes limit; not parsed", data={"bytes": row.raw.oversized})
+
+
+class MixedRowFormats(DatasetRule):
+    """File mixes row formats (e.g. `messages` and Alpaca rows).
+
+    ## What it does
+    Counts the detected format of every row of each file and reports the rows
+    whose format differs from the file's dominant one.
+
+    ## Why is this bad
+    Trainers pick one formatting function per dataset; rows of another format
+    are dropped, crash the loader, or are rendered without their system prompt.
+    Mixed formats usually mean two exports were concatenated by hand.
+
+    ## Example
+    ```jsonl
+    {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}]}
+    {"instruction": "Say hi", "input": "", "output": "Hello!"}
+    ```
+
+    ## Use instead
+    Convert every row to one format (`curate fix` writes `messages` rows).
+    """
+
+    code = "SC010"
+    name = "mixed-row-formats"
+    severity = Severity.WARNING
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rows_by_file: dict[str, list[tuple[int, str]]] = {}
+
+    def observe(self, batch: Batch) -> None:
+        for row in batch.rows:
+            if row.format is not None:
+                self.rows_by_file.setdefault(row.path, []).append((row.line, str(row.format)))
+
+    def finish(self) -> Iterable[Finding]:
+        for path, rows in self.rows_by_file.items():
+            counts = Counter(fmt for _, fmt in rows)
+            if len(counts) < 2:
+                continue
+            dominant, dominant_count = counts.most_common(1)[0]
+            for line, fmt in rows:
+                if fmt != dominant:
+                    yield self.finding(path, line, f"row is in the {fmt} format; {dominant_count} of {len(rows)} rows in this file use {dominant}", data={"format": fmt, "dominant": dominant})
