@@ -153,7 +153,7 @@ def iter_json(path: Path) -> Iterator[RawRow]:
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        if "trailing" in str(exc).lower() and data.lstrip().startswith(b"{"):
+        if data.lstrip().startswith(b"{") and b"\n" in data.strip():  # JSON Lines named .json
             yield from iter_jsonl(path)
             return
         line = data[: exc.pos].count(b"\n") + 1

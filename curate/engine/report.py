@@ -11,7 +11,7 @@ import orjson
 
 from curate import __version__
 from curate.engine.findings import Finding, Severity
-from curate.engine.rule import REGISTRY, Rule
+from curate.engine.rule import REGISTRY
 from curate.engine.runner import LintResult
 
 JSON_VERSION = 1
@@ -66,23 +66,21 @@ def _sarif_location(path: str, line: int | None) -> dict:
     return {"physicalLocation": physical}
 
 
+def _sarif_rule(code: str, name: str, severity: Severity) -> dict:
+    rule = REGISTRY.get(code)
+    entry = {"id": code, "name": name, "defaultConfiguration": {"level": SARIF_LEVELS[severity]}, "properties": {"tags": [code[:2]]}}
+    if rule is not None:
+        entry["shortDescription"] = {"text": rule.summary()}
+        entry["fullDescription"] = {"text": rule.documentation()}
+    return entry
+
+
 def sarif_document(result: LintResult) -> dict:
-    rule_classes: list[type[Rule]] = sorted(
-        {REGISTRY[f.code] for f in result.findings if f.code in REGISTRY} | set(result.rules),
-        key=lambda rule: rule.code,
-    )
-    index = {rule.code: position for position, rule in enumerate(rule_classes)}
-    rules = [
-        {
-            "id": rule.code,
-            "name": rule.name,
-            "shortDescription": {"text": rule.summary()},
-            "fullDescription": {"text": rule.documentation()},
-            "defaultConfiguration": {"level": SARIF_LEVELS[rule.severity]},
-            "properties": {"tags": [rule.code[:2]]},
-        }
-        for rule in rule_classes
-    ]
+    declared = {rule.code: (rule.name, rule.severity) for rule in result.rules}
+    declared.update({f.code: (f.name, REGISTRY[f.code].severity if f.code in REGISTRY else f.severity) for f in result.findings})
+    codes = sorted(declared)
+    index = {code: position for position, code in enumerate(codes)}
+    rules = [_sarif_rule(code, *declared[code]) for code in codes]
     results = []
     for finding in result.findings:
         item = {
@@ -160,27 +158,31 @@ def write_text(result: LintResult, out: IO[str], *, show_stats: bool = False, co
     _write_summary(console, result)
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 or noun == "info" else f"{count} {noun}s"
+
+
 def _write_summary(console, result: LintResult) -> None:
-    files = f"{len(result.files)} file{'s' if len(result.files) != 1 else ''}"
+    files = plural(len(result.files), "file")
     if result.findings:
         counts = ", ".join(
-            f"{count} {label}"
+            plural(count, label)
             for count, label in (
-                (result.count(Severity.ERROR), "errors"),
-                (result.count(Severity.WARNING), "warnings"),
+                (result.count(Severity.ERROR), "error"),
+                (result.count(Severity.WARNING), "warning"),
                 (result.count(Severity.INFO), "info"),
             )
             if count
         )
-        console.print(f"\nFound {len(result.findings)} findings in {result.rows} rows ({files}): {counts}.", style="bold")
+        console.print(f"\nFound {plural(len(result.findings), 'finding')} in {plural(result.rows, 'row')} ({files}): {counts}.", style="bold")
         width = max(len(REGISTRY[code].name) if code in REGISTRY else 0 for code in result.by_code)
         for code, count in result.by_code.items():
             name = REGISTRY[code].name if code in REGISTRY else ""
             console.print(f"  {code} {name:<{width}} {count:>6}")
     else:
-        console.print(f"No problems found in {result.rows} rows ({files}).", style="bold green")
+        console.print(f"No problems found in {plural(result.rows, 'row')} ({files}).", style="bold green")
     if result.waived:
-        console.print(f"{result.waived} findings waived by the baseline.", style="dim")
+        console.print(f"{plural(result.waived, 'finding')} waived by the baseline.", style="dim")
     if result.skipped:
         groups: dict[str, list[str]] = {}
         for code, reason in result.skipped.items():

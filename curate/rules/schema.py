@@ -318,22 +318,27 @@ class RoleOrder(RowRule):
     }
 
     def check(self, row: Row) -> Iterable[Finding]:
+        messages = row.conversation.messages
+        if any(not m.valid or m.role not in CANONICAL_ROLES for m in messages):
+            return  # the order of unknown or broken turns is meaningless; SC003/SC004 report them
         previous = None
-        for message in row.conversation.messages:
-            if not message.valid or message.role not in CANONICAL_ROLES:
-                continue
+        for message in messages:
             if message.role not in self.ALLOWED_NEXT[previous]:
                 if message.role == "system":
                     text = "system message must be the first turn"
                 elif previous == message.role:
                     text = f"two {message.role} turns in a row"
                 elif previous is None:
-                    text = f"conversation starts with a {message.role} turn"
+                    text = f"conversation starts with {_article(message.role)} {message.role} turn"
                 else:
-                    text = f"{message.role} turn follows a {previous} turn"
+                    text = f"{message.role} turn follows {_article(previous)} {previous} turn"
                 yield self.message_finding(row, message, text)
                 return  # one finding per row: later positions are off by the same cause
             previous = message.role
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 class UnexpectedKey(RowRule):

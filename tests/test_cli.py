@@ -1,0 +1,174 @@
+"""The command line: exit codes, baseline, rule docs, pre-commit hook, import hygiene."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+
+import yaml
+
+from curate.engine.rule import REGISTRY, load_builtin_rules, missing_doc_sections
+from tests.conftest import ROOT, SAMPLES, write_jsonl
+
+GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}]}
+WARN_ONLY = {"messages": [{"role": "user", "content": "hi", "nam": "x"}, {"role": "assistant", "content": "Hello"}]}
+HEAVY = ("torch", "transformers", "peft", "datasets", "textual", "bitsandbytes", "accelerate")
+
+
+def curate(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "curate", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_exit_codes(tmp_path):
+    clean = write_jsonl(tmp_path / "clean.jsonl", [GOOD])
+    warn = write_jsonl(tmp_path / "warn.jsonl", [WARN_ONLY])
+    broken = write_jsonl(tmp_path / "broken.jsonl", ["{oops"])
+    sc = ("--isolated", "--select", "SC")
+    assert curate("lint", str(clean), *sc).returncode == 0
+    assert curate("lint", str(warn), *sc).returncode == 0
+    assert curate("lint", str(warn), *sc, "--fail-on", "warning").returncode == 1
+    assert curate("lint", str(broken), *sc).returncode == 1
+    assert curate("lint", str(broken), *sc, "--fail-on", "never").returncode == 0
+    usage = curate("lint", str(clean), "--format", "yaml")
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr
+    unknown = curate("lint", str(clean), "--select", "XX123")
+    assert unknown.returncode == 2 and "unknown rule selector `XX123`" in unknown.stderr
+    assert curate().returncode == 2
+
+
+def test_fail_on_from_config(tmp_path):
+    warn = write_jsonl(tmp_path / "warn.jsonl", [WARN_ONLY])
+    (tmp_path / "curate.toml").write_text('select = ["SC"]\nfail-on = "warning"\n')
+    assert curate("lint", str(warn)).returncode == 1
+    assert curate("lint", str(warn), "--fail-on", "error").returncode == 0
+
+
+def test_set_rule_option_on_the_command_line(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", [{"ticket": 1, **GOOD}])
+    assert "SC008" in curate("lint", str(data), "--isolated", "--select", "SC008").stdout
+    proc = curate("lint", str(data), "--isolated", "--select", "SC008", "--set", 'SC008.allowed=["ticket"]')
+    assert proc.returncode == 0 and "No problems found" in proc.stdout
+    bad = curate("lint", str(data), "--isolated", "--set", "SC008allowed")
+    assert bad.returncode == 2 and "RULE.KEY=VALUE" in bad.stderr
+
+
+def test_output_file_is_written_atomically(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", ["{oops", GOOD])
+    out = tmp_path / "report.json"
+    proc = curate("lint", str(data), "--isolated", "--select", "SC", "--format", "json", "-o", str(out))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert json.loads(out.read_text())["summary"]["by_code"] == {"SC001": 1}
+
+
+def test_baseline_waives_known_rows_by_content_not_line(tmp_path):
+    rows = ["{oops", WARN_ONLY, GOOD]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    baseline = tmp_path / "baseline.json"
+    sc = ("--isolated", "--select", "SC", "--fail-on", "warning")
+    written = curate("lint", str(data), *sc, "--write-baseline", str(baseline))
+    assert written.returncode == 0 and "2 waivers" in written.stderr
+    assert json.loads(baseline.read_text())["version"] == 1
+    waived = curate("lint", str(data), *sc, "--baseline", str(baseline))
+    assert waived.returncode == 0 and "2 findings waived by the baseline" in waived.stdout
+    # A new bad row above the old ones shifts every line; only the new row is reported.
+    write_jsonl(data, ['{"messages": 5}', *rows])
+    shifted = curate("lint", str(data), *sc, "--baseline", str(baseline), "--format", "json")
+    report = json.loads(shifted.stdout)
+    assert shifted.returncode == 1
+    assert [(f["code"], f["line"]) for f in report["findings"]] == [("SC003", 1)]
+    # Editing a waived row un-waives it.
+    edited = dict(WARN_ONLY, messages=[dict(WARN_ONLY["messages"][0], content="hello"), WARN_ONLY["messages"][1]])
+    write_jsonl(data, ["{oops", edited, GOOD])
+    report = json.loads(curate("lint", str(data), *sc, "--baseline", str(baseline), "--format", "json").stdout)
+    assert [(f["code"], f["line"]) for f in report["findings"]] == [("SC008", 2)]
+
+
+def test_missing_baseline_is_a_usage_error(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", [GOOD])
+    proc = curate("lint", str(data), "--isolated", "--baseline", str(tmp_path / "nope.json"))
+    assert proc.returncode == 2 and "--write-baseline" in proc.stderr
+
+
+def test_rules_list_and_docs():
+    listing = curate("rules", "--format", "json")
+    assert listing.returncode == 0
+    listed = {rule["code"]: rule for rule in json.loads(listing.stdout)}
+    assert set(listed) == set(load_builtin_rules())
+    doc = curate("rules", "SC007")
+    assert doc.returncode == 0
+    for section in ("What it does", "Why is this bad", "Example", "Use instead"):
+        assert section in doc.stdout
+    by_name = curate("rules", "unexpected-key")
+    assert "Options" in by_name.stdout and "allowed" in by_name.stdout
+    unknown = curate("rules", "SC07")
+    assert unknown.returncode == 2 and "did you mean" in unknown.stderr
+
+
+def test_every_rule_documents_itself():
+    for code, rule in load_builtin_rules().items():
+        assert not missing_doc_sections(rule.__doc__), code
+        assert rule.summary().endswith("."), code
+
+
+def test_rule_without_doc_sections_is_rejected_at_definition():
+    import pytest
+
+    from curate.engine.rule import RowRule
+
+    with pytest.raises(TypeError, match="docstring lacks sections"):
+
+        class Undocumented(RowRule):  # noqa: F841
+            """Does things."""
+
+            code = "ZZ901"
+            name = "undocumented"
+
+    with pytest.raises(TypeError, match="does not match"):
+
+        class BadCode(RowRule):  # noqa: F841
+            """Bad code.
+
+            ## What it does
+            ## Why is this bad
+            ## Example
+            ## Use instead
+            """
+
+            code = "Z1"
+            name = "bad-code"
+
+    assert "ZZ901" not in REGISTRY
+
+
+def test_lint_does_not_import_heavy_libraries():
+    model = SAMPLES / "tiny-chat"
+    model_args = ["--model", str(model)] if model.exists() else []
+    eval_args = ["--eval", str(SAMPLES / "support-eval.jsonl")]
+    script = (
+        "import sys\n"
+        "from curate.cli import main\n"
+        f"code = main(['lint', {str(SAMPLES / 'support-chat.jsonl')!r}, '--isolated', '--format', 'json', *{model_args + eval_args!r}])\n"
+        f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+        "print('EXIT=' + str(code))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert "EXIT=1" in proc.stdout, proc.stderr[-2000:]
+    assert "HEAVY=\n" in proc.stdout, proc.stdout.splitlines()[-2:]
+
+
+def test_pre_commit_hook_runs_on_samples():
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    hook = next(h for h in hooks if h["id"] == "curate-lint")
+    import re
+
+    assert re.search(hook["files"], "data/train.jsonl") and not re.search(hook["files"], "README.md")
+    entry = shlex.split(hook["entry"])
+    assert entry[0] == "curate"
+    exe = ROOT / ".venv" / "bin" / "curate"
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "curate"]
+    clean = subprocess.run([*command, *entry[1:], str(SAMPLES / "clean-chat.jsonl")], capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    dirty = subprocess.run([*command, *entry[1:], str(SAMPLES / "support-chat.jsonl")], capture_output=True, text=True, timeout=300)
+    assert dirty.returncode == 1 and "SC001" in dirty.stdout
