@@ -69,8 +69,15 @@ class Message:
     index: int
     raw_role: str = ""
     valid: bool = True
-    #: Where the turn came from in the source row, e.g. `messages[2]` or `output`.
-    source: str = ""
+    #: The key the turn came from in the source row (`messages`, `output`, ...) ...
+    container: str = ""
+    #: ... and its position in that list, or -1 for a plain field.
+    position: int = -1
+
+    @property
+    def source(self) -> str:
+        """Where the turn came from in the source row, e.g. `messages[2]` or `output`."""
+        return f"{self.container}[{self.position}]" if self.position >= 0 else self.container
 
     @property
     def where(self) -> str:
@@ -145,18 +152,21 @@ def _normalize_message_list(items: Any, fmt: RowFormat, key: str, start: int = 0
     messages: list[Message] = []
     if not isinstance(items, list):
         return messages
+    alias = ROLE_ALIASES.get
     for offset, item in enumerate(items):
         index = start + offset
-        source = f"{key}[{offset}]"
-        if not isinstance(item, dict):
-            messages.append(Message("?", "", index, "", valid=False, source=source))
-            continue
-        raw_role = item.get(role_key)
-        content = item.get(content_key)
-        text = _content_text(content)
-        valid = isinstance(raw_role, str) and (text is not None or _is_tool_call_turn(item, content))
-        role = ROLE_ALIASES.get(raw_role.strip().lower(), raw_role) if isinstance(raw_role, str) else "?"
-        messages.append(Message(role, text or "", index, raw_role if isinstance(raw_role, str) else "", valid, source))
+        if type(item) is dict:
+            raw_role, content = item.get(role_key), item.get(content_key)
+            if type(raw_role) is str and type(content) is str:  # the common case, kept cheap
+                role = alias(raw_role) or alias(raw_role.strip().lower(), raw_role)
+                messages.append(Message(role, content, index, raw_role, True, key, offset))
+                continue
+            text = _content_text(content)
+            valid = isinstance(raw_role, str) and (text is not None or _is_tool_call_turn(item, content))
+            role = alias(raw_role.strip().lower(), raw_role) if isinstance(raw_role, str) else "?"
+            messages.append(Message(role, text or "", index, raw_role if isinstance(raw_role, str) else "", valid, key, offset))
+        else:
+            messages.append(Message("?", "", index, "", False, key, offset))
     return messages
 
 
@@ -175,7 +185,8 @@ def normalize(obj: Any, fmt: RowFormat | None = None) -> Conversation | None:
     fmt = fmt or detect_format(obj)
     if fmt is None:
         return None
-    meta = {key: value for key, value in obj.items() if key not in FORMAT_KEYS[fmt]}
+    format_keys = FORMAT_KEYS[fmt]
+    meta = {key: value for key, value in obj.items() if key not in format_keys}
     if fmt is RowFormat.MESSAGES:
         messages = _normalize_message_list(obj.get("messages"), fmt, "messages")
     elif fmt is RowFormat.SHAREGPT:

@@ -6,9 +6,11 @@ each batch and report when all files are read. Findings are sorted stably.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from curate.engine.batch import Batch
@@ -76,11 +78,34 @@ def _set_up(rules: list[Rule], errors: list[str]) -> list[Rule]:
     return ready
 
 
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: rows are acyclic and freed by reference counting,
+    and with millions of live objects the collector's passes took half the lint time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def run_lint(
     plan: LintPlan,
     on_progress: ProgressCallback | None = None,
     keep_row_hashes: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
+) -> LintResult:
+    with cyclic_gc_paused():
+        return _run_lint(plan, on_progress, keep_row_hashes, batch_size)
+
+
+def _run_lint(
+    plan: LintPlan,
+    on_progress: ProgressCallback | None,
+    keep_row_hashes: bool,
+    batch_size: int,
 ) -> LintResult:
     started = time.perf_counter()
     errors: list[str] = []

@@ -122,11 +122,16 @@ class InvalidMessage(RowRule):
     severity = Severity.ERROR
     fixable = True
 
+    LIST_CONTAINERS = {RowFormat.MESSAGES: "messages", RowFormat.SHAREGPT: "conversations"}
+
     def check(self, row: Row) -> Iterable[Finding]:
         obj, fmt = row.obj, row.format
-        container = {RowFormat.MESSAGES: "messages", RowFormat.SHAREGPT: "conversations"}.get(fmt)
+        container = self.LIST_CONTAINERS.get(fmt)
         if container and not isinstance(obj.get(container), list):
             yield self.row_finding(row, f"`{container}` must be a list of messages, not {type(obj.get(container)).__name__}")
+            return
+        invalid = [message for message in row.conversation.messages if not message.valid]
+        if not invalid:
             return
         if fmt in MESSAGE_KEYS:
             role_key, content_key, _ = MESSAGE_KEYS[fmt]
@@ -134,10 +139,11 @@ class InvalidMessage(RowRule):
                 problem = self._message_problem(item, role_key, content_key)
                 if problem:
                     yield self.finding(row.path, row.line, f"{source}: {problem}", data={"source": source})
-        for message in row.conversation.messages:
-            if not message.valid and not message.source.startswith(("messages[", "conversations[", "prompt[", "completion[")):
-                value = obj.get(message.source)
-                yield self.finding(row.path, row.line, f"`{message.source}` must be a string, not {type(value).__name__ if value is not None else 'null'}", data={"source": message.source})
+        for message in invalid:
+            if message.position < 0:  # a plain text field (Alpaca, prompt/completion strings)
+                value = obj.get(message.container)
+                kind = type(value).__name__ if value is not None else "null"
+                yield self.finding(row.path, row.line, f"`{message.container}` must be a string, not {kind}", data={"source": message.container})
 
     @staticmethod
     def _message_problem(item, role_key: str, content_key: str) -> str | None:
@@ -234,16 +240,16 @@ class EmptyContent(RowRule):
         for row_pos, msg_pos in hits.select("row", "msg").iter_rows():
             row = batch.rows[row_pos]
             message = row.conversation.messages[msg_pos]
-            if self._is_tool_call(row, message.source):
-                continue
-            yield self.message_finding(row, message, "empty content")
+            if not _calls_tools(row, message):
+                yield self.message_finding(row, message, "empty content")
 
-    @staticmethod
-    def _is_tool_call(row: Row, source: str) -> bool:
-        if row.format is not RowFormat.MESSAGES or not source.startswith("messages["):
-            return False
-        item = row.obj["messages"][int(source[len("messages[") : -1])]
-        return isinstance(item, dict) and bool(item.get("tool_calls"))
+
+def _calls_tools(row: Row, message) -> bool:
+    """An OpenAI assistant turn that only calls tools legitimately has no content."""
+    if message.container != "messages" or message.position < 0:
+        return False
+    item = row.obj["messages"][message.position]
+    return isinstance(item, dict) and bool(item.get("tool_calls"))
 
 
 class MissingAssistantTurn(RowRule):
@@ -374,21 +380,31 @@ class UnexpectedKey(RowRule):
             description="Top-level keys accepted as metadata in any format.",
         )
 
+    def setup(self) -> None:
+        self.known_keys = {fmt: keys | set(self.options.allowed) for fmt, keys in FORMAT_KEYS.items()}
+        self.message_known = {fmt: {role, content} | optional for fmt, (role, content, optional) in MESSAGE_KEYS.items()}
+
     def check(self, row: Row) -> Iterable[Finding]:
         fmt = row.format
-        allowed = set(self.options.allowed)
-        known = set(FORMAT_KEYS[fmt])
+        known = self.known_keys[fmt]
+        if known.issuperset(row.obj):
+            return self._message_keys(row, fmt)
+        return self._all_keys(row, fmt, known)
+
+    def _all_keys(self, row: Row, fmt: RowFormat, known: set[str]) -> Iterator[Finding]:
         for key in row.obj:
-            if key not in known and key not in allowed:
-                yield self.row_finding(row, f"unexpected key `{key}` for the {fmt} format{suggest(key, known)}", data={"key": key})
-        if fmt in MESSAGE_KEYS:
-            role_key, content_key, optional = MESSAGE_KEYS[fmt]
-            message_known = {role_key, content_key} | optional
+            if key not in known:
+                yield self.row_finding(row, f"unexpected key `{key}` for the {fmt} format{suggest(key, FORMAT_KEYS[fmt])}", data={"key": key})
+        yield from self._message_keys(row, fmt)
+
+    def _message_keys(self, row: Row, fmt: RowFormat) -> Iterator[Finding]:
+        if fmt in self.message_known:
+            known_keys = self.message_known[fmt]
             for source, item in raw_message_items(row.obj, fmt):
-                if isinstance(item, dict):
+                if isinstance(item, dict) and not known_keys.issuperset(item):
                     for key in item:
-                        if key not in message_known:
-                            yield self.finding(row.path, row.line, f"{source}: unexpected key `{key}`{suggest(key, message_known)}", data={"key": key, "source": source})
+                        if key not in known_keys:
+                            yield self.finding(row.path, row.line, f"{source}: unexpected key `{key}`{suggest(key, known_keys)}", data={"key": key, "source": source})
 
 
 class OversizedRow(RowRule):
