@@ -1,15 +1,40 @@
-"""Not built yet."""
+"""Merge a trained LoRA adapter into its base model.
+
+`curate export RUN_DIR --merge -o DIR` loads the base model recorded in the run's
+manifest in full precision, merges the adapter and writes a model folder that
+loads with plain `AutoModelForCausalLM.from_pretrained(DIR)`, with the tokenizer
+and the exact chat template used in training.
+
+Exit codes: 0 written, 2 usage, run-folder or model-loading error."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+
+from curate.commands.common import error
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs="*")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a `curate train` run folder")
+    parser.add_argument("--merge", action="store_true", help="merge the adapter into the full-precision base weights")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the merged model (must not exist or be empty)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto", help="weight dtype of the merged model (default: the base model's)")
 
 
 def run(args: argparse.Namespace) -> int:
-    sys.stderr.write("curate: error: `curate export` is not available in this build yet\n")
-    return 2
+    from curate.train.export import ExportError, check_run, merge
+
+    try:
+        if not args.merge:
+            check_run(Path(args.run_dir))
+            error(f"nothing to do: {args.run_dir} already holds the adapter (loadable with peft); pass --merge to write a merged model")
+            return 2
+        info = merge(Path(args.run_dir), Path(args.output), args.dtype)
+    except ExportError as exc:
+        error(str(exc))
+        return 2
+    print(f"wrote {args.output}: {info['base_model']} + adapter from {args.run_dir}, merged ({info['parameters'] / 1e6:,.1f}M parameters, {info['dtype']})")
+    return 0
