@@ -1,0 +1,196 @@
+"""Benchmark the duplicate and leakage pass (DU001-DU003, LK001-LK002) against the naive datasketch loop.
+
+For each size, a fresh subprocess builds synthetic chat rows (bench/generate.py:
+5% near-duplicates, 2% exact copies) in batches as the lint runner does,
+then times the rules' observe + finish over all batches (the "pass"), with
+1,000 eval rows (their user turns as questions, some planted in the data).
+Peak memory is the subprocess's ru_maxrss. The baseline is the textbook loop
+`MinHash(num_perm=128).update(shingle)` per shingle + `MinHashLSH.insert`
+per row on the same rows and shingles (user + assistant word pairs), run on a
+subset and extrapolated per row; it does less than our pass (no exact,
+conflict or leakage checks, no candidate verification), so the ratio is
+conservative.
+
+    .venv/bin/python bench/dedup.py            # 10k and 100k rows
+    .venv/bin/python bench/dedup.py --million  # also 1M rows (a few minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RULES = ("DU001", "DU002", "DU003", "LK001", "LK002")
+BATCH_SIZE = 20_000
+NAIVE_ROWS = 2_000
+EVAL_ROWS = 1_000
+
+
+def synthetic_batches(count: int):
+    from bench.generate import generate
+    from curate.engine.batch import Batch
+    from curate.io import RawRow
+
+    batch = []
+    for line, row in enumerate(generate(count, seed=0), start=1):
+        if line % 500 == 0 and line // 500 <= EVAL_ROWS // 10:  # plant a few eval questions in the data
+            row = {"messages": [{"role": "user", "content": eval_question(line // 500)}, {"role": "assistant", "content": "Done."}]}
+        batch.append(RawRow("train.jsonl", line, None, obj=row))
+        if len(batch) == BATCH_SIZE:
+            yield Batch.from_raw(batch)
+            batch = []
+    if batch:
+        yield Batch.from_raw(batch)
+
+
+def eval_rows() -> list[dict]:
+    from bench.generate import generate
+
+    rows = []
+    for row in generate(EVAL_ROWS, seed=12345, near_dup_share=0.0, exact_dup_share=0.0):
+        user = next(m["content"] for m in row["messages"] if m["role"] == "user")
+        answer = next(m["content"] for m in row["messages"] if m["role"] == "assistant")
+        rows.append({"question": user, "answer": answer})
+    return rows
+
+
+_EVAL_CACHE: list[dict] = []
+
+
+def eval_question(index: int) -> str:
+    if not _EVAL_CACHE:
+        _EVAL_CACHE.extend(eval_rows())
+    return _EVAL_CACHE[index]["question"]
+
+
+def run_pass(count: int, eval_path: str) -> dict:
+    """Time observe + finish of the DU and LK rules over `count` synthetic rows (in this process)."""
+    import gc
+
+    from curate.engine.rule import RunContext, load_builtin_rules
+
+    registry = load_builtin_rules()
+    context = RunContext(eval_paths=[eval_path])
+    rules = [registry[code](None, context) for code in RULES]
+    gc.disable()
+    prepare = pass_seconds = 0.0
+    per_rule = dict.fromkeys(RULES, 0.0)
+    started = time.perf_counter()
+    for rule in rules:
+        rule.setup()
+    per_rule["setup"] = time.perf_counter() - started
+    pass_seconds += per_rule["setup"]
+    batches = synthetic_batches(count)
+    findings = []
+    while True:
+        started = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            break
+        batch.messages  # built once per batch by the engine for every rule; not part of this pass
+        prepare += time.perf_counter() - started
+        for rule in rules:
+            started = time.perf_counter()
+            rule.observe(batch)
+            elapsed = time.perf_counter() - started
+            per_rule[rule.code] += elapsed
+            pass_seconds += elapsed
+    for rule in rules:
+        started = time.perf_counter()
+        findings.extend(rule.finish())
+        elapsed = time.perf_counter() - started
+        per_rule[rule.code] += elapsed
+        pass_seconds += elapsed
+    counts = {code: sum(1 for f in findings if f.code == code) for code in RULES}
+    return {
+        "rows": count,
+        "pass_s": pass_seconds,
+        "prepare_s": prepare,
+        "per_rule_s": per_rule,
+        "findings": counts,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def naive_seconds_per_row(rows: int) -> float:
+    """The baseline: per-shingle MinHash.update and MinHashLSH.insert, as in datasketch's README."""
+    import re
+
+    from datasketch import MinHash, MinHashLSH
+
+    from bench.generate import generate
+
+    word = re.compile(r"\w+")
+    texts = [
+        " ".join(m["content"] for m in row["messages"] if m["role"] in ("user", "assistant"))
+        for row in generate(rows, seed=0)
+    ]
+    started = time.perf_counter()
+    lsh = MinHashLSH(threshold=0.6, num_perm=128)
+    for key, text in enumerate(texts):
+        tokens = word.findall(text.lower())
+        minhash = MinHash(num_perm=128)
+        for shingle in {" ".join(tokens[i : i + 2]) for i in range(max(len(tokens) - 1, 1))}:
+            minhash.update(shingle.encode("utf-8"))
+        lsh.insert(key, minhash)
+    return (time.perf_counter() - started) / rows
+
+
+def worker(args: argparse.Namespace) -> None:
+    if args.naive:
+        print(json.dumps({"naive_s_per_row": naive_seconds_per_row(args.rows)}))
+    else:
+        print(json.dumps(run_pass(args.rows, args.eval)))
+
+
+def spawn(*extra: str) -> dict:
+    output = subprocess.run([sys.executable, __file__, "--worker", *extra], check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--million", action="store_true", help="also run 1,000,000 rows")
+    parser.add_argument("--sizes", type=int, nargs="*", default=None)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--eval", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    from curate.io import atomic_write_jsonl
+
+    out = ROOT / "bench" / "out"
+    eval_path = out / "dedup-eval.jsonl"
+    atomic_write_jsonl(eval_path, eval_rows())
+    sizes = args.sizes or [10_000, 100_000] + ([1_000_000] if args.million else [])
+    naive = spawn("--naive", "--rows", str(NAIVE_ROWS))["naive_s_per_row"]
+    print(f"cores: {os.cpu_count()}   eval rows: {EVAL_ROWS}   batch size: {BATCH_SIZE}")
+    print(f"naive datasketch loop (MinHash.update per shingle + MinHashLSH.insert), measured on {NAIVE_ROWS:,} rows: "
+          f"{1 / naive:,.0f} rows/s")
+    print()
+    print(f"{'rows':>10} {'DU+LK pass':>11} {'rows/s':>10} {'naive (extrap.)':>16} {'ratio':>7} {'peak RSS':>10}   findings")
+    for size in sizes:
+        result = spawn("--rows", str(size), "--eval", str(eval_path))
+        naive_total = naive * size
+        print(f"{size:>10,} {result['pass_s']:>10.2f}s {size / result['pass_s']:>10,.0f} {naive_total:>15.1f}s "
+              f"{naive_total / result['pass_s']:>6.1f}x {result['peak_rss_mib']:>8,.0f} MiB   "
+              + " ".join(f"{code}={n}" for code, n in result["findings"].items()))
+        print(f"{'':>10} per rule: " + ", ".join(f"{code} {seconds:.2f}s" for code, seconds in result["per_rule_s"].items())
+              + f"; building batches (engine, shared by all rules, not in the pass): {result['prepare_s']:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Word tokens, word shingles and hashed n-grams for many rows at once.
+
+Everything here works on a *flat* layout: all words of all rows in one array,
+plus per-row offsets, so hashing a batch is a handful of numpy operations
+instead of a Python loop per shingle. A shingle (or n-gram, the same thing) of
+`size` words is hashed by rolling the 64-bit word hashes, then mixing with the
+splitmix64 finalizer so that neighbouring shingles do not share low bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from curate.text.normalize import words, words_expr
+
+if TYPE_CHECKING:
+    import polars as pl
+
+#: Seeds of polars' word hash; fixed so a run's hashes are reproducible.
+_WORD_SEED = 0x5EED_C0DE
+_ROLL = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """The words of many texts, flattened: text `i` owns `hashes[starts[i]:starts[i] + counts[i]]`.
+
+    `words` holds the word strings; when `word_index` is set, word `k` of the
+    flat layout is `words[word_index[k]]` (a selection of a larger token set,
+    gathered only for the few texts a rule quotes)."""
+
+    words: pl.Series
+    hashes: np.ndarray  # uint64, one per word
+    counts: np.ndarray  # int64, words per text
+    word_index: np.ndarray | None = None
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.cumsum(self.counts) - self.counts
+
+    def words_of(self, text_index: int) -> list[str]:
+        start = int(self.starts[text_index])
+        stop = start + int(self.counts[text_index])
+        if self.word_index is None:
+            return self.words.slice(start, stop - start).to_list()
+        return self.words.gather(self.word_index[start:stop]).to_list()
+
+
+def tokenize(texts: pl.Series) -> Tokens:
+    """Normalize and cut every text into words, and hash each word (one polars pass)."""
+    import polars as pl
+
+    return tokens_of_lists(pl.select(words_expr(pl.lit(texts.fill_null(""))).alias("w")).to_series())
+
+
+def tokens_of_lists(lists: pl.Series) -> Tokens:
+    """Tokens from a polars list-of-words column (one list per text)."""
+    counts = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = lists.explode().drop_nulls()
+    return Tokens(flat, flat.hash(seed=_WORD_SEED).to_numpy(), counts)
+
+
+def hash_words(tokens: list[str]) -> np.ndarray:
+    """Hash a list of words exactly as `tokenize` does (for scalar callers and tests)."""
+    import polars as pl
+
+    return pl.Series(tokens, dtype=pl.String).hash(seed=_WORD_SEED).to_numpy()
+
+
+def text_shingles(text: str, size: int) -> np.ndarray:
+    """Sorted unique 32-bit shingle hashes of one text (what `unique_row_shingles` stores per row)."""
+    tokens = words(text)
+    hashes = shingle_hashes(hash_words(tokens), np.array([len(tokens)], dtype=np.int64), size)[0]
+    return sorted_unique(fold32(hashes))
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """`np.unique` by sorting: numpy 2's hash-based unique is ~20x slower on large integer arrays."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
+def mix64(values: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: a bijection that spreads every input bit over the output."""
+    values = values ^ (values >> np.uint64(30))
+    values = values * np.uint64(0xBF58476D1CE4E5B9)
+    values = values ^ (values >> np.uint64(27))
+    values = values * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+def fold32(values: np.ndarray) -> np.ndarray:
+    """64-bit hashes folded to 32 bits (the input width of datasketch's default MinHash scheme)."""
+    return (values ^ (values >> np.uint64(32))).astype(np.uint32)
+
+
+def shingle_hashes(word_hashes: np.ndarray, counts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hash every run of `size` consecutive words within each text.
+
+    Returns (hashes uint64, shingles per text). A non-empty text shorter than
+    `size` words yields one shingle of all its words, so short rows still compare.
+    """
+    total = len(word_hashes)
+    if total == 0:
+        return np.zeros(0, np.uint64), np.zeros(len(counts), np.int64)
+    starts = np.repeat(np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+    ends = np.repeat(np.cumsum(counts), counts)
+    position = np.arange(total, dtype=np.int64)
+    rolled = word_hashes.copy()
+    for offset in range(1, size):
+        inside = position + offset < ends
+        following = word_hashes[np.minimum(position + offset, total - 1)]
+        rolled = np.where(inside, rolled * _ROLL + following, rolled)
+    keep = (position + size <= ends) | ((position == starts) & (ends - starts < size))
+    per_text = np.where(counts >= size, counts - size + 1, np.minimum(counts, 1))
+    return mix64(rolled[keep]), per_text.astype(np.int64)
+
+
+def unique_row_shingles(hashes32: np.ndarray, per_text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort and de-duplicate the shingles of each text (a set per row, as Jaccard needs).
+
+    Returns (flat uint32 values grouped by text, values per text)."""
+    row_ids = np.repeat(np.arange(len(per_text), dtype=np.uint64), per_text)
+    keyed = sorted_unique((row_ids << np.uint64(32)) | hashes32.astype(np.uint64))
+    rows = (keyed >> np.uint64(32)).astype(np.int64)
+    return keyed.astype(np.uint32), np.bincount(rows, minlength=len(per_text)).astype(np.int64)
+
+
+def exact_jaccard(first: np.ndarray, second: np.ndarray) -> float:
+    """Jaccard similarity of two sorted unique shingle arrays."""
+    if len(first) == 0 and len(second) == 0:
+        return 1.0
+    shared = len(np.intersect1d(first, second, assume_unique=True))
+    return shared / (len(first) + len(second) - shared)
+
+
+def containment(part: np.ndarray, whole: np.ndarray) -> float:
+    """Share of `part`'s shingles that also occur in `whole` (both sorted unique)."""
+    if len(part) == 0:
+        return 0.0
+    return len(np.intersect1d(part, whole, assume_unique=True)) / len(part)

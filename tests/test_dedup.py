@@ -1,0 +1,196 @@
+"""Duplicate detection: recall on planted near-copies, no false positives on look-alikes,
+and agreement of the vectorized MinHash/LSH with datasketch."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import polars as pl
+import pytest
+
+from curate.text.diff import longest_shared_span, word_spans
+from curate.text.minhash import LshBands, MinHasher, candidate_pairs, estimated_jaccard, query_pairs
+from curate.text.normalize import normalize_expr, normalize_text, words, words_expr
+from curate.text.shingles import fold32, shingle_hashes, text_shingles, tokenize, unique_row_shingles
+from tests.conftest import SAMPLES, lint_rows
+
+
+def clean_rows() -> list[dict]:
+    """240 distinct, realistic support conversations (the shipped clean sample)."""
+    return [json.loads(line) for line in (SAMPLES / "clean-chat.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def edit_once(text: str, rng: random.Random) -> str:
+    """One paraphrase-like edit: drop a word, repeat a word, change case, or add a comma."""
+    tokens = text.split(" ")
+    at = rng.randrange(len(tokens))
+    kind = rng.choice(["drop", "repeat", "case", "comma"])
+    if kind == "drop" and len(tokens) > 1:
+        del tokens[at]
+    elif kind == "repeat":
+        tokens.insert(at, tokens[at])
+    elif kind == "case":
+        tokens[at] = tokens[at].swapcase()
+    else:
+        tokens[at] = tokens[at] + ","
+    return " ".join(tokens)
+
+
+def planted_copy(row: dict, rng: random.Random) -> dict:
+    messages = [dict(m) for m in row["messages"]]
+    editable = [m for m in messages if m["role"] != "system"]
+    for _ in range(rng.randint(1, 3)):
+        target = rng.choice(editable)
+        target["content"] = edit_once(target["content"], rng)
+    return {"messages": messages}
+
+
+def test_near_duplicate_recall_on_planted_edits(tmp_path):
+    rng = random.Random(5)
+    originals = clean_rows()
+    chosen = rng.sample(range(len(originals)), 120)
+    rows = originals + [planted_copy(originals[i], rng) for i in chosen]
+    result = lint_rows(tmp_path, rows, select=["DU001", "DU002"])
+    original_lines = set(range(1, len(originals) + 1))
+    by_line = {f.line: f for f in result.findings}
+    assert not original_lines & set(by_line), "an original row was reported as a duplicate"
+    found = 0
+    for offset, source in enumerate(chosen):
+        finding = by_line.get(len(originals) + offset + 1)
+        if finding is not None:
+            assert finding.related[0].line == source + 1, finding.message  # points at its own original
+            found += 1
+    assert found / len(chosen) >= 0.95, f"recall {found}/{len(chosen)}"
+
+
+def word_problem(rng: random.Random, name: str, numbers: tuple[int, int, int]) -> dict:
+    templates = [
+        "{n} has {a} {thing}. {p} gives {b} {thing} to a friend and buys {c} more at the market. How many {thing} does {p2} have now?",
+        "{n} reads {a} pages on Monday and {b} pages on Tuesday. The book has {c} pages. How many pages does {p2} still have to read?",
+        "A farmer named {n} plants {a} rows of {thing} with {b} plants in each row, and {c} plants die. How many plants are left?",
+        "{n} saves {a} dollars a week for {b} weeks and then spends {c} dollars on {thing}. How much money does {p2} have left?",
+    ]
+    pronoun = rng.choice([("She", "she"), ("He", "he")])
+    a, b, c = numbers
+    text = rng.choice(templates).format(n=name, a=a, b=b, c=c, p=pronoun[0], p2=pronoun[1], thing=rng.choice(["apples", "marbles", "stickers", "books"]))
+    return {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": f"The answer is {a + b - c}."}]}
+
+
+def test_no_false_positives_on_look_alike_word_problems(tmp_path):
+    rng = random.Random(11)
+    names = ["Janet", "Marco", "Aiko", "Liam", "Fatima", "Olu", "Sofia", "Wei", "Ravi", "Ingrid"]
+    seen: set[tuple[int, int, int]] = set()
+    rows = []
+    while len(rows) < 120:
+        numbers = (rng.randint(5, 90), rng.randint(2, 40), rng.randint(1, 30))
+        if numbers not in seen:
+            seen.add(numbers)
+            rows.append(word_problem(rng, rng.choice(names), numbers))
+    result = lint_rows(tmp_path, rows, select=["DU"])
+    assert result.findings == [], [f.message for f in result.findings[:5]]
+
+
+def test_no_false_positives_on_distinct_conversations(tmp_path):
+    result = lint_rows(tmp_path, clean_rows(), select=["DU"], rule_options={"DU002": {"numbers_must_match": False}})
+    assert result.findings == [], [f.message for f in result.findings[:5]]
+
+
+def test_cluster_points_at_first_row_across_files(tmp_path):
+    from curate.engine.runner import run_lint
+    from curate.engine.settings import LintRequest, plan_lint
+    from tests.conftest import write_jsonl
+
+    row = clean_rows()[0]
+    copy = planted_copy(row, random.Random(1))
+    first = write_jsonl(tmp_path / "a.jsonl", [clean_rows()[1], row])
+    second = write_jsonl(tmp_path / "b.jsonl", [copy, row])
+    result = run_lint(plan_lint(LintRequest(paths=[str(first), str(second)], isolated=True, select=["DU001", "DU002"])))
+    by_code = {f.code: f for f in result.findings}
+    assert set(by_code) == {"DU001", "DU002"}
+    for finding in by_code.values():
+        assert finding.path == str(second)
+        assert (finding.related[0].path, finding.related[0].line) == (str(first), 2)
+        assert {"path": str(first), "line": 2} == finding.data["cluster"][0]
+        assert f"{first}:2" in finding.message
+
+
+def random_texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(300)]
+    return [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 60))) for _ in range(count)]
+
+
+def shingle_sets(texts: list[str], size: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    tokens = tokenize(pl.Series(texts))
+    hashes, per_text = shingle_hashes(tokens.hashes, tokens.counts, size)
+    return unique_row_shingles(fold32(hashes), per_text)
+
+
+def test_signatures_equal_datasketch_minhash():
+    from datasketch import MinHash
+
+    texts = random_texts(40, seed=3)
+    values, counts = shingle_sets(texts)
+    hasher = MinHasher(num_perm=64, seed=7)
+    signatures = hasher.signatures(values, counts)
+    starts = np.cumsum(counts) - counts
+    for index, text in enumerate(texts):
+        reference = MinHash(num_perm=64, seed=7, hashfunc=int)
+        reference.update_batch(values[starts[index] : starts[index] + counts[index]].tolist())
+        assert np.array_equal(reference.hashvalues, signatures[index])
+        assert np.array_equal(values[starts[index] : starts[index] + counts[index]], text_shingles(text, 2))
+    lean = [hasher.to_lean_minhash(signature) for signature in signatures[:2]]
+    assert lean[0].jaccard(lean[1]) == pytest.approx(estimated_jaccard(signatures[0], signatures[1]))
+
+
+def test_lsh_candidates_equal_datasketch_minhashlsh():
+    from datasketch import MinHashLSH
+
+    base = random_texts(60, seed=9)
+    texts = base + [edit_once(text, random.Random(i)) for i, text in enumerate(base[:30])]
+    values, counts = shingle_sets(texts)
+    hasher = MinHasher(num_perm=128)
+    signatures = hasher.signatures(values, counts)
+    bands = LshBands(0.6, 128)
+    ours = {tuple(pair) for pair in candidate_pairs(bands.hashes(signatures)).tolist()}
+    index = MinHashLSH(num_perm=128, params=(bands.bands, bands.rows))
+    minhashes = [hasher.to_minhash(signature) for signature in signatures]
+    for key, minhash in enumerate(minhashes):
+        index.insert(key, minhash)
+    theirs = {(min(i, j), max(i, j)) for i, minhash in enumerate(minhashes) for j in index.query(minhash) if i != j}
+    assert ours == theirs
+    assert len(ours) >= 30  # the planted edits are found
+    queried = {tuple(pair) for pair in query_pairs(bands.hashes(signatures[60:]), bands.hashes(signatures[:60])).tolist()}
+    assert queried == {(i - 60, j) for i in range(60, 90) for j in index.query(minhashes[i]) if j < 60}
+
+
+def test_polars_normalization_agrees_with_python():
+    samples = ["Héllo  WORLD,\tﬁne  ", "Ｆｕｌｌ width", "İstanbul ß and 3.5 apples", ""]
+    frame = pl.DataFrame({"text": samples})
+    assert frame.select(normalize_expr(pl.col("text"))).to_series().to_list() == [normalize_text(s) for s in samples]
+    assert frame.select(words_expr(pl.col("text"))).to_series().to_list() == [words(s) for s in samples]
+
+
+def test_shingles_of_short_and_empty_texts():
+    tokens = tokenize(pl.Series(["one", "", "a b c d"]))
+    hashes, per_text = shingle_hashes(tokens.hashes, tokens.counts, 3)
+    assert per_text.tolist() == [1, 0, 2]
+    assert len(hashes) == 3
+
+
+def test_word_spans_for_side_by_side_highlighting():
+    first = "Hold the reset button for ten seconds."
+    second = "hold the RESET button for 10 seconds, then wait"
+    spans = word_spans(first, second)
+    assert [span.kind for span in spans] == ["equal", "replace", "equal", "insert"]
+    replaced = spans[1]
+    assert first[replaced.a_start : replaced.a_end] == "ten"
+    assert second[replaced.b_start : replaced.b_end] == "10"
+    inserted = spans[3]
+    assert second[inserted.b_start : inserted.b_end] == "then wait"
+    assert inserted.a_start == inserted.a_end
+    a_start, a_end, b_start, b_end = longest_shared_span(first, second)
+    assert first[a_start:a_end] == "Hold the reset button for"
+    assert second[b_start:b_end] == "hold the RESET button for"
