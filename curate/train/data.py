@@ -24,10 +24,9 @@ import numpy as np
 
 from curate.formats import normalize
 from curate.io import read_rows
+from curate.templates import GENERATION_MARKER
 
 IGNORE_INDEX = -100
-
-_GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 class DataError(Exception):
@@ -130,7 +129,7 @@ def split_eval(conversations: list[Conversation], fraction: float, seed: int) ->
 
 
 def has_generation_markers(chat_template: str | None) -> bool:
-    return bool(chat_template) and bool(_GENERATION_MARKER.search(chat_template))
+    return bool(chat_template) and bool(GENERATION_MARKER.search(chat_template))
 
 
 def special_token_strings(tokenizer: Any) -> list[str]:
