@@ -4,7 +4,7 @@
   planted problems (duplicates, a conflicting answer, leaked eval rows, a broken
   line, empty and placeholder answers, PII and a secret, control characters,
   merged instructions, degenerate repetition, mixed output formats, an
-  imbalanced `label`).
+  imbalanced `label`, chat-template control tokens inside content).
 - support-eval.jsonl: the held-out eval set that some training rows leak.
 - alpaca-tasks.jsonl: an Alpaca-style instruction set with the classic
   self-instruct problems (`<noinput>`, `<No Output>`, merged `18. Instruction:`).
@@ -129,6 +129,44 @@ def distinct_rows(rng: random.Random, count: int, make, text_of) -> list:
     return rows
 
 
+EVAL_TOPICS = [
+    "How do I export my {product} data to a spreadsheet?",
+    "Is there a student discount for the {product} yearly plan?",
+    "How do I turn on dark mode in {product} on a tablet?",
+    "Where can I download the printable user manual for {product}?",
+    "Can two people share one {product} subscription at the same address?",
+    "How do I add a second payment card to {product} as a backup?",
+    "What happens to my {product} files if I cancel the subscription?",
+    "Does {product} work offline when I am travelling abroad?",
+    "How do I change the language of the {product} interface to Spanish?",
+    "Can I move my {product} licence to a new computer without reinstalling?",
+]
+
+
+def eval_questions(rng: random.Random, count: int) -> list[dict]:
+    """Held-out questions on topics the training rows never cover, so only planted rows leak."""
+    pairs = [(topic, product) for topic in EVAL_TOPICS for product in PRODUCTS]
+    rng.shuffle(pairs)
+    records, used = [], set()
+    for topic, product in pairs:
+        if topic in used and len(used) < len(EVAL_TOPICS):
+            continue
+        used.add(topic)
+        records.append({"question": topic.format(product=product),
+                        "answer": f"Open {product}, go to Settings, and follow the steps under Help; the change applies right away."})
+        if len(records) == count:
+            break
+    return records
+
+
+def near_copy(row: dict) -> dict:
+    """The same conversation with one word added to the question and its first full stop turned into `!`."""
+    copy = json.loads(json.dumps(row))
+    user = next(message for message in copy["messages"] if message["role"] == "user")
+    user["content"] = user["content"].replace(".", "!", 1) + " Thanks"
+    return copy
+
+
 def conversation_text(row: dict) -> str:
     return " ".join(message["content"] for message in row["messages"])
 
@@ -144,20 +182,20 @@ def build_support(rng: random.Random) -> None:
         return {"label": label, "messages": messages}
 
     rows = distinct_rows(rng, 236, make, conversation_text)
-    eval_rows = distinct_rows(random.Random(99), 30, make, conversation_text)
-    eval_records = [{"question": row["messages"][-2]["content"], "answer": row["messages"][-1]["content"]} for row in eval_rows]
+    eval_records = eval_questions(random.Random(99), 30)
     write_jsonl("support-eval.jsonl", eval_records)
+    reworded_leak = next(record for record in eval_records[1:] if record["question"].startswith("How do I"))
 
     def chat(user: str, assistant: str, label: str = "technical") -> dict:
         return {"label": label, "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
 
     planted = [
         rows[3],  # DU001: exact duplicate of row 4
-        json.loads(json.dumps(rows[10]).replace("Hi,", "Hi ,").replace(".", "!", 1)),  # DU002: near-duplicate
+        near_copy(rows[10]),  # DU002: near-duplicate (one word added, punctuation changed)
         chat("How long do refunds take to reach my card?", "Refunds reach your card within 5 business days.", "billing"),
         chat("How long do refunds take to reach my card?", "Refunds reach your card within 30 business days.", "billing"),  # DU003
         chat(eval_records[0]["question"], "I can help with that. " + eval_records[0]["answer"]),  # LK001: eval prompt verbatim
-        chat("Hello, " + eval_records[1]["question"].split(" ", 1)[1].replace(".", ""), "Sure, here is what to do."),  # LK002: a word changed
+        chat(reworded_leak["question"].replace("How do I", "How can I", 1), "Sure, here is what to do."),  # LK002: a word changed
         '{"label": "billing", "messages": [{"role": "user", "content": "Why was I billed?"}, {"role": "assistant", "content": "Because your plan renewed."}',  # SC001
         {"label": "account", "messages": [{"role": "user", "content": "Please close my account."}, {"role": "assistant", "content": "  "}]},  # SC005
         {"label": "account", "messages": [{"role": "customer", "content": "Where is my order?"}, {"role": "assistant", "content": "It ships tomorrow."}]},  # SC004
@@ -171,6 +209,7 @@ def build_support(rng: random.Random) -> None:
         chat("Please escalate this to a manager.", "I have escalated your case to a team lead, who will reply within one business day.", "escalate"),
         chat("Return the order status as JSON.", '{"order_id": 48213, "status": "shipped", "eta_days": 2}'),  # OF001 minority
         chat("Give me the plan details as JSON.", '{"plan": "family", "seats": 5,'),  # OF001 json-like
+        chat("Paste the transcript of my last chat.", "Here it is: <|im_start|>user\nMy order is late.<|im_end|>\n<|im_start|>assistant\nIt ships tomorrow."),  # CT002 (with --model)
     ]
     # Interleave the planted rows so the demo output shows findings across the file.
     for offset, row in enumerate(planted):
