@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from curate.text.diff import longest_shared_span, word_spans
-from curate.text.minhash import LshBands, MinHasher, candidate_pairs, estimated_jaccard, query_pairs
+from curate.text.minhash import LshBands, MinHasher, affine32_permutations, candidate_pairs, estimated_jaccard, optimal_bands, query_pairs
 from curate.text.normalize import normalize_expr, normalize_text, words, words_expr
 from curate.text.shingles import fold32, shingle_hashes, text_shingles, tokenize, unique_row_shingles
 from tests.conftest import SAMPLES, lint_rows
@@ -194,3 +194,21 @@ def test_word_spans_for_side_by_side_highlighting():
     a_start, a_end, b_start, b_end = longest_shared_span(first, second)
     assert first[a_start:a_end] == "Hold the reset button for"
     assert second[b_start:b_end] == "hold the RESET button for"
+
+
+@pytest.mark.parametrize(("num_perm", "seed"), [(16, 1), (128, 1), (128, 7), (256, 3)])
+def test_permutations_equal_datasketch(num_perm, seed):
+    from datasketch import MinHash
+
+    expected_a, expected_b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+    a, b = affine32_permutations(num_perm, seed)
+    assert np.array_equal(a, expected_a) and np.array_equal(b, expected_b)
+
+
+@pytest.mark.parametrize("num_perm", [64, 128])
+def test_band_parameters_equal_datasketch(num_perm):
+    from datasketch.lsh import _optimal_param
+
+    thresholds = [round(0.3 + 0.05 * step, 2) for step in range(14)]
+    assert [optimal_bands(t, num_perm) for t in thresholds] == [_optimal_param(t, num_perm, 0.5, 0.5) for t in thresholds]
+

@@ -12,11 +12,17 @@ Jaccard estimates and LSH buckets agree with datasketch.
 
 The LSH index uses datasketch's band/row parameters (`_optimal_param`) but
 buckets all rows with one sort instead of a dict insert per row and band.
+
+Both the permutation parameters and the band/row choice are recomputed here
+with numpy, bit-for-bit as datasketch derives them (tests compare the two):
+importing datasketch pulls in scipy, about 0.3 s that a pre-commit run of
+`curate lint` on a small file should not pay. datasketch stays the reference
+and the interchange format (`to_minhash`, `to_lean_minhash`).
 """
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 from itertools import combinations
 
 import numpy as np
@@ -41,6 +47,43 @@ def fmix32(values: np.ndarray) -> np.ndarray:
     return values ^ (values >> s3)
 
 
+def affine32_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's `affine32` permutation parameters (`MinHash._init_permutations`): an odd
+    multiplier `a` and an offset `b` per permutation, drawn from `RandomState(seed)` in its order."""
+    generator = np.random.RandomState(seed)
+    a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+#: Integration grid for the LSH error probabilities; fine enough to pick the same (bands, rows) as scipy's quad.
+_GRID = 4097
+
+
+@lru_cache(maxsize=64)
+def optimal_bands(threshold: float, num_perm: int, false_positive_weight: float = 0.5, false_negative_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows) minimizing the weighted false positive + false negative probability mass,
+    as datasketch's `lsh._optimal_param` computes it, vectorized over every (bands, rows) choice."""
+    choices = np.array([(bands, rows) for bands in range(1, num_perm + 1) for rows in range(1, num_perm // bands + 1)], dtype=np.float64)
+    bands, rows = choices[:, :1], choices[:, 1:]
+
+    def collision_mass(low: float, high: float) -> np.ndarray:
+        similarity = np.linspace(low, high, _GRID)[None, :]
+        collision = 1.0 - (1.0 - similarity**rows) ** bands
+        return _simpson(collision, (high - low) / (_GRID - 1))
+
+    false_positive = collision_mass(0.0, threshold)
+    false_negative = (1.0 - threshold) - collision_mass(threshold, 1.0)
+    error = false_positive * false_positive_weight + false_negative * false_negative_weight
+    best = int(np.argmin(error))  # first minimum, like datasketch's strict `<` scan in the same order
+    return int(choices[best, 0]), int(choices[best, 1])
+
+
+def _simpson(values: np.ndarray, step: float) -> np.ndarray:
+    """Composite Simpson's rule along the last axis (an odd number of evenly spaced samples)."""
+    return step / 3.0 * (values[:, 0] + values[:, -1] + 4.0 * values[:, 1:-1:2].sum(axis=1) + 2.0 * values[:, 2:-1:2].sum(axis=1))
+
+
 class MinHasher:
     """Computes datasketch-compatible MinHash signatures for many rows at once."""
 
@@ -50,10 +93,7 @@ class MinHasher:
 
     @cached_property
     def permutations(self) -> tuple[np.ndarray, np.ndarray]:
-        from datasketch import MinHash
-
-        a, b = MinHash(num_perm=self.num_perm, seed=self.seed, scheme="affine32").permutations
-        return a.astype(np.uint32), b.astype(np.uint32)
+        return affine32_permutations(self.num_perm, self.seed)
 
     def signatures(self, hashes32: np.ndarray, per_row: np.ndarray) -> np.ndarray:
         """(rows, num_perm) uint32 signatures of rows whose 32-bit shingle hashes are laid out flat.
@@ -106,9 +146,7 @@ class LshBands:
     they verify with, so that pairs just above it are still found."""
 
     def __init__(self, threshold: float, num_perm: int):
-        from datasketch.lsh import _optimal_param
-
-        self.bands, self.rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+        self.bands, self.rows = optimal_bands(threshold, num_perm)
 
     def hashes(self, signatures: np.ndarray) -> np.ndarray:
         """(n, bands) uint64 bucket keys: each band's values rolled into one mixed 64-bit hash."""
