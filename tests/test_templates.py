@@ -265,6 +265,7 @@ def test_cli_missing_model_is_exit_2_with_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     problem = [line for line in proc.stderr.splitlines() if "no-such-model" in line]
     assert len(problem) == 1 and "does not exist" in problem[0]
+    assert "No problems found" not in proc.stdout and "incomplete" in proc.stdout
 
 
 def test_lint_with_a_model_imports_no_heavy_library(tmp_path):

@@ -179,6 +179,8 @@ def _write_summary(console, result: LintResult) -> None:
         for code, count in result.by_code.items():
             name = REGISTRY[code].name if code in REGISTRY else ""
             console.print(f"  {code} {name:<{width}} {count:>6}")
+    elif result.errors:
+        console.print(f"No findings in {plural(result.rows, 'row')} ({files}), but the run was incomplete: {plural(len(result.errors), 'error')} above.", style="bold red")
     else:
         console.print(f"No problems found in {plural(result.rows, 'row')} ({files}).", style="bold green")
     if result.waived:
