@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
         print(orjson.dumps([rule_info(r) for _, r in sorted(registry.items())], option=orjson.OPT_INDENT_2).decode())
         return 0
     table = Table(box=None, header_style="bold")
-    for column in ("code", "name", "severity", "needs", "summary"):
-        table.add_column(column)
+    for column in ("code", "name", "severity", "needs"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("summary", ratio=1)
     for code, rule in sorted(registry.items()):
         table.add_row(code, rule.name, rule.severity.value, ", ".join(f"--{need}" for need in rule.requires), rule.summary())
     console.print(table)
