@@ -25,7 +25,7 @@ from curate.text.evalset import EvalSetError, EvalText, load_eval_texts
 from curate.text.minhash import LshBands, MinHasher, query_pairs
 from curate.text.normalize import words_expr
 from curate.text.rows import KEY_SEED, batch_features, batch_tokens
-from curate.text.shingles import Tokens, exact_jaccard, fold32, shingle_hashes, tokenize, unique_row_shingles
+from curate.text.shingles import Tokens, exact_jaccard, fold32, shingle_hashes, sorted_unique, tokenize, unique_row_shingles
 
 #: Eval texts shorter than this (in words) are ignored: answers such as `B` or `Yes` match everything.
 MIN_EVAL_WORDS = 3
@@ -160,6 +160,7 @@ class OverlapIndex:
     near_bands: np.ndarray  # (entries, bands) LSH keys
     near_shingles: list[np.ndarray]
     near_words: list[list[str]]
+    near_universe: np.ndarray  # sorted unique shingles of all near-copy entries
 
     @classmethod
     def build(cls, texts: list[EvalText], ngram: int, hasher: MinHasher, lsh: LshBands) -> OverlapIndex:
@@ -175,7 +176,8 @@ class OverlapIndex:
         shingles = [values[ends[i] - counts[i] : ends[i]] for i in near]
         kept_values = np.concatenate(shingles) if shingles else np.zeros(0, np.uint32)
         bands = lsh.hashes(hasher.signatures(kept_values, counts[near])) if len(near) else np.zeros((0, lsh.bands), np.uint64)
-        return cls(texts, ngram_keys, owners[first], near, bands, shingles, [tokens.words_of(int(i)) for i in near])
+        universe = sorted_unique(kept_values)
+        return cls(texts, ngram_keys, owners[first], near, bands, shingles, [tokens.words_of(int(i)) for i in near], universe)
 
 
 def long_ngrams(tokens: Tokens, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -288,11 +290,14 @@ class EvalOverlap(DatasetRule):
             return {}
         hashes, per_text = shingle_hashes(tokens.hashes, tokens.counts, NEAR_COPY_SHINGLE)
         values, counts = unique_row_shingles(fold32(hashes), per_text)
-        usable = np.flatnonzero(counts > 0)
+        ends = np.cumsum(counts)
+        usable = self._could_reach_prefilter(values, counts)
         if len(usable) == 0:
             return {}
-        ends = np.cumsum(counts)
-        bands = self.lsh.hashes(self.hasher.signatures(values, counts[usable]))
+        selected = np.zeros(len(counts), dtype=bool)
+        selected[usable] = True
+        kept = values[np.repeat(selected, counts)]
+        bands = self.lsh.hashes(self.hasher.signatures(kept, counts[usable]))
         best: dict[int, Overlap] = {}
         for query, entry in query_pairs(bands, self.index.near_bands).tolist():
             text_index = int(usable[query])
@@ -310,6 +315,21 @@ class EvalOverlap(DatasetRule):
                 match = self.index.texts[int(self.index.near_ids[entry])]
                 best[position] = Overlap(match, span, block.size, similarity)
         return best
+
+    def _could_reach_prefilter(self, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Texts (indexes) whose shingles could reach NEAR_COPY_PREFILTER Jaccard with some eval text.
+
+        Jaccard(A, B) <= |A & B| / |A| <= |A & U| / |A| for the union U of all eval
+        shingles, so texts with too few shingles in U are skipped before MinHash:
+        exact (no lost recall), and most training rows never get a signature."""
+        universe = self.index.near_universe
+        if len(universe) == 0:
+            return np.zeros(0, dtype=np.int64)
+        slot = np.minimum(np.searchsorted(universe, values), len(universe) - 1)
+        in_universe = universe[slot] == values
+        owner = np.repeat(np.arange(len(counts)), counts)
+        shared = np.bincount(owner, weights=in_universe, minlength=len(counts))
+        return np.flatnonzero((counts > 0) & (shared >= NEAR_COPY_PREFILTER * counts))
 
     def _finding(self, batch: Batch, position: int, overlap: Overlap) -> Finding:
         row = batch.rows[position]
