@@ -1,15 +1,112 @@
-"""Not built yet."""
+"""Write a cleaned copy of data files, making the decisions a reviewer would make.
+
+Lints the files, then: drops rows with schema errors, keeps the first row of every
+group of exact or near duplicates and drops the rest, strips control characters,
+drops rows whose turn is only a placeholder (and clears placeholder Alpaca inputs),
+removes unexpected keys, rewrites files that mix row formats as `messages` rows,
+optionally drops rows that leak eval data (--drop-leaked), and applies the review
+journal written by `curate review` when there is one. Input files are never changed.
+
+One output per input: `-o FILE` with one input, otherwise `<name>.clean.jsonl`
+beside each input (or in --output-dir). Outputs are always JSON Lines.
+Exit codes: 0 written, 2 usage, configuration or input error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from curate.commands.common import add_lint_options, error, plan_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs="*")
+    add_lint_options(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", "-o", default=None, metavar="FILE", help="cleaned file (one input only; default: <name>.clean.jsonl beside the input)")
+    out.add_argument("--output-dir", default=None, metavar="DIR", help="write <name>.clean.jsonl for every input into DIR")
+    out.add_argument("--drop-leaked", action="store_true", help="also drop rows that leak eval data (LK findings; needs --eval)")
+    out.add_argument("--no-journal", action="store_true", help="ignore the review journals (<file>.curate-review.jsonl)")
+    out.add_argument("--dry-run", action="store_true", help="print what would be done; write nothing")
+    out.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+
+def output_paths(args: argparse.Namespace) -> dict[str, str] | None:
+    """input -> output path, or None after printing why the outputs are not usable."""
+    from curate.decisions import default_clean_path
+
+    if args.output and len(args.paths) > 1:
+        error("--output takes one input file; with several inputs use --output-dir DIR (or the default <name>.clean.jsonl)")
+        return None
+    if args.output:
+        outputs = {args.paths[0]: args.output}
+    elif args.output_dir:
+        outputs = {path: str(Path(args.output_dir) / default_clean_path(path).name) for path in args.paths}
+    else:
+        outputs = {path: str(default_clean_path(path)) for path in args.paths}
+    inputs = {Path(path).resolve() for path in args.paths}
+    targets = [Path(output).resolve() for output in outputs.values()]
+    for output in outputs.values():
+        if Path(output).resolve() in inputs:
+            error(f"{output}: the output would overwrite an input file; choose another name with -o")
+            return None
+    if len(set(targets)) < len(targets):
+        error("two inputs would be written to the same output name; use -o for one file at a time")
+        return None
+    return outputs
 
 
 def run(args: argparse.Namespace) -> int:
-    sys.stderr.write("curate: error: `curate fix` is not available in this build yet\n")
-    return 2
+    from curate.commands.lint import progress_bar
+    from curate.engine.runner import run_lint
+    from curate.fix import FixOptions, run_fix
+    from curate.io import InputError
+
+    outputs = output_paths(args)
+    if outputs is None:
+        return 2
+    if args.drop_leaked and not args.eval:
+        sys.stderr.write("curate: note: --drop-leaked without --eval drops only what the config's eval files find\n")
+    plan = plan_from_args(args)
+    if plan is None:
+        return 2
+    with progress_bar(sys.stderr.isatty() and not args.no_progress) as on_progress:
+        result = run_lint(plan, on_progress=on_progress, keep_row_hashes=True)
+    if result.errors:
+        for problem in result.errors:
+            error(problem)
+        error("nothing written: fix the problems above first")
+        return 2
+    try:
+        fixed = run_fix(result, outputs, FixOptions(drop_leaked=args.drop_leaked, apply_journal=not args.no_journal), dry_run=args.dry_run)
+    except InputError as exc:
+        error(str(exc))
+        return 2
+    print_report(fixed, dry_run=args.dry_run)
+    return 0
+
+
+def print_report(fixed, *, dry_run: bool, out=None) -> None:
+    """Per file: a small table of what each rule made fix do, then the output path."""
+    from curate.engine.rule import REGISTRY
+
+    out = out or sys.stdout
+    for report in fixed.files:
+        out.write(f"{report.path}: {report.rows_in} rows read\n")
+        if report.journal is not None:
+            out.write(f"  applied the review journal {Path(report.journal_path).name}\n")
+            for problem in report.journal.problems():
+                out.write(f"  note: {problem}\n")
+        rows = [(code, REGISTRY[code].name if code in REGISTRY else "", verb, count) for (code, verb), count in sorted(report.actions.items())]
+        if rows:
+            widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
+            for code, name, verb, count in rows:
+                out.write(f"  {code:<{widths[0]}}  {name:<{widths[1]}}  {verb:<{widths[2]}}  {count:>7}\n")
+        else:
+            out.write("  nothing to fix\n")
+        verb = "would write" if dry_run else "wrote"
+        out.write(f"{verb} {report.rows_out} rows to {report.output}\n")
+    if fixed.left:
+        listing = ", ".join(f"{code} {count}" for code, count in sorted(fixed.left.items()))
+        out.write(f"{sum(fixed.left.values())} findings left for `curate review`: {listing}\n")

@@ -1,15 +1,54 @@
-"""Not built yet."""
+"""Walk the findings of one data file in a terminal UI and keep, drop, edit or waive rows.
+
+Lint runs in the background when the app opens. Every decision is written at once
+to `<file>.curate-review.jsonl` beside the data, so nothing is lost on a crash;
+reopening the same file resumes. `s` writes the cleaned file (default
+`<name>.clean.jsonl`); the input is never changed. `curate fix` applies the same
+journal without the UI.
+
+Exit codes: 0 closed normally, 2 usage, configuration or input error.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+from pathlib import Path
+
+from curate.commands.common import add_lint_options, error, plan_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs="*")
+    parser.add_argument("path", metavar="FILE", help="data file to review (.jsonl, .json, .parquet, optionally .gz)")
+    add_lint_options(parser, with_paths=False)
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", "-o", default=None, metavar="FILE", help="where `s` writes the cleaned file (default: <name>.clean.jsonl)")
+
+
+def check_paths(path: str, output: str | None) -> str | None:
+    """One sentence about what is wrong with the paths, or None; checked before the UI starts."""
+    data = Path(path)
+    if not data.exists():
+        return f"{path}: no such file"
+    if data.is_dir():
+        return f"{path}: is a directory; review one data file at a time"
+    if output and Path(output).resolve() == data.resolve():
+        return f"{output}: the cleaned file would overwrite the input; choose another name with -o"
+    folder = data.resolve().parent
+    if not os.access(folder, os.W_OK):
+        return f"{folder}: not writable, so the review journal cannot be kept beside {data.name}; copy the file somewhere writable"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
-    sys.stderr.write("curate: error: `curate review` is not available in this build yet\n")
-    return 2
+    problem = check_paths(args.path, args.output)
+    if problem:
+        error(problem)
+        return 2
+    plan = plan_from_args(args, paths=[args.path])
+    if plan is None:
+        return 2
+    from curate.tui.app import build_app  # Textual is imported only when the UI really starts
+
+    build_app(args.path, plan, args.output).run()
+    return 0

@@ -1,0 +1,192 @@
+"""`curate fix`: what it drops, repairs and prints, and that its output lints clean."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from curate.cli import main
+from curate.decisions import Action, Decision, DecisionJournal
+from curate.engine.findings import Finding, Location, Severity
+from curate.engine.rule import load_builtin_rules
+from curate.engine.runner import LintResult
+from curate.fix import FixOptions, duplicate_groups, plan_row_fixes, strip_control_characters
+from curate.io import read_rows, row_hash
+from tests.conftest import write_jsonl
+
+REGISTRY = load_builtin_rules()
+
+
+def chat(user: str, answer: str, **extra) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}], **extra}
+
+
+def lines_of(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def fix(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["fix", "--isolated", "--no-progress", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+BROKEN_ROWS = [
+    chat("How do I reset my password?", "Open settings, then choose reset."),
+    '{"messages": [{"role": "user", "content": "cut off"',
+    {"messages": [{"role": "user", "content": "no answer here"}]},
+    chat("What is the refund window?", "Thirty days from delivery."),
+    {"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "empty question"}]},
+]
+
+
+def test_fix_drops_broken_rows_prints_counts_and_leaves_input(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "data.jsonl", BROKEN_ROWS)
+    original = data.read_bytes()
+    code, out, _ = fix(capsys, str(data))
+    assert code == 0
+    clean = tmp_path / "data.clean.jsonl"
+    assert [row["messages"][0]["content"] for row in lines_of(clean)] == ["How do I reset my password?", "What is the refund window?"]
+    assert data.read_bytes() == original
+    for rule in ("SC001  invalid-json", "SC005  empty-content", "SC006  missing-assistant-turn"):
+        assert rule in out
+    assert f"wrote 2 rows to {clean}" in out
+    result = _lint_file(clean)
+    assert not [f for f in result.findings if f.code.startswith("SC")]
+
+
+def _lint_file(path):
+    from curate.engine.runner import run_lint
+    from curate.engine.settings import LintRequest, plan_lint
+
+    return run_lint(plan_lint(LintRequest(paths=[str(path)], isolated=True)))
+
+
+def test_fix_removes_unexpected_keys_and_unifies_mixed_formats(tmp_path, capsys):
+    rows = [
+        chat("Where is my order?", "It ships tomorrow.", id=1),
+        chat("Can I change my address?", "Yes, under account settings.", sorce="crm"),
+        chat("Do you ship abroad?", "To 30 countries."),
+        {"instruction": "Translate to French", "input": "good morning", "output": "bonjour"},
+    ]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    code, out, _ = fix(capsys, str(data), "-o", str(tmp_path / "out.jsonl"))
+    assert code == 0
+    written = lines_of(tmp_path / "out.jsonl")
+    assert "sorce" not in written[1] and written[0]["id"] == 1
+    assert written[3]["messages"][-1] == {"role": "assistant", "content": "bonjour"}
+    assert "keys removed" in out and "converted to messages" in out
+    assert not [f for f in _lint_file(tmp_path / "out.jsonl").findings if f.code.startswith("SC")]
+
+
+@pytest.mark.skipif("DU001" not in REGISTRY, reason="duplicate rules (DU001/DU002) are not registered yet")
+def test_fix_output_has_no_duplicates_on_relint(tmp_path, capsys):
+    base = "Restart the router, wait thirty seconds, then reconnect the device and check the status light on the front panel"
+    rows = [
+        chat("My internet keeps dropping every evening, what should I do?", base),
+        chat("How long does shipping take to Canada?", "Usually five to seven business days."),
+        chat("My internet keeps dropping every evening, what should I do?", base),
+        chat("My internet keeps dropping every single evening, what should I do?", base + "."),
+        chat("Which payment cards do you accept?", "Visa, Mastercard and American Express."),
+    ]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    code, out, _ = fix(capsys, str(data))
+    assert code == 0 and "DU00" in out
+    clean = tmp_path / "data.clean.jsonl"
+    written = lines_of(clean)
+    assert written[0] == rows[0] and rows[2] not in written[1:]
+    codes = {f.code for f in _lint_file(clean).findings}
+    assert not codes & {"DU001", "DU002"} and not any(code.startswith("SC") for code in codes)
+
+
+def test_fix_applies_the_review_journal(tmp_path, capsys):
+    rows = [chat(f"question {i}", f"answer {i}") for i in range(1, 5)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    hashes = {row.line: row_hash(row) for row in read_rows(data)}
+    with DecisionJournal.open(data, hashes) as journal:
+        journal.record([Decision(Action.DROP, 2, hashes[2])])
+        journal.record([Decision(Action.EDIT, 3, hashes[3], row=chat("question 3", "a reviewed answer"))])
+    code, out, _ = fix(capsys, str(data))
+    assert code == 0 and "applied the review journal data.jsonl.curate-review.jsonl" in out
+    written = lines_of(tmp_path / "data.clean.jsonl")
+    assert [row["messages"][1]["content"] for row in written] == ["answer 1", "a reviewed answer", "answer 4"]
+    code, out, _ = fix(capsys, str(data), "--no-journal", "-o", str(tmp_path / "raw.jsonl"))
+    assert len(lines_of(tmp_path / "raw.jsonl")) == 4
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "data.jsonl", BROKEN_ROWS)
+    code, out, _ = fix(capsys, str(data), "--dry-run")
+    assert code == 0 and "would write 2 rows" in out
+    assert not (tmp_path / "data.clean.jsonl").exists()
+
+
+def test_output_choices_are_checked_before_linting(tmp_path, capsys):
+    one = write_jsonl(tmp_path / "one.jsonl", BROKEN_ROWS[:1])
+    two = write_jsonl(tmp_path / "two.jsonl", BROKEN_ROWS[:1])
+    code, _, err = fix(capsys, str(one), str(two), "-o", str(tmp_path / "out.jsonl"))
+    assert code == 2 and "--output-dir" in err and len(err.strip().splitlines()) == 1
+    code, _, err = fix(capsys, str(one), "-o", str(one))
+    assert code == 2 and "overwrite an input" in err
+    code, out, _ = fix(capsys, str(one), str(two), "--output-dir", str(tmp_path / "clean"))
+    assert code == 0 and (tmp_path / "clean" / "one.clean.jsonl").exists() and (tmp_path / "clean" / "two.clean.jsonl").exists()
+
+
+def test_missing_input_is_one_line(tmp_path, capsys):
+    code, _, err = fix(capsys, str(tmp_path / "nope.jsonl"))
+    assert code == 2 and "no such file" in err and "Traceback" not in err
+
+
+# -- planning from synthetic findings: works for whatever rules exist --------------------------
+
+
+def finding(code: str, line: int, *, related: list[int] = (), severity=Severity.WARNING, path="d.jsonl", **data) -> Finding:
+    return Finding(code, code.lower(), severity, path, line, "m", [Location(path, r) for r in related], data)
+
+
+def result_of(findings: list[Finding], rows: int = 10) -> LintResult:
+    return LintResult(findings=findings, rows=rows, files=["d.jsonl"], row_hashes={("d.jsonl", line): f"h{line}" for line in range(1, rows + 1)})
+
+
+def test_duplicate_groups_join_chains_and_clusters():
+    findings = [
+        finding("DU002", 5, related=[2]),
+        finding("DU002", 9, related=[5]),
+        finding("DU001", 7, related=[3], cluster=[{"path": "d.jsonl", "line": 3}, {"path": "d.jsonl", "line": 8}]),
+        finding("QL001", 4),
+    ]
+    assert duplicate_groups(findings) == [[("d.jsonl", 2), ("d.jsonl", 5), ("d.jsonl", 9)], [("d.jsonl", 3), ("d.jsonl", 7), ("d.jsonl", 8)]]
+
+
+def test_plan_keeps_first_survivor_and_honours_the_reviewer():
+    from curate.decisions import ReviewState
+
+    findings = [finding("DU001", 5, related=[2]), finding("DU001", 8, related=[2]), finding("SC006", 2, severity=Severity.ERROR)]
+    fixes = plan_row_fixes(result_of(findings), {}, FixOptions())
+    # row 2 is broken, so the first surviving copy (5) is kept and 8 dropped
+    assert fixes[("d.jsonl", 2)].drop == "SC006" and not fixes[("d.jsonl", 5)].drop and fixes[("d.jsonl", 8)].drop == "DU001"
+    state = ReviewState()
+    state.apply(Decision(Action.KEEP, 8, "h8"))
+    state.apply(Decision(Action.WAIVE, 2, "h2", code="SC006"))
+    fixes = plan_row_fixes(result_of(findings), {"d.jsonl": state}, FixOptions())
+    assert not fixes[("d.jsonl", 2)].drop and fixes[("d.jsonl", 5)].drop == "DU001" and not fixes[("d.jsonl", 8)].drop
+
+
+def test_plan_drops_leaks_only_when_asked_and_strips_controls():
+    findings = [finding("LK001", 3, related=[1], severity=Severity.ERROR), finding("QL002", 4)]
+    assert not plan_row_fixes(result_of(findings), {}, FixOptions()).get(("d.jsonl", 3), None).drop
+    fixes = plan_row_fixes(result_of(findings), {}, FixOptions(drop_leaked=True))
+    assert fixes[("d.jsonl", 3)].drop == "LK001" and fixes[("d.jsonl", 4)].strip_controls
+
+
+def test_strip_control_characters_keeps_newlines_and_tabs():
+    dirty = {"messages": [{"role": "user", "content": "a\x00b\x1b[31mred\x1b[0m\tc\nd\x7f\x85e"}]}
+    assert strip_control_characters(dirty) == {"messages": [{"role": "user", "content": "abred\tc\nde"}]}
+
+
+def test_plan_drops_placeholder_answers_and_clears_placeholder_inputs():
+    findings = [finding("QL001", 2, role="assistant", message_index=1), finding("QL001", 3, source="input", role="user")]
+    fixes = plan_row_fixes(result_of(findings), {}, FixOptions())
+    assert fixes[("d.jsonl", 2)].drop == "QL001"
+    assert not fixes[("d.jsonl", 3)].drop and fixes[("d.jsonl", 3)].clear_fields == ["input"]
