@@ -8,6 +8,8 @@ later need no change here:
   `related` and `data["cluster"]`) the first row in file order is kept and the
   rest are dropped;
 - rows with eval leakage (LK) are dropped when asked (`--drop-leaked`);
+- personal data and secrets (QL006) are replaced by typed tokens (`[EMAIL]`,
+  `[API_KEY]`, ...) when asked (`--redact-pii`), with the rule's own detectors and options;
 - control characters are stripped from rows with QL002 findings; rows whose turn is
   only a placeholder (QL001) are dropped, and a placeholder Alpaca `input` is cleared;
 - unexpected keys (SC008) are removed, and when a file mixes row formats
@@ -23,6 +25,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -36,6 +39,7 @@ from curate.io import RawRow, atomic_write_bytes, iter_rows
 DUPLICATE_CODES = ("DU001", "DU002")
 CONTROL_CODE = "QL002"
 PLACEHOLDER_CODE = "QL001"
+PII_CODE = "QL006"
 UNEXPECTED_KEY_CODE = "SC008"
 MIXED_FORMATS_CODE = "SC010"
 REVIEW = "review"
@@ -52,6 +56,8 @@ Key = tuple[str, int]
 class FixOptions:
     drop_leaked: bool = False
     apply_journal: bool = True
+    #: Replaces personal data and secrets in one string: (new text, items replaced). None keeps them.
+    redact: Callable[[str], tuple[str, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +66,7 @@ class RowFix:
 
     drop: str | None = None
     strip_controls: bool = False
+    redact: bool = False
     #: (message source such as "messages[2]" or None for the top level, key) pairs to remove.
     remove_keys: list[tuple[str | None, str]] = field(default_factory=list)
     to_messages: bool = False
@@ -189,6 +196,8 @@ def plan_row_fixes(result: LintResult, states: dict[str, ReviewState], options: 
             fix.drop = fix.drop or finding.code
         elif finding.code == CONTROL_CODE:
             fix.strip_controls = True
+        elif finding.code == PII_CODE and options.redact is not None and not fix.protected:
+            fix.redact = True
         elif finding.code == PLACEHOLDER_CODE and not fix.protected:
             # A placeholder Alpaca `input` means "no input": clear it. A placeholder turn
             # (an answer of "<No Output>") has nothing to train on: drop the row.
@@ -228,7 +237,20 @@ def _drop_duplicates(findings: list[Finding], fixes: dict[Key, RowFix], fix_of) 
 # -- writing -------------------------------------------------------------------------------
 
 
-def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]]) -> bytes | None:
+def redact_strings(value: Any, redact: Callable[[str], tuple[str, int]]) -> tuple[Any, int]:
+    """The value with `redact` applied to every string in it (not to keys), and the items replaced."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        pairs = [redact_strings(item, redact) for item in value]
+        return [item for item, _ in pairs], sum(count for _, count in pairs)
+    if isinstance(value, dict):
+        pairs = {key: redact_strings(item, redact) for key, item in value.items()}
+        return {key: item for key, (item, _) in pairs.items()}, sum(count for _, count in pairs.values())
+    return value, 0
+
+
+def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]], redact: Callable[[str], tuple[str, int]] | None = None) -> bytes | None:
     """The output line of a row (None when it is dropped), counting what was done."""
     if fix is not None and fix.drop:
         actions[(fix.drop, "dropped")] += 1
@@ -240,7 +262,7 @@ def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]
         # Unparsed rows are always SC findings and dropped above; be safe if SC is deselected.
         actions[("unparsed", "dropped")] += 1
         return None
-    if fix is None or not (fix.strip_controls or fix.remove_keys or fix.to_messages or fix.clear_fields):
+    if fix is None or not (fix.strip_controls or fix.remove_keys or fix.to_messages or fix.clear_fields or fix.redact):
         return row.text.encode("utf-8", "surrogatepass") if row.text is not None else orjson.dumps(row.obj)
     obj = row.obj
     if fix.clear_fields and isinstance(obj, dict):
@@ -252,18 +274,22 @@ def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]
     if fix.strip_controls:
         obj = strip_control_characters(obj)
         actions[(CONTROL_CODE, "cleaned")] += 1
+    if fix.redact and redact is not None:
+        obj, replaced = redact_strings(obj, redact)
+        if replaced:
+            actions[(PII_CODE, "redacted")] += 1
     if fix.to_messages and isinstance(obj, dict) and detect_format(obj) not in (None, RowFormat.MESSAGES):
         obj = as_messages_record(obj)
         actions[(MIXED_FORMATS_CODE, "converted to messages")] += 1
     return orjson.dumps(obj)
 
 
-def fix_file(path: str, output: str | None, fixes: dict[Key, RowFix], report: FileFix) -> None:
+def fix_file(path: str, output: str | None, fixes: dict[Key, RowFix], report: FileFix, redact: Callable[[str], tuple[str, int]] | None = None) -> None:
     """Stream one input file through its fixes; write `output` atomically unless it is None (dry run)."""
     lines: list[bytes] = []
     for row in iter_rows(path):
         report.rows_in += 1
-        line = fixed_line(row, fixes.get((path, row.line)), report.actions)
+        line = fixed_line(row, fixes.get((path, row.line)), report.actions, redact)
         if line is not None:
             lines.append(line + b"\n")
     report.rows_out = len(lines)
@@ -304,6 +330,8 @@ def findings_left(result: LintResult, fixes: dict[Key, RowFix], states: dict[str
             continue
         if finding.code in REPAIRED_CODES or (finding.line is not None and _is_schema_error(finding)):
             continue
+        if finding.code == PII_CODE and fix is not None and fix.redact:
+            continue
         left[finding.code] += 1
     return left
 
@@ -315,6 +343,6 @@ def run_fix(result: LintResult, outputs: dict[str, str], options: FixOptions, dr
     done = []
     for path, output in outputs.items():
         report = FileFix(path, output, journal=reports.get(path), journal_path=str(journal_path(path)) if path in reports else None)
-        fix_file(path, None if dry_run else output, fixes, report)
+        fix_file(path, None if dry_run else output, fixes, report, options.redact)
         done.append(report)
     return FixRun(done, findings_left(result, fixes, states))

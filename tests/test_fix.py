@@ -190,3 +190,27 @@ def test_plan_drops_placeholder_answers_and_clears_placeholder_inputs():
     fixes = plan_row_fixes(result_of(findings), {}, FixOptions())
     assert fixes[("d.jsonl", 2)].drop == "QL001"
     assert not fixes[("d.jsonl", 3)].drop and fixes[("d.jsonl", 3)].clear_fields == ["input"]
+
+
+PII_ROWS = [
+    chat("Confirm my billing email?", "Invoices go to dana.whitfield@gmail.com; cc dana.whitfield@gmail.com too."),
+    chat("Why does my integration fail?", "Your key sk-proj-4f9KxB2mQ7vLr8TzP1wYcN3dE6hJ0aSg is valid; fix the URL. Docs: help@example.com"),
+    chat("Here is my server key", "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7bq\n-----END RSA PRIVATE KEY-----\nNever paste keys."),
+    chat("What is the refund window?", "Thirty days from delivery."),
+]
+
+
+def test_fix_redacts_pii_only_when_asked(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "data.jsonl", PII_ROWS)
+    fix(capsys, str(data), "--select", "QL006", "-o", str(tmp_path / "kept.jsonl"))
+    assert "dana.whitfield@gmail.com" in (tmp_path / "kept.jsonl").read_text()
+
+    code, out, _ = fix(capsys, str(data), "--select", "QL006", "--redact-pii", "-o", str(tmp_path / "redacted.jsonl"))
+    assert code == 0
+    answers = [row["messages"][1]["content"] for row in lines_of(tmp_path / "redacted.jsonl")]
+    assert answers[0] == "Invoices go to [EMAIL]; cc [EMAIL] too."  # every occurrence, not just the first
+    assert answers[1] == "Your key [API_KEY] is valid; fix the URL. Docs: help@example.com"  # reserved domain kept
+    assert answers[2] == "[PRIVATE_KEY]\nNever paste keys."  # the whole block, not only its header
+    assert answers[3] == "Thirty days from delivery."
+    assert "QL006  pii-or-secret  redacted" in out and out.split("redacted")[1].split()[0] == "3"
+    assert not [f for f in _lint_file(tmp_path / "redacted.jsonl").findings if f.code == "QL006"]

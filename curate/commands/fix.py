@@ -27,6 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--output", "-o", default=None, metavar="FILE", help="cleaned file (one input only; default: <name>.clean.jsonl beside the input)")
     out.add_argument("--output-dir", default=None, metavar="DIR", help="write <name>.clean.jsonl for every input into DIR")
     out.add_argument("--drop-leaked", action="store_true", help="also drop rows that leak eval data (LK findings; needs --eval)")
+    out.add_argument("--redact-pii", action="store_true", help="replace emails, phone and card numbers, API keys and private keys (QL006) by [EMAIL], [API_KEY], ...")
     out.add_argument("--no-journal", action="store_true", help="ignore the review journals (<file>.curate-review.jsonl)")
     out.add_argument("--dry-run", action="store_true", help="print what would be done; write nothing")
     out.add_argument("--no-progress", action="store_true", help="never show a progress bar")
@@ -79,12 +80,24 @@ def run(args: argparse.Namespace) -> int:
         error("nothing written: fix the problems above first")
         return 2
     try:
-        fixed = run_fix(result, outputs, FixOptions(drop_leaked=args.drop_leaked, apply_journal=not args.no_journal), dry_run=args.dry_run)
+        options = FixOptions(drop_leaked=args.drop_leaked, apply_journal=not args.no_journal, redact=pii_redactor(plan) if args.redact_pii else None)
+        fixed = run_fix(result, outputs, options, dry_run=args.dry_run)
     except InputError as exc:
         error(str(exc))
         return 2
     print_report(fixed, dry_run=args.dry_run)
     return 0
+
+
+def pii_redactor(plan):
+    """QL006's configured detectors (its `kinds` and `allow` options) as a string redactor."""
+    from curate.rules.pii import PiiOrSecret
+
+    configured = next((rule for rule in plan.rules if isinstance(rule, PiiOrSecret)), None)
+    if configured is None:
+        configured = PiiOrSecret()
+        configured.setup()
+    return configured.redact_text
 
 
 def print_report(fixed, *, dry_run: bool, out=None) -> None:

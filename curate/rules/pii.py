@@ -45,6 +45,10 @@ API_KEYS = (
     ("Google API key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![\w-])")),
 )
 PRIVATE_KEY_RE = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+#: The whole block, for redaction: the key material runs to the END line (or the end of the text).
+PRIVATE_KEY_BLOCK_RE = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)", re.S)
+#: What `curate fix --redact-pii` writes in place of each kind.
+REDACTION_TOKENS = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD_NUMBER]", "api-key": "[API_KEY]", "private-key": "[PRIVATE_KEY]"}
 DUMMY_MARKERS = ("example", "xxxx", "your", "dummy", "fake", "redacted", "placeholder", "<", "...", "…")
 #: RFC 2606 / 6761 reserved names: addresses there are examples by definition.
 RESERVED_DOMAINS = ["example.com", "example.org", "example.net", "example.edu", "example", "test", "invalid", "localhost"]
@@ -218,6 +222,23 @@ class PiiOrSecret(RowRule):
             seen.add(value)
             kept.append(hit)
         return kept
+
+    def redact_text(self, text: str) -> tuple[str, int]:
+        """`text` with every detected item (each occurrence, allowed values kept) replaced by a
+        typed token such as `[EMAIL]`, and how many were replaced; used by `curate fix --redact-pii`."""
+        found = sorted((hit for finder in self.finders for hit in finder(text)), key=lambda hit: (hit.start, -hit.end))
+        pieces: list[str] = []
+        position = replaced = 0
+        for hit in found:
+            if hit.start < position or self.is_allowed(text[hit.start : hit.end], hit.kind):
+                continue
+            end = hit.end
+            if hit.kind == "private-key":
+                block = PRIVATE_KEY_BLOCK_RE.match(text, hit.start)
+                end = block.end() if block else end
+            pieces += [text[position : hit.start], REDACTION_TOKENS[hit.kind]]
+            position, replaced = end, replaced + 1
+        return "".join(pieces) + text[position:], replaced
 
     def is_allowed(self, value: str, kind: str) -> bool:
         lowered = value.lower()

@@ -353,7 +353,6 @@ class MergedInstructions(RowRule):
     code = "QL003"
     name = "merged-instructions"
     severity = Severity.WARNING
-    fixable = True
 
     def check_batch(self, batch: Batch) -> Iterator[Finding]:
         import polars as pl
