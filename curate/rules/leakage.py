@@ -25,7 +25,7 @@ from curate.text.evalset import EvalSetError, EvalText, load_eval_texts
 from curate.text.minhash import LshBands, MinHasher, query_pairs
 from curate.text.normalize import words_expr
 from curate.text.rows import KEY_SEED, batch_features, batch_tokens
-from curate.text.shingles import Tokens, exact_jaccard, fold32, shingle_hashes, sorted_unique, tokenize, unique_row_shingles
+from curate.text.shingles import Tokens, exact_jaccard, fold32, member_of, shingle_hashes, sorted_unique, tokenize, unique_row_shingles
 
 #: Eval texts shorter than this (in words) are ignored: answers such as `B` or `Yes` match everything.
 MIN_EVAL_WORDS = 3
@@ -269,7 +269,7 @@ class EvalOverlap(DatasetRule):
         if len(self.index.ngram_keys) == 0:
             return {}
         grams, text_of = long_ngrams(tokens, size)
-        hit = np.isin(grams, self.index.ngram_keys)
+        hit = member_of(grams, self.index.ngram_keys)
         if not hit.any():
             return {}
         gram_index = np.arange(len(grams))
@@ -322,11 +322,7 @@ class EvalOverlap(DatasetRule):
         Jaccard(A, B) <= |A & B| / |A| <= |A & U| / |A| for the union U of all eval
         shingles, so texts with too few shingles in U are skipped before MinHash:
         exact (no lost recall), and most training rows never get a signature."""
-        universe = self.index.near_universe
-        if len(universe) == 0:
-            return np.zeros(0, dtype=np.int64)
-        slot = np.minimum(np.searchsorted(universe, values), len(universe) - 1)
-        in_universe = universe[slot] == values
+        in_universe = member_of(values, self.index.near_universe)
         owner = np.repeat(np.arange(len(counts)), counts)
         shared = np.bincount(owner, weights=in_universe, minlength=len(counts))
         return np.flatnonzero((counts > 0) & (shared >= NEAR_COPY_PREFILTER * counts))

@@ -105,20 +105,35 @@ def shingle_hashes(word_hashes: np.ndarray, counts: np.ndarray, size: int) -> tu
     Returns (hashes uint64, shingles per text). A non-empty text shorter than
     `size` words yields one shingle of all its words, so short rows still compare.
     """
-    total = len(word_hashes)
-    if total == 0:
-        return np.zeros(0, np.uint64), np.zeros(len(counts), np.int64)
-    starts = np.repeat(np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
-    ends = np.repeat(np.cumsum(counts), counts)
-    position = np.arange(total, dtype=np.int64)
-    rolled = word_hashes.copy()
-    for offset in range(1, size):
-        inside = position + offset < ends
-        following = word_hashes[np.minimum(position + offset, total - 1)]
-        rolled = np.where(inside, rolled * _ROLL + following, rolled)
-    keep = (position + size <= ends) | ((position == starts) & (ends - starts < size))
-    per_text = np.where(counts >= size, counts - size + 1, np.minimum(counts, 1))
-    return mix64(rolled[keep]), per_text.astype(np.int64)
+    per_text = np.where(counts >= size, counts - size + 1, np.minimum(counts, 1)).astype(np.int64)
+    if len(word_hashes) == 0:
+        return np.zeros(0, np.uint64), per_text
+    text_starts = np.cumsum(counts) - counts
+    # Index of the first word of every shingle, text by text.
+    shingle_offsets = np.arange(int(per_text.sum()), dtype=np.int64) - np.repeat(np.cumsum(per_text) - per_text, per_text)
+    first_word = np.repeat(text_starts, per_text) + shingle_offsets
+    full = np.repeat(counts >= size, per_text)
+    rolled = np.empty(len(first_word), dtype=np.uint64)
+    rolled[full] = _roll(word_hashes, first_word[full], np.full(int(full.sum()), size))
+    if not full.all():  # texts shorter than `size`: one shingle of all their words
+        rolled[~full] = _roll(word_hashes, first_word[~full], counts[(counts > 0) & (counts < size)])
+    return mix64(rolled), per_text
+
+
+def _roll(word_hashes: np.ndarray, first_word: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Polynomial rolling hash of `lengths[i]` words from `first_word[i]` (gathers only, no masks
+    for the common case where every run has the same length)."""
+    rolled = word_hashes[first_word]
+    longest = int(lengths.max()) if len(lengths) else 0
+    uniform = bool(len(lengths)) and int(lengths.min()) == longest
+    for offset in range(1, longest):
+        if uniform:
+            rolled = rolled * _ROLL + word_hashes[first_word + offset]
+        else:
+            inside = offset < lengths
+            following = word_hashes[np.where(inside, first_word + offset, first_word)]
+            rolled = np.where(inside, rolled * _ROLL + following, rolled)
+    return rolled
 
 
 def unique_row_shingles(hashes32: np.ndarray, per_text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +144,14 @@ def unique_row_shingles(hashes32: np.ndarray, per_text: np.ndarray) -> tuple[np.
     keyed = sorted_unique((row_ids << np.uint64(32)) | hashes32.astype(np.uint64))
     rows = (keyed >> np.uint64(32)).astype(np.int64)
     return keyed.astype(np.uint32), np.bincount(rows, minlength=len(per_text)).astype(np.int64)
+
+
+def member_of(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """`np.isin(values, keys)` through polars' hash-set membership: ~8x faster than numpy's
+    sort-based isin (or a binary search) for millions of hashes against a large key set."""
+    import polars as pl
+
+    return pl.Series(values).is_in(pl.Series(keys).implode()).to_numpy()
 
 
 def exact_jaccard(first: np.ndarray, second: np.ndarray) -> float:
