@@ -658,7 +658,8 @@ class LengthOutlier(DatasetRule):
         per_row = (
             batch.messages.filter(pl.col("role") == "assistant")
             .group_by("row")
-            .agg(pl.col("content").str.len_chars().sum().alias("chars"))
+            .agg(pl.col("content").str.strip_chars().str.len_chars().sum().alias("chars"))
+            .filter(pl.col("chars") > 0)  # blank answers are SC005's, not a length question
             .sort("row")
         )
         rows = [batch.rows[position] for position in per_row["row"].to_list()]
