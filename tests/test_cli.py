@@ -174,3 +174,10 @@ def test_pre_commit_hook_runs_on_samples():
     assert clean.returncode == 0, clean.stdout + clean.stderr
     dirty = subprocess.run([*command, *entry[1:], str(SAMPLES / "support-chat.jsonl")], capture_output=True, text=True, timeout=300)
     assert dirty.returncode == 1 and "SC001" in dirty.stdout
+
+
+def test_readme_lists_every_rule():
+    """The README's rule table is the user's catalog: a new rule must appear in it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [code for code in load_builtin_rules() if f"| {code} |" not in readme]
+    assert not missing, f"README rule table lacks {missing}"
