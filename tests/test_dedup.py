@@ -212,3 +212,30 @@ def test_band_parameters_equal_datasketch(num_perm):
     thresholds = [round(0.3 + 0.05 * step, 2) for step in range(14)]
     assert [optimal_bands(t, num_perm) for t in thresholds] == [_optimal_param(t, num_perm, 0.5, 0.5) for t in thresholds]
 
+
+
+def test_pair_jaccards_equal_one_pair_at_a_time():
+    from curate.text.shingles import exact_jaccard, pair_jaccards
+
+    rng = np.random.default_rng(0)
+    sets = [np.unique(rng.integers(0, 60, rng.integers(0, 40)).astype(np.uint32)) for _ in range(200)]
+    counts = np.array([len(s) for s in sets])
+    pairs = rng.integers(0, len(sets), (1000, 2))
+    scores = pair_jaccards(np.concatenate(sets), np.cumsum(counts) - counts, counts, pairs)
+    assert np.array_equal(scores, [exact_jaccard(sets[a], sets[b]) for a, b in pairs])
+
+
+def test_a_huge_cluster_stays_linear_and_cut_in_data(lint):
+    """3,000 copies of one row: one finding per copy, each naming a few lines and the cluster
+    size, not the 3,000 locations (which would make the report quadratic)."""
+    row = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help you today?"}]}
+    near = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help you today, friend?"}]}
+    result = lint([row] * 3000 + [near] * 3000, select=["DU001", "DU002"])
+    exact = [f for f in result.findings if f.code == "DU001"]
+    assert len(exact) == 2 * 2999  # every copy but the first of each group
+    for finding in exact[:3] + exact[-3:]:
+        assert len(finding.data["cluster"]) <= 50 and finding.data["cluster_size"] in (3000,)
+        assert "more" in finding.message
+    assert all(f.related[0].line in (1, 3001) for f in exact)
+    near_findings = [f for f in result.findings if f.code == "DU002"]
+    assert [(f.line, f.related[0].line) for f in near_findings] == [(3001, 1)]  # copies are DU001's

@@ -20,12 +20,16 @@ from curate.engine.rule import DatasetRule, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
 from curate.text.minhash import LshBands, MinHasher, candidate_pairs
 from curate.text.rows import batch_features, batch_tokens, number_keys
-from curate.text.shingles import exact_jaccard, fold32, shingle_hashes, unique_row_shingles
+from curate.text.shingles import fold32, pair_jaccards, shingle_hashes, unique_row_shingles
 
 #: How far below the verification threshold the LSH bands are tuned, so pairs just above it are found.
 LSH_MARGIN = 0.2
 #: Lines named in a message before "and N more".
 NAMED_LINES = 5
+#: Cluster members listed in a finding's data (the size is always given).
+CLUSTER_IN_DATA = 50
+#: In a group of rows sharing one prompt, each row is compared with at most this many others (DU003).
+COMPARED_ANSWERS = 50
 
 
 class RowLocations:
@@ -68,14 +72,24 @@ def describe(location: Location, from_path: str) -> str:
     return f"line {location.line}" if location.path == from_path else f"{location.path}:{location.line}"
 
 
-def describe_many(locations: list[Location], from_path: str) -> str:
+def describe_many(locations: list[Location], from_path: str, total: int | None = None) -> str:
+    """The first NAMED_LINES locations and "and N more" (of `total`, when only a prefix is passed)."""
     named = [describe(location, from_path) for location in locations[:NAMED_LINES]]
-    more = len(locations) - len(named)
+    more = (len(locations) if total is None else total) - len(named)
     return ", ".join(named) + (f" and {more} more" if more > 0 else "")
 
 
-def cluster_data(locations: list[Location]) -> list[dict]:
-    return [location.to_dict() for location in locations]
+def other_members(cluster: list[Location], member: Location) -> list[Location]:
+    """Enough of the cluster besides `member` to name in a message: never the whole cluster,
+    so that a group of 10,000 copies costs linear, not quadratic, time."""
+    return [other for other in cluster[: NAMED_LINES + 2] if other is not member][:NAMED_LINES]
+
+
+def cluster_data(locations: list[Location]) -> dict:
+    """`data` for a cluster: its size and its first CLUSTER_IN_DATA rows, the kept row first.
+    Every finding's `related[0]` is the kept row, so consumers can join a whole cluster
+    from the findings even when the list here is cut."""
+    return {"cluster": [location.to_dict() for location in locations[:CLUSTER_IN_DATA]], "cluster_size": len(locations)}
 
 
 @dataclass
@@ -157,12 +171,12 @@ class ExactDuplicate(DatasetRule):
             members.setdefault(int(first_of[row_id]), []).append(int(row_id))
         for first, copies in members.items():
             cluster = [self.locations.location(first)] + [self.locations.location(c) for c in copies]
+            data = {"jaccard": 1.0, **cluster_data(cluster)}
             for copy in cluster[1:]:
-                others = [other for other in cluster if other is not copy]
                 text = f"exact duplicate of {describe(cluster[0], copy.path)}"
-                if len(others) > 1:
-                    text += f" (also {describe_many(others[1:], copy.path)})"
-                yield self.finding(copy.path, copy.line, text, related=[cluster[0]], data={"jaccard": 1.0, "cluster": cluster_data(cluster)})
+                if len(cluster) > 2:
+                    text += f" (also {describe_many(other_members(cluster[1:], copy), copy.path, total=len(cluster) - 2)})"
+                yield self.finding(copy.path, copy.line, text, related=[cluster[0]], data=dict(data))
 
 
 class NearDuplicateOptions(RuleOptions):
@@ -287,24 +301,21 @@ class NearDuplicate(DatasetRule):
         return pairs
 
     def _verified(self, pairs: np.ndarray) -> list[tuple[int, int, float]]:
-        threshold = self.options.threshold
-        edges = []
-        for first, second in pairs.tolist():
-            score = exact_jaccard(self.shingles.of(first), self.shingles.of(second))
-            if score >= threshold:
-                edges.append((first, second, score))
-        return edges
+        """Candidate pairs whose exact shingle Jaccard reaches the threshold, with the score."""
+        store = self.shingles
+        scores = pair_jaccards(store.values, store.starts, store.ends - store.starts, pairs)
+        keep = scores >= self.options.threshold
+        return list(zip(pairs[keep, 0].tolist(), pairs[keep, 1].tolist(), scores[keep].tolist()))
 
     def _report(self, clusters: dict[int, list[tuple[int, float]]]) -> Iterator[Finding]:
         for kept, members in clusters.items():
             cluster = [self.locations.location(kept)] + [self.locations.location(member) for member, _ in members]
+            shared = cluster_data(cluster)
             for location, (_, score) in zip(cluster[1:], members):
                 text = f"near-duplicate of {describe(cluster[0], location.path)} (Jaccard {score:.2f})"
-                others = [other for other in cluster[1:] if other != location]
-                if others:
-                    text += f"; same cluster as {describe_many(others, location.path)}"
-                data = {"jaccard": round(score, 4), "cluster": cluster_data(cluster)}
-                yield self.finding(location.path, location.line, text, related=[cluster[0]], data=data)
+                if len(cluster) > 2:
+                    text += f"; same cluster as {describe_many(other_members(cluster[1:], location), location.path, total=len(cluster) - 2)}"
+                yield self.finding(location.path, location.line, text, related=[cluster[0]], data={"jaccard": round(score, 4), **shared})
 
 
 def cluster_in_file_order(edges: list[tuple[int, int, float]]) -> dict[int, list[tuple[int, float]]]:
@@ -395,15 +406,18 @@ class ConflictingResponses(DatasetRule):
 
     def _group_findings(self, answers: list[dict]) -> Iterator[Finding]:
         cluster = [self.locations.location(answer["row_id"]) for answer in answers]
+        shared = cluster_data(cluster)
         for index, answer in enumerate(answers):
-            conflicts = [(other, reason) for other_index, other in enumerate(answers) if other_index != index and (reason := self.conflict(answer, other))]
+            # A prompt asked thousands of times ("Hi") would make all pairs quadratic: compare
+            # each row with the first COMPARED_ANSWERS others of its group.
+            compared = (other for other_index, other in enumerate(answers[: COMPARED_ANSWERS + 1]) if other_index != index)
+            conflicts = [(other, reason) for other in compared if (reason := self.conflict(answer, other))][:COMPARED_ANSWERS]
             if not conflicts:
                 continue
             here = cluster[index]
             others = [self.locations.location(other["row_id"]) for other, _ in conflicts]
             text = f"same prompt as {describe_many(others, here.path)} with a different answer ({conflicts[0][1]})"
-            data = {"cluster": cluster_data(cluster), "reason": conflicts[0][1]}
-            yield self.finding(here.path, here.line, text, related=others, data=data)
+            yield self.finding(here.path, here.line, text, related=others, data={**shared, "reason": conflicts[0][1]})
 
     def conflict(self, first: dict, second: dict) -> str | None:
         """Why two answers to the same prompt disagree, or None when they do not."""
