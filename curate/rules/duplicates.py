@@ -270,13 +270,14 @@ class NearDuplicate(DatasetRule):
         values, counts = unique_row_shingles(fold32(hashes), per_row)
         if len(positions) == 0:
             return
-        features = batch_features(batch)
-        key_of_row = np.zeros(len(batch), dtype=np.uint64)
-        key_of_row[features["row"].to_numpy()] = features["conversation_key"].to_numpy()
         self.locations.add(batch, positions)
         self.shingles.add(values, counts)
         self.band_parts.append(self.lsh.hashes(self.hasher.signatures(values, counts)))
-        self.key_parts.append(key_of_row[positions])
+        if "DU001" in shared_state(self.context).active:  # exact copies are DU001's: keep keys to skip them
+            features = batch_features(batch)
+            key_of_row = np.zeros(len(batch), dtype=np.uint64)
+            key_of_row[features["row"].to_numpy()] = features["conversation_key"].to_numpy()
+            self.key_parts.append(key_of_row[positions])
         self.number_parts.append(number_keys(positions, tokens))
 
     def finish(self) -> Iterable[Finding]:
