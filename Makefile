@@ -27,3 +27,8 @@ test: install
 
 bench: install
 	$(PY) bench/lint.py
+	$(PY) bench/dedup.py
+	$(PY) bench/templates.py
+	$(PY) bench/formats.py
+	$(PY) bench/train.py
+	$(PY) bench/review.py
