@@ -208,13 +208,9 @@ class ShingleStore:
 
     def freeze(self) -> None:
         self.values = np.concatenate(self.parts) if self.parts else np.zeros(0, np.uint32)
-        counts = np.concatenate(self.count_parts) if self.count_parts else np.zeros(0, np.int64)
-        self.ends = np.cumsum(counts)
-        self.starts = self.ends - counts
+        self.counts = np.concatenate(self.count_parts) if self.count_parts else np.zeros(0, np.int64)
+        self.starts = np.cumsum(self.counts) - self.counts
         self.parts, self.count_parts = [], []
-
-    def of(self, row_id: int) -> np.ndarray:
-        return self.values[self.starts[row_id] : self.ends[row_id]]
 
 
 class NearDuplicate(DatasetRule):
@@ -304,7 +300,7 @@ class NearDuplicate(DatasetRule):
     def _verified(self, pairs: np.ndarray) -> list[tuple[int, int, float]]:
         """Candidate pairs whose exact shingle Jaccard reaches the threshold, with the score."""
         store = self.shingles
-        scores = pair_jaccards(store.values, store.starts, store.ends - store.starts, pairs)
+        scores = pair_jaccards(store.values, store.starts, store.counts, pairs)
         keep = scores >= self.options.threshold
         return list(zip(pairs[keep, 0].tolist(), pairs[keep, 1].tolist(), scores[keep].tolist()))
 

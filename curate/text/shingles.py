@@ -180,10 +180,3 @@ def pair_jaccards(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, pa
     shared = np.bincount((keyed[1:][repeated] >> np.uint64(32)).astype(np.int64), minlength=len(pairs))
     union = counts[left] + counts[right] - shared
     return np.where(union > 0, shared / np.maximum(union, 1), 1.0)
-
-
-def containment(part: np.ndarray, whole: np.ndarray) -> float:
-    """Share of `part`'s shingles that also occur in `whole` (both sorted unique)."""
-    if len(part) == 0:
-        return 0.0
-    return len(np.intersect1d(part, whole, assume_unique=True)) / len(part)
