@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,6 +34,7 @@ from curate.engine.findings import Finding, Severity
 from curate.engine.runner import LintResult
 from curate.formats import RowFormat, conversation_to_record, detect_format, normalize
 from curate.io import RawRow, atomic_write_bytes, iter_rows
+from curate.rules.quality import strip_control_characters as strip_controls_from_text
 
 DUPLICATE_CODES = ("DU001", "DU002")
 CONTROL_CODE = "QL002"
@@ -44,9 +44,6 @@ UNEXPECTED_KEY_CODE = "SC008"
 MIXED_FORMATS_CODE = "SC010"
 REVIEW = "review"
 
-#: ANSI escape sequences first (so their parameters go too), then C0 (but tab, newline,
-#: carriage return), DEL, C1 controls and lone surrogates.
-_CONTROL_PATTERN = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _SOURCE_PATTERN = re.compile(r"^(\w+)\[(\d+)\]$")
 
 Key = tuple[str, int]
@@ -93,23 +90,20 @@ class FileFix:
 # -- small repairs -------------------------------------------------------------------------
 
 
-def _strip_text(text: str) -> str:
-    try:  # QL002's own definition of a control character, when the quality rules are installed
-        from curate.rules.quality import strip_control_characters as strip
-    except ImportError:
-        return _CONTROL_PATTERN.sub("", text)
-    return strip(text)
+def map_strings(value: Any, transform: Callable[[str], str], *, keys: bool = False) -> Any:
+    """A copy of a JSON value with `transform` applied to every string in it (and to keys if asked)."""
+    if isinstance(value, str):
+        return transform(value)
+    if isinstance(value, list):
+        return [map_strings(item, transform, keys=keys) for item in value]
+    if isinstance(value, dict):
+        return {(transform(key) if keys else key): map_strings(item, transform, keys=keys) for key, item in value.items()}
+    return value
 
 
 def strip_control_characters(value: Any) -> Any:
-    """The value with control characters removed from every string in it (keys included)."""
-    if isinstance(value, str):
-        return _strip_text(value)
-    if isinstance(value, list):
-        return [strip_control_characters(item) for item in value]
-    if isinstance(value, dict):
-        return {strip_control_characters(key): strip_control_characters(item) for key, item in value.items()}
-    return value
+    """The value with QL002's control characters removed from every string in it (keys included)."""
+    return map_strings(value, strip_controls_from_text, keys=True)
 
 
 def remove_keys(obj: dict, keys: Iterable[tuple[str | None, str]]) -> dict:
@@ -239,15 +233,15 @@ def _drop_duplicates(findings: list[Finding], fixes: dict[Key, RowFix], fix_of) 
 
 def redact_strings(value: Any, redact: Callable[[str], tuple[str, int]]) -> tuple[Any, int]:
     """The value with `redact` applied to every string in it (not to keys), and the items replaced."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        pairs = [redact_strings(item, redact) for item in value]
-        return [item for item, _ in pairs], sum(count for _, count in pairs)
-    if isinstance(value, dict):
-        pairs = {key: redact_strings(item, redact) for key, item in value.items()}
-        return {key: item for key, (item, _) in pairs.items()}, sum(count for _, count in pairs.values())
-    return value, 0
+    replaced = 0
+
+    def redact_one(text: str) -> str:
+        nonlocal replaced
+        text, count = redact(text)
+        replaced += count
+        return text
+
+    return map_strings(value, redact_one), replaced
 
 
 def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]], redact: Callable[[str], tuple[str, int]] | None = None) -> bytes | None:
