@@ -180,7 +180,7 @@ def test_headless_core_and_fix_never_import_textual(tmp_path):
     data = write_jsonl(tmp_path / "data.jsonl", [chat("hi", "hello"), chat("hi", "hello")])
     script = (
         "import sys\n"
-        "import curate.decisions, curate.fix, curate.diffspans, curate.tui.session\n"
+        "import curate.decisions, curate.fix, curate.text.diff, curate.tui.session\n"
         "from curate.cli import main\n"
         f"code = main(['fix', {str(data)!r}, '--isolated', '--no-progress'])\n"
         "print('TEXTUAL=' + str('textual' in sys.modules))\n"

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate.text.diff import longest_shared_span, word_spans
+from curate.text.diff import CompareMode, compare_messages
 from curate.text.minhash import LshBands, MinHasher, affine32_permutations, candidate_pairs, estimated_jaccard, optimal_bands, query_pairs
 from curate.text.normalize import normalize_expr, normalize_text, words, words_expr
 from curate.text.shingles import fold32, shingle_hashes, text_shingles, tokenize, unique_row_shingles
@@ -183,17 +183,12 @@ def test_shingles_of_short_and_empty_texts():
 def test_word_spans_for_side_by_side_highlighting():
     first = "Hold the reset button for ten seconds."
     second = "hold the RESET button for 10 seconds, then wait"
-    spans = word_spans(first, second)
-    assert [span.kind for span in spans] == ["equal", "replace", "equal", "insert"]
-    replaced = spans[1]
-    assert first[replaced.a_start : replaced.a_end] == "ten"
-    assert second[replaced.b_start : replaced.b_end] == "10"
-    inserted = spans[3]
-    assert second[inserted.b_start : inserted.b_end] == "then wait"
-    assert inserted.a_start == inserted.a_end
-    a_start, a_end, b_start, b_end = longest_shared_span(first, second)
-    assert first[a_start:a_end] == "Hold the reset button for"
-    assert second[b_start:b_end] == "hold the RESET button for"
+    left, right = compare_messages([first], [second], CompareMode.DIFF)
+    assert [first[a:b] for a, b in left.spans[0]] == ["ten"]
+    assert [second[a:b] for a, b in right.spans[0]] == ["10", "then wait"]
+    left, right = compare_messages([first], [second], CompareMode.OVERLAP)
+    assert [first[a:b] for a, b in left.spans[0]] == ["Hold the reset button for"]
+    assert [second[a:b] for a, b in right.spans[0]] == ["hold the RESET button for"]
 
 
 @pytest.mark.parametrize(("num_perm", "seed"), [(16, 1), (128, 1), (128, 7), (256, 3)])

@@ -261,7 +261,7 @@ def test_cli_rejects_an_output_that_is_the_input(data, capsys):
 
 
 def test_compare_marks_differences_for_duplicates_and_shared_runs_for_leaks():
-    from curate.diffspans import CompareMode, compare_messages
+    from curate.text.diff import CompareMode, compare_messages
 
     left, right = compare_messages(["reset the router now", "ok"], ["reset the modem now", "ok"])
     assert left.spans == [[(10, 16)], []] and right.spans == [[(10, 15)], []]
@@ -283,7 +283,7 @@ async def test_a_clean_file_opens_with_an_empty_table_and_actions_do_nothing(tmp
 def test_leak_findings_compare_against_the_eval_row(tmp_path):
     if not _registered("LK001"):
         pytest.skip("LK001 is not registered yet")
-    from curate.diffspans import CompareMode
+    from curate.text.diff import CompareMode
     from curate.tui.session import ReviewSession
 
     question = "What is the capital of France and why did it become the capital?"

@@ -1,67 +1,93 @@
-"""Where two texts agree and differ, word by word, with character offsets.
+"""Where two conversations agree and differ, word by word, as character spans to highlight.
 
-Review shows near-duplicates and eval overlaps side by side; it highlights the
-spans this module returns. Words are compared after normalization (case,
-NFKC), so a case change is not a difference, but offsets point into the
-original strings, so the highlight lands on what the user wrote.
+Side-by-side review needs to show *where* two rows differ (near duplicates,
+conflicting answers) or *what* they share (a training row that leaks an eval
+row). Both come from one word alignment (difflib over case-folded words with
+their edge punctuation dropped, across all turns), returned as (start, end)
+spans per message, pointing into the original strings, so a UI can style them.
+Headless: no Textual, no rich.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-import unicodedata
 from dataclasses import dataclass
-from typing import Literal
+from enum import Enum
 
-_TOKEN_RE = re.compile(r"\w+")
+_WORD = re.compile(r"\S+")
+_PUNCT = re.compile(r"^\W+|\W+$")
 
-SpanKind = Literal["equal", "replace", "delete", "insert"]
+Span = tuple[int, int]
+
+
+class CompareMode(str, Enum):
+    #: Highlight words that differ (near duplicates, conflicting answers).
+    DIFF = "diff"
+    #: Highlight runs of words both sides share (leakage).
+    OVERLAP = "overlap"
 
 
 @dataclass(frozen=True, slots=True)
-class WordSpan:
-    """One aligned stretch: `kind` says how `first[a_start:a_end]` relates to `second[b_start:b_end]`.
-
-    `delete` spans are empty in `second`, `insert` spans are empty in `first`."""
-
-    kind: SpanKind
-    a_start: int
-    a_end: int
-    b_start: int
-    b_end: int
+class _Word:
+    message: int
+    start: int
+    end: int
 
 
-def _tokens(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    matches = list(_TOKEN_RE.finditer(text))
-    return [unicodedata.normalize("NFKC", m.group()).lower() for m in matches], [m.span() for m in matches]
+@dataclass
+class SideSpans:
+    """Spans to highlight on one side: `spans[i]` belongs to message i."""
+
+    spans: list[list[Span]]
+
+    @property
+    def count(self) -> int:
+        return sum(len(spans) for spans in self.spans)
 
 
-def word_spans(first: str, second: str) -> list[WordSpan]:
-    """Align two texts word by word; returns spans covering every word of both, in order.
-
-    Character offsets run from the first word of a span to the end of its last
-    word (the punctuation between spans is not part of any span)."""
-    a_words, a_offsets = _tokens(first)
-    b_words, b_offsets = _tokens(second)
-    matcher = difflib.SequenceMatcher(None, a_words, b_words, autojunk=False)
-    spans = []
-    for kind, a_lo, a_hi, b_lo, b_hi in matcher.get_opcodes():
-        spans.append(WordSpan(kind, *_char_range(a_offsets, a_lo, a_hi), *_char_range(b_offsets, b_lo, b_hi)))
-    return spans
+def _words(texts: list[str]) -> tuple[list[_Word], list[str]]:
+    words, keys = [], []
+    for index, text in enumerate(texts):
+        for match in _WORD.finditer(text):
+            words.append(_Word(index, match.start(), match.end()))
+            keys.append(_PUNCT.sub("", match.group().lower()) or match.group())
+    return words, keys
 
 
-def _char_range(offsets: list[tuple[int, int]], lo: int, hi: int) -> tuple[int, int]:
-    if lo == hi:  # an empty side: anchor at the start of the next word (or the end)
-        anchor = offsets[lo][0] if lo < len(offsets) else (offsets[-1][1] if offsets else 0)
-        return anchor, anchor
-    return offsets[lo][0], offsets[hi - 1][1]
+def _spans(words: list[_Word], chosen: list[bool], messages: int) -> SideSpans:
+    """Merge chosen words into spans per message (neighbouring words join across spaces)."""
+    spans: list[list[Span]] = [[] for _ in range(messages)]
+    for word, keep in zip(words, chosen):
+        if not keep:
+            continue
+        own = spans[word.message]
+        if own and word.start - own[-1][1] <= 1:  # next word after one space: one span
+            own[-1] = (own[-1][0], word.end)
+        else:
+            own.append((word.start, word.end))
+    return SideSpans(spans)
 
 
-def longest_shared_span(first: str, second: str) -> tuple[int, int, int, int] | None:
-    """Character ranges (a_start, a_end, b_start, b_end) of the longest run of shared words, or None."""
-    best = max((span for span in word_spans(first, second) if span.kind == "equal"), key=lambda s: s.a_end - s.a_start, default=None)
-    return None if best is None else (best.a_start, best.a_end, best.b_start, best.b_end)
+def compare_messages(left: list[str], right: list[str], mode: CompareMode = CompareMode.DIFF, min_run: int = 3) -> tuple[SideSpans, SideSpans]:
+    """Spans to highlight in each side's messages.
+
+    DIFF marks the words outside the longest common word alignment; OVERLAP marks
+    shared runs of at least `min_run` words (so a common "the" is not a leak).
+    """
+    left_words, left_keys = _words(left)
+    right_words, right_keys = _words(right)
+    matcher = difflib.SequenceMatcher(None, left_keys, right_keys, autojunk=False)
+    in_left = [False] * len(left_words)
+    in_right = [False] * len(right_words)
+    for block in matcher.get_matching_blocks():
+        if block.size and (mode is CompareMode.DIFF or block.size >= min_run):
+            in_left[block.a : block.a + block.size] = [True] * block.size
+            in_right[block.b : block.b + block.size] = [True] * block.size
+    if mode is CompareMode.DIFF:
+        in_left = [not shared for shared in in_left]
+        in_right = [not shared for shared in in_right]
+    return _spans(left_words, in_left, len(left)), _spans(right_words, in_right, len(right))
 
 
 def shorten(text: str, limit: int = 80) -> str:

@@ -23,7 +23,7 @@ from curate.decisions import (
     schema_row_rules,
     write_reviewed,
 )
-from curate.diffspans import CompareMode
+from curate.text.diff import CompareMode
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.runner import LintResult, ProgressCallback, run_lint
 from curate.engine.settings import LintPlan

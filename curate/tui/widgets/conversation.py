@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from curate.diffspans import Span
+from curate.text.diff import Span
 from curate.formats import Message, normalize
 from curate.io import RawRow
 

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import ContentSwitcher, Static
 
-from curate.diffspans import CompareMode, compare_messages
+from curate.text.diff import CompareMode, compare_messages
 from curate.engine.findings import Finding
 from curate.tui.session import ReviewSession
 from curate.tui.widgets.conversation import ConversationView, messages_of
