@@ -17,7 +17,7 @@ from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Rule, RowRule, RuleSetupError
 from curate.engine.settings import LintPlan, severity_fails
-from curate.io import InputError, file_size, iter_batches, row_hash
+from curate.io import InputError, RawRow, file_size, iter_batches, row_hash
 
 DEFAULT_BATCH_SIZE = 20_000
 
@@ -96,9 +96,12 @@ def run_lint(
     on_progress: ProgressCallback | None = None,
     keep_row_hashes: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    on_rows: Callable[[list[RawRow]], None] | None = None,
 ) -> LintResult:
+    """Lint every file of the plan. `on_rows` sees each batch of raw rows as read, for callers
+    that need the rows too (review) without reading the files a second time."""
     with cyclic_gc_paused():
-        return _run_lint(plan, on_progress, keep_row_hashes, batch_size)
+        return _run_lint(plan, on_progress, keep_row_hashes, batch_size, on_rows)
 
 
 def _run_lint(
@@ -106,6 +109,7 @@ def _run_lint(
     on_progress: ProgressCallback | None,
     keep_row_hashes: bool,
     batch_size: int,
+    on_rows: Callable[[list[RawRow]], None] | None,
 ) -> LintResult:
     started = time.perf_counter()
     errors: list[str] = []
@@ -131,6 +135,8 @@ def _run_lint(
                 formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
                 if keep_row_hashes:
                     row_hashes.update(((raw.path, raw.line), row_hash(raw)) for raw in raw_rows)
+                if on_rows:
+                    on_rows(raw_rows)
                 done_bytes += sum(raw.size for raw in raw_rows)
                 if on_progress:
                     on_progress(Progress("read", min(done_bytes, total_bytes), total_bytes, rows, path))

@@ -90,8 +90,14 @@ class ReviewSession:
     def read(self, on_progress: ProgressCallback | None = None) -> Loaded:
         """Lint, read the rows, and replay the journal, without touching the session.
         Slow: the app calls it in a worker thread and hands the result back in a message."""
-        result = run_lint(self.plan, on_progress=on_progress, keep_row_hashes=True)
-        rows = {row.line: row for row in read_rows(self.data_path)} if self.data_path in result.files else {}
+        rows: dict[int, RawRow] = {}
+
+        def keep_rows(raw_rows: list[RawRow]) -> None:
+            rows.update((raw.line, raw) for raw in raw_rows if raw.path == self.data_path)
+
+        result = run_lint(self.plan, on_progress=on_progress, keep_row_hashes=True, on_rows=keep_rows)
+        if self.data_path not in result.files:  # unreadable: show no half-read rows
+            rows = {}
         hashes = {line: digest for (path, line), digest in result.row_hashes.items() if path == self.data_path}
         return Loaded(result, rows, DecisionJournal.open(self.data_path, hashes))
 
