@@ -1,11 +1,11 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   installs into .venv and lints the shipped samples
-#   make test   installs into .venv and runs the test suite
+#   make test   installs into .venv and runs the test suite (make test-fast: without training)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CURATE := $(VENV)/bin/curate
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-fast bench
 install: $(VENV)/.installed
 
 # torch is pinned first so pip takes the CPU wheel instead of a multi-GB CUDA build.
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The everyday loop: everything but the tests that train a model (CI runs them all with `make test`).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) bench/lint.py

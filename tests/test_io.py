@@ -146,5 +146,7 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
 def test_lint_never_modifies_its_input(tmp_path):
     path = write_jsonl(tmp_path / "data.jsonl", [GOOD, "{broken", GOOD])
     before = path.read_bytes()
-    run_cli("lint", str(path), "--isolated")
+    proc = run_cli("lint", str(path), "--isolated")
+    assert proc.returncode == 1, proc.stderr  # it really linted: the broken line is an SC001 error
+    assert "SC001" in proc.stdout
     assert path.read_bytes() == before

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("pytest_textual_snapshot")
 
 from tests.test_review_app import REVIEW_ROWS, make_app  # noqa: E402
 from tests.conftest import write_jsonl  # noqa: E402
@@ -36,11 +35,6 @@ def test_main_screen(app, snap_compare):
 
 
 def test_side_by_side_compare(app, snap_compare):
-    from curate.engine.rule import load_builtin_rules
-
-    if "DU001" not in load_builtin_rules():
-        pytest.skip("DU001 is not registered yet")
-
     async def open_duplicate(pilot) -> None:
         await wait_for_lint(pilot)
         await pilot.press("n")  # line 2 (SC001) -> line 4 (DU001, the copy of line 1)

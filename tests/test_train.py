@@ -17,8 +17,9 @@ from curate.train.config import TrainConfig
 from tests.conftest import SAMPLES, write_jsonl
 
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # it looks for an optional CPU kernel package on import
-torch = pytest.importorskip("torch")
-pytest.importorskip("bitsandbytes")
+import bitsandbytes  # noqa: F401  (a missing install must fail, not skip)
+import torch
+
 pytestmark = pytest.mark.slow
 
 TINY = str(SAMPLES / "tiny-chat")

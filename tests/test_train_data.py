@@ -13,7 +13,6 @@ from curate.train.config import is_train_only_table, resolve_train_config
 from curate.train.data import IGNORE_INDEX, Conversation, split_eval, tokenize
 from tests.conftest import SAMPLES
 
-pytest.importorskip("transformers")
 
 TINY = SAMPLES / "tiny-chat"
 
