@@ -18,6 +18,7 @@ from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
+from curate.text.answers import POLAR_WORDS
 from curate.text.minhash import LshBands, MinHasher, candidate_pairs
 from curate.text.rows import batch_features, batch_tokens, number_keys
 from curate.text.shingles import fold32, pair_jaccards, shingle_hashes, unique_row_shingles
@@ -343,10 +344,17 @@ class ConflictingResponses(DatasetRule):
 
     ## What it does
     Groups rows whose prompt (every turn before the last assistant turn,
-    normalized to words) is the same, and compares their final answers. Two
-    answers conflict when:
-    - both end on a number (within their last few words) and the numbers
-      differ (`within 5 days.` vs `within 30 days.`, `#### 72` vs `#### 74`);
+    normalized to words) is the same, and compares their answers. Two answers
+    conflict when:
+    - their final answers differ and neither answer states the other's value.
+      The final answer (`curate.text.answers.final_answer`) is the value after
+      an explicit marker (`#### 72`, `\\boxed{72}`, `The answer is 72`,
+      `Answer: 72`), else the last number of the answer's closing sentence,
+      else a leading yes/no; numbers inside code, tool calls, `<<...>>`
+      calculator annotations and arithmetic expressions are never final
+      answers. An answer without a marker "states" a value it writes anywhere,
+      so `100 °C, which is 212 °F` and `212 °F, that is 100 °C` agree, while
+      `#### 13` and `#### 6` conflict whatever numbers their steps share;
     - both open with yes/no and disagree;
     - both are short (at most `short-answer-words` words) and neither contains
       the other's words (`Canberra.` vs `Sydney.`, `Positive` vs `Negative`).
@@ -373,7 +381,7 @@ class ConflictingResponses(DatasetRule):
     severity = Severity.ERROR
     Options = ConflictingResponsesOptions
 
-    COLUMNS = ("prompt_key", "answer_key", "answer_number", "answer_short", "answer_polarity")
+    COLUMNS = ("prompt_key", "answer_key", "answer_final", "answer_marked", "answer_numbers", "answer_short", "answer_polarity")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -417,24 +425,62 @@ class ConflictingResponses(DatasetRule):
             yield self.finding(here.path, here.line, text, related=others, data={**shared, "reason": conflicts[0][1]})
 
     def conflict(self, first: dict, second: dict) -> str | None:
-        """Why two answers to the same prompt disagree, or None when they do not."""
+        """Why two answers to the same prompt disagree, or None when they do not.
+
+        The comparisons run in order; the first that can decide (returns a reason, or
+        AGREE) settles it, so a new kind of answer is one more comparison in the list."""
         if first["answer_key"] == second["answer_key"]:
             return None
-        if first["answer_number"] is not None and second["answer_number"] is not None:
-            if first["answer_number"] != second["answer_number"]:
-                return f"{first['answer_number']} vs {second['answer_number']}"
-            return None
-        if first["answer_polarity"] and second["answer_polarity"] and first["answer_polarity"] != second["answer_polarity"]:
-            return f"{first['answer_polarity']} vs {second['answer_polarity']}"
-        return self._short_answer_conflict(first["answer_short"], second["answer_short"])
+        for compare in (final_value_conflict, polarity_conflict, self.short_answer_conflict):
+            verdict = compare(first, second)
+            if verdict is not UNDECIDED:
+                return verdict or None
+        return None
 
-    def _short_answer_conflict(self, first: str | None, second: str | None) -> str | None:
-        if first is None or second is None:
-            return None
+    def short_answer_conflict(self, first: dict, second: dict) -> str | None:
+        """Short answers (at most `short-answer-words` words) neither of which contains the other's words."""
+        first_text, second_text = first["answer_short"], second["answer_short"]
+        if first_text is None or second_text is None:
+            return UNDECIDED
         limit = self.options.short_answer_words
-        first_words, second_words = set(first.split()), set(second.split())
-        if len(first.split()) > limit or len(second.split()) > limit:
-            return None
-        if first_words <= second_words or second_words <= first_words:
-            return None
-        return f"`{first}` vs `{second}`"
+        first_words, second_words = first_text.split(), second_text.split()
+        if len(first_words) > limit or len(second_words) > limit:
+            return UNDECIDED
+        if set(first_words) <= set(second_words) or set(second_words) <= set(first_words):
+            return AGREE
+        return f"`{first_text}` vs `{second_text}`"
+
+
+#: A comparison of two answers returns a reason (they conflict), AGREE, or UNDECIDED (it cannot tell).
+AGREE = ""
+UNDECIDED = None
+
+
+def _is_number(value: str) -> bool:
+    return value not in POLAR_WORDS
+
+
+def states(answer: dict, value: str) -> bool:
+    """Whether `answer` states `value`: it is its final answer, or, for an answer without an
+    explicit marker (whose final answer is only its last number), a number it writes anywhere."""
+    if answer["answer_final"] == value:
+        return True
+    return not answer["answer_marked"] and value in (answer["answer_numbers"] or ())
+
+
+def final_value_conflict(first: dict, second: dict) -> str | None:
+    """Final answers of the same kind (two numbers, or two yes/no) that neither answer states for the other."""
+    mine, theirs = first["answer_final"], second["answer_final"]
+    if mine is None or theirs is None or _is_number(mine) != _is_number(theirs):
+        return UNDECIDED
+    if states(first, theirs) or states(second, mine):
+        return AGREE
+    return f"{mine} vs {theirs}"
+
+
+def polarity_conflict(first: dict, second: dict) -> str | None:
+    """Answers opening with opposite yes/no (`Yes, it works in 30 countries.` vs `No, ...`)."""
+    mine, theirs = first["answer_polarity"], second["answer_polarity"]
+    if not mine or not theirs:
+        return UNDECIDED
+    return AGREE if mine == theirs else f"{mine} vs {theirs}"
