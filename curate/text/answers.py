@@ -31,6 +31,8 @@ NOT_ANSWER_PATTERNS = (
     r"<<[^<>\n]*>>",  # GSM8K calculator annotations
     r"\b[A-Za-z_][\w.]*\((?:[^()\n]|\([^()\n]*\))*\)",  # a call written inline: python('...'), Calculator(2+2)
 )
+#: Any of them: a text that holds code or a tool call.
+CODE_OR_CALL_PATTERN = "|".join(f"(?:{pattern})" for pattern in NOT_ANSWER_PATTERNS)
 #: Numbers joined by operators: `16 - 3 - 4`, `$9 * 2`, `(50 * 9 / 5) + 32`, `3 x 4`.
 _OPERAND = r"[($]*\d[\d.,]*%?\)*"
 EXPRESSION_PATTERN = rf"{_OPERAND}(?:(?:\s*[-+*/×÷^]\s*|\s+x\s+){_OPERAND})+"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curate.text.answers import answer_numbers_expr, polarity_expr, with_final_answers
+from curate.text.answers import CODE_OR_CALL_PATTERN, answer_numbers_expr, polarity_expr, with_final_answers
 from curate.text.normalize import WORD_PATTERN, words_expr
 from curate.text.shingles import Tokens, mix64, sorted_unique, tokens_of_lists
 
@@ -107,7 +107,7 @@ def conversation_features(messages: pl.DataFrame) -> pl.DataFrame:
       `answer_key` (hash of its words), `answer_final` (its final answer, `curate.text.answers`),
       `answer_marked` (stated by an explicit marker such as `#### 72`), `answer_numbers` (every
       number it writes, for rows with a final answer), `answer_short` (its words, if at most
-      SHORT_ANSWER_WORDS), `answer_polarity` (leading yes/no);
+      SHORT_ANSWER_WORDS and it holds no code or tool call), `answer_polarity` (leading yes/no);
     - `user_key`: hash of the words of the user turns (LK001's prompt).
     """
     import polars as pl
@@ -137,7 +137,8 @@ def conversation_features(messages: pl.DataFrame) -> pl.DataFrame:
         .then(pl.col("prompt").hash(seed=KEY_SEED)),
         answer_key=answer_words.list.join(" ").hash(seed=KEY_SEED),
         answer_numbers=pl.when(pl.col("answer_final").is_not_null()).then(answer_numbers_expr(pl.col("answer"))),
-        answer_short=pl.when(answer_words.list.len() <= SHORT_ANSWER_WORDS).then(answer_words.list.join(" ")),
+        answer_short=pl.when((answer_words.list.len() <= SHORT_ANSWER_WORDS) & ~pl.col("answer").str.contains(CODE_OR_CALL_PATTERN))
+        .then(answer_words.list.join(" ")),
         answer_polarity=polarity_expr(pl.col("answer")),
     ).drop("prompt", "answer_words")
 
