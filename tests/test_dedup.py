@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from curate.text.diff import CompareMode, compare_messages
-from curate.text.minhash import LshBands, MinHasher, affine32_permutations, candidate_pairs, estimated_jaccard, optimal_bands, query_pairs
+from curate.text.minhash import LshBands, MinHasher, affine32_permutations, bucket_pairs, estimated_jaccard, lsh_buckets, optimal_bands, query_pairs
 from curate.text.normalize import normalize_expr, normalize_text, words, words_expr
 from curate.text.shingles import fold32, shingle_hashes, text_shingles, tokenize, unique_row_shingles
 from tests.conftest import SAMPLES, lint_rows
@@ -154,7 +154,7 @@ def test_lsh_candidates_equal_datasketch_minhashlsh():
     hasher = MinHasher(num_perm=128)
     signatures = hasher.signatures(values, counts)
     bands = LshBands(0.6, 128)
-    ours = {tuple(pair) for pair in candidate_pairs(bands.hashes(signatures)).tolist()}
+    ours = {tuple(pair) for pair in bucket_pairs(lsh_buckets(bands.hashes(signatures)), len(signatures)).tolist()}
     index = MinHashLSH(num_perm=128, params=(bands.bands, bands.rows))
     minhashes = [hasher.to_minhash(signature) for signature in signatures]
     for key, minhash in enumerate(minhashes):

@@ -19,9 +19,9 @@ from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
 from curate.text.answers import POLAR_WORDS
-from curate.text.minhash import LshBands, MinHasher, candidate_pairs
+from curate.text.minhash import ALL_PAIRS_BUCKET, LshBands, MinHasher, bucket_pairs, lsh_buckets, settle_large_buckets
 from curate.text.rows import batch_features, batch_tokens, number_keys
-from curate.text.shingles import fold32, pair_jaccards, shingle_hashes, unique_row_shingles
+from curate.text.shingles import common_shingles, drop_shingles, fold32, pair_jaccards, shingle_hashes, unique_row_shingles
 
 #: How far below the verification threshold the LSH bands are tuned, so pairs just above it are found.
 LSH_MARGIN = 0.2
@@ -29,6 +29,10 @@ LSH_MARGIN = 0.2
 NAMED_LINES = 5
 #: Cluster members listed in a finding's data (the size is always given).
 CLUSTER_IN_DATA = 50
+#: Fewer rows than this say nothing about what is boilerplate: every shingle of two copies is in 100% of them.
+BOILERPLATE_MIN_ROWS = 100
+#: Passes of large-bucket comparisons among the rows still kept (usually 1 or 2 are needed).
+MAX_PASSES = 8
 #: In a group of rows sharing one prompt, each row is compared with at most this many others (DU003).
 COMPARED_ANSWERS = 50
 
@@ -186,6 +190,8 @@ class NearDuplicateOptions(RuleOptions):
     shingle_size: int = Field(2, ge=1, le=10, description="Words per shingle. 2 keeps a dropped or repeated word from hiding a copy; larger is stricter.")
     roles: list[str] = Field(default_factory=lambda: ["user", "assistant"], description="Roles whose text is compared (system prompts are often shared by design).")
     numbers_must_match: bool = Field(True, description="Rows that mention different numbers are different examples (math problems with other values), not near-duplicates.")
+    ignore_boilerplate: bool = Field(True, description="Ignore shingles found in at least `boilerplate-share` of the rows (a shared header, a dataset-wide preamble) when comparing rows.")
+    boilerplate_share: float = Field(0.5, gt=0.0, le=1.0, description=f"Share of the rows a shingle must be in to count as boilerplate (with at least {BOILERPLATE_MIN_ROWS} rows).")
 
     @field_validator("roles")
     @classmethod
@@ -282,38 +288,100 @@ class NearDuplicate(DatasetRule):
         self.shingles.freeze()
         if not self.band_parts:
             return
-        pairs = self._candidates()
-        edges = self._verified(pairs)
-        yield from self._report(cluster_in_file_order(edges))
-
-    def _candidates(self) -> np.ndarray:
         bands = np.concatenate(self.band_parts)
         self.band_parts = []
-        pairs = candidate_pairs(bands)
-        if self.options.numbers_must_match and len(pairs):
-            numbers = np.concatenate(self.number_parts)
-            pairs = pairs[numbers[pairs[:, 0]] == numbers[pairs[:, 1]]]
-        if "DU001" in shared_state(self.context).active and len(pairs):
-            _, is_first = first_occurrences(np.concatenate(self.key_parts))
-            pairs = pairs[is_first[pairs[:, 0]] & is_first[pairs[:, 1]]]
-        return pairs
+        self.numbers = np.concatenate(self.number_parts) if self.options.numbers_must_match else None
+        self.boilerplate = self._drop_boilerplate(bands)
+        yield from self._report(cluster_in_file_order(edge_list(self._edges(bands))))
 
-    def _verified(self, pairs: np.ndarray) -> list[tuple[int, int, float]]:
-        """Candidate pairs whose exact shingle Jaccard reaches the threshold, with the score."""
+    def _drop_boilerplate(self, bands: np.ndarray) -> np.ndarray:
+        """Remove shingles common to `boilerplate-share` of the rows from every row's set and
+        redo those rows' signatures (in place in `bands`); returns the count removed per row."""
         store = self.shingles
-        scores = pair_jaccards(store.values, store.starts, store.counts, pairs)
-        keep = scores >= self.options.threshold
-        return list(zip(pairs[keep, 0].tolist(), pairs[keep, 1].tolist(), scores[keep].tolist()))
+        none = np.zeros(len(store.counts), dtype=np.int64)
+        if not self.options.ignore_boilerplate or len(store.counts) < BOILERPLATE_MIN_ROWS:
+            return none
+        common = common_shingles(store.values, store.starts, store.counts, self.options.boilerplate_share)
+        if len(common) == 0:
+            return none
+        store.values, store.counts, removed = drop_shingles(store.values, store.counts, common)
+        store.starts = np.cumsum(store.counts) - store.counts
+        changed = np.flatnonzero(removed > 0)
+        if len(changed):
+            slots = np.repeat(store.starts[changed] - (np.cumsum(store.counts[changed]) - store.counts[changed]), store.counts[changed])
+            changed_values = store.values[slots + np.arange(int(store.counts[changed].sum()))]
+            bands[changed] = self.lsh.hashes(self.hasher.signatures(changed_values, store.counts[changed]))
+        return removed
+
+    def _edges(self, bands: np.ndarray) -> dict[tuple[int, int], float]:
+        """Every similar pair a cleaner needs, with its Jaccard: all pairs of small LSH buckets;
+        in large ones, passes of leader comparisons among the rows still kept, until no
+        pass finds a new similar pair (then every two kept rows sharing a bucket were compared)."""
+        rows = None
+        if "DU001" in shared_state(self.context).active:  # exact copies are DU001's: only first copies compete
+            _, is_first = first_occurrences(np.concatenate(self.key_parts))
+            rows = np.flatnonzero(is_first)
+        buckets = lsh_buckets(bands, rows)
+        large = buckets.sizes > ALL_PAIRS_BUCKET
+        edges: dict[tuple[int, int], float] = {}
+        self._similar(bucket_pairs(buckets.select(~large), len(bands)), edges)
+        large_buckets = buckets.select(large)
+        for _ in range(MAX_PASSES if len(large_buckets.sizes) else 0):
+            kept = np.ones(len(bands), dtype=bool)
+            kept[sorted(dropped_rows(cluster_in_file_order(edge_list(edges))))] = False
+            found: dict[tuple[int, int], float] = {}
+            settle_large_buckets(large_buckets, kept, lambda pairs: self._similar(pairs, found))
+            new = {pair: score for pair, score in found.items() if pair not in edges}
+            if not new:
+                break
+            edges.update(new)
+        return edges
+
+    def _similar(self, pairs: np.ndarray, scores: dict) -> np.ndarray:
+        """Whether each pair is a near-duplicate (numbers and exact Jaccard), remembering the scores."""
+        pair_scores = self._scores(pairs)
+        similar = pair_scores >= self.options.threshold
+        scores.update(zip(map(tuple, pairs[similar].tolist()), pair_scores[similar].tolist()))
+        return similar
+
+    def _scores(self, pairs: np.ndarray) -> np.ndarray:
+        """Exact shingle Jaccard of each pair; -1 where the rows mention different numbers."""
+        store = self.shingles
+        scores = np.full(len(pairs), -1.0)
+        if len(pairs) == 0:
+            return scores
+        same = np.ones(len(pairs), dtype=bool) if self.numbers is None else self.numbers[pairs[:, 0]] == self.numbers[pairs[:, 1]]
+        scores[same] = pair_jaccards(store.values, store.starts, store.counts, pairs[same])
+        return scores
 
     def _report(self, clusters: dict[int, list[tuple[int, float]]]) -> Iterator[Finding]:
         for kept, members in clusters.items():
             cluster = [self.locations.location(kept)] + [self.locations.location(member) for member, _ in members]
             shared = cluster_data(cluster)
-            for location, (_, score) in zip(cluster[1:], members):
-                text = f"near-duplicate of {describe(cluster[0], location.path)} (Jaccard {score:.2f})"
+            for location, (member, score) in zip(cluster[1:], members):
+                text = f"near-duplicate of {describe(cluster[0], location.path)} (Jaccard {score:.2f}"
+                data = {"jaccard": round(score, 4), **shared}
+                ignored = int(max(self.boilerplate[kept], self.boilerplate[member]))
+                if ignored:
+                    text += f", ignoring {ignored} boilerplate shingles found in {percent_of(self.options.boilerplate_share)}+ of rows"
+                    data["boilerplate_shingles"] = ignored
+                text += ")"
                 if len(cluster) > 2:
                     text += f"; same cluster as {describe_many(other_members(cluster[1:], location), location.path, total=len(cluster) - 2)}"
-                yield self.finding(location.path, location.line, text, related=[cluster[0]], data={"jaccard": round(score, 4), **shared})
+                yield self.finding(location.path, location.line, text, related=[cluster[0]], data=data)
+
+
+def percent_of(share: float) -> str:
+    return f"{share * 100:g}%"
+
+
+def edge_list(edges: dict[tuple[int, int], float]) -> list[tuple[int, int, float]]:
+    return [(first, second, score) for (first, second), score in edges.items()]
+
+
+def dropped_rows(clusters: dict[int, list[tuple[int, float]]]) -> set[int]:
+    """The rows a cleaner drops: every cluster member but the kept row."""
+    return {member for members in clusters.values() for member, _ in members}
 
 
 def cluster_in_file_order(edges: list[tuple[int, int, float]]) -> dict[int, list[tuple[int, float]]]:
