@@ -8,7 +8,7 @@ cleaner keeps, and carry the whole cluster in `data["cluster"]`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +19,7 @@ from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
 from curate.text.answers import POLAR_WORDS
-from curate.text.minhash import ALL_PAIRS_BUCKET, LshBands, MinHasher, bucket_pairs, lsh_buckets, settle_large_buckets
+from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets
 from curate.text.rows import batch_features, batch_tokens, number_keys
 from curate.text.shingles import common_shingles, drop_shingles, fold32, pair_jaccards, shingle_hashes, unique_row_shingles
 
@@ -31,8 +31,9 @@ NAMED_LINES = 5
 CLUSTER_IN_DATA = 50
 #: Fewer rows than this say nothing about what is boilerplate: every shingle of two copies is in 100% of them.
 BOILERPLATE_MIN_ROWS = 100
-#: Passes of large-bucket comparisons among the rows still kept (usually 1 or 2 are needed).
-MAX_PASSES = 8
+#: In a large LSH bucket a row is compared with at most this many earlier kept rows (the latest):
+#: a bucket of thousands of mutually different rows then costs linear, not quadratic, time.
+KEPT_COMPARED = 256
 #: In a group of rows sharing one prompt, each row is compared with at most this many others (DU003).
 COMPARED_ANSWERS = 50
 
@@ -292,7 +293,7 @@ class NearDuplicate(DatasetRule):
         self.band_parts = []
         self.numbers = np.concatenate(self.number_parts) if self.options.numbers_must_match else None
         self.boilerplate = self._drop_boilerplate(bands)
-        yield from self._report(cluster_in_file_order(edge_list(self._edges(bands))))
+        yield from self._report(self._clusters(bands))
 
     def _drop_boilerplate(self, bands: np.ndarray) -> np.ndarray:
         """Remove shingles common to `boilerplate-share` of the rows from every row's set and
@@ -313,36 +314,26 @@ class NearDuplicate(DatasetRule):
             bands[changed] = self.lsh.hashes(self.hasher.signatures(changed_values, store.counts[changed]))
         return removed
 
-    def _edges(self, bands: np.ndarray) -> dict[tuple[int, int], float]:
-        """Every similar pair a cleaner needs, with its Jaccard: all pairs of small LSH buckets;
-        in large ones, passes of leader comparisons among the rows still kept, until no
-        pass finds a new similar pair (then every two kept rows sharing a bucket were compared)."""
+    def _clusters(self, bands: np.ndarray) -> dict[int, list[tuple[int, float]]]:
+        """Cluster in file order over every LSH candidate pair: all pairs of small buckets are
+        scored up front; in large buckets a row is scored against the earlier kept rows only."""
         rows = None
         if "DU001" in shared_state(self.context).active:  # exact copies are DU001's: only first copies compete
             _, is_first = first_occurrences(np.concatenate(self.key_parts))
             rows = np.flatnonzero(is_first)
         buckets = lsh_buckets(bands, rows)
         large = buckets.sizes > ALL_PAIRS_BUCKET
-        edges: dict[tuple[int, int], float] = {}
-        self._similar(bucket_pairs(buckets.select(~large), len(bands)), edges)
-        large_buckets = buckets.select(large)
-        for _ in range(MAX_PASSES if len(large_buckets.sizes) else 0):
-            kept = np.ones(len(bands), dtype=bool)
-            kept[sorted(dropped_rows(cluster_in_file_order(edge_list(edges))))] = False
-            found: dict[tuple[int, int], float] = {}
-            settle_large_buckets(large_buckets, kept, lambda pairs: self._similar(pairs, found))
-            new = {pair: score for pair, score in found.items() if pair not in edges}
-            if not new:
-                break
-            edges.update(new)
-        return edges
+        pairs = bucket_pairs(buckets.select(~large), len(bands))
+        scores = self._scores(pairs)
+        similar = scores >= self.options.threshold
+        edges = list(zip(pairs[similar, 0].tolist(), pairs[similar, 1].tolist(), scores[similar].tolist()))
+        return cluster_in_file_order(edges, buckets.select(large), self._earlier_similar)
 
-    def _similar(self, pairs: np.ndarray, scores: dict) -> np.ndarray:
-        """Whether each pair is a near-duplicate (numbers and exact Jaccard), remembering the scores."""
-        pair_scores = self._scores(pairs)
-        similar = pair_scores >= self.options.threshold
-        scores.update(zip(map(tuple, pairs[similar].tolist()), pair_scores[similar].tolist()))
-        return similar
+    def _earlier_similar(self, row: int, earlier: np.ndarray) -> list[tuple[int, float]]:
+        """(earlier row, Jaccard) of the `earlier` rows that `row` is a near-duplicate of."""
+        scores = self._scores(np.stack([earlier, np.full(len(earlier), row, dtype=np.int64)], axis=1))
+        similar = scores >= self.options.threshold
+        return list(zip(earlier[similar].tolist(), scores[similar].tolist()))
 
     def _scores(self, pairs: np.ndarray) -> np.ndarray:
         """Exact shingle Jaccard of each pair; -1 where the rows mention different numbers."""
@@ -375,31 +366,42 @@ def percent_of(share: float) -> str:
     return f"{share * 100:g}%"
 
 
-def edge_list(edges: dict[tuple[int, int], float]) -> list[tuple[int, int, float]]:
-    return [(first, second, score) for (first, second), score in edges.items()]
-
-
-def dropped_rows(clusters: dict[int, list[tuple[int, float]]]) -> set[int]:
-    """The rows a cleaner drops: every cluster member but the kept row."""
-    return {member for members in clusters.values() for member, _ in members}
-
-
-def cluster_in_file_order(edges: list[tuple[int, int, float]]) -> dict[int, list[tuple[int, float]]]:
+def cluster_in_file_order(
+    edges: list[tuple[int, int, float]],
+    large: Buckets | None = None,
+    earlier_similar: Callable[[int, np.ndarray], list[tuple[int, float]]] | None = None,
+) -> dict[int, list[tuple[int, float]]]:
     """Greedy clustering as a cleaner reads the file: a row joins the most similar earlier *kept* row.
 
-    A row whose only similar rows were themselves dropped stays (its own copy
+    `edges` are the similar pairs (earlier, later, Jaccard) already scored. Rows
+    of `large` buckets are also scored, with `earlier_similar`, against the
+    earlier kept rows of their buckets (at most KEPT_COMPARED per bucket), so
+    that any two kept rows sharing a bucket have been compared: the kept rows
+    hold no near-duplicate pair, and linting a cleaned file finds none. A row
+    whose only similar rows were themselves dropped stays (its own copy
     survives nowhere else). Returns kept row -> [(member, Jaccard to the kept row)]."""
     earlier: dict[int, list[tuple[int, float]]] = {}
     for first, second, score in edges:
         earlier.setdefault(second, []).append((first, score))
+    buckets_of = large.of_rows() if large is not None and len(large.sizes) else {}
+    kept_in: list[list[int]] = [[] for _ in range(len(large.sizes))] if buckets_of else []
     joined: dict[int, int] = {}
     clusters: dict[int, list[tuple[int, float]]] = {}
-    for row in sorted(earlier):
-        kept = [(score, -other, other) for other, score in earlier[row] if other not in joined]
-        if kept:
-            score, _, leader = max(kept)
+    for row in sorted(earlier.keys() | buckets_of.keys()):
+        options = [(score, -other, other) for other, score in earlier.get(row, ()) if other not in joined]
+        buckets = buckets_of.get(row)
+        if buckets is not None and earlier_similar is not None:
+            met = [kept_in[bucket][-KEPT_COMPARED:] for bucket in buckets.tolist()]
+            candidates = np.unique(np.fromiter((other for group in met for other in group), dtype=np.int64))
+            if len(candidates):
+                options += [(score, -other, other) for other, score in earlier_similar(row, candidates)]
+        if options:
+            score, _, leader = max(options)
             joined[row] = leader
             clusters.setdefault(leader, []).append((row, score))
+        elif buckets is not None:
+            for bucket in buckets.tolist():
+                kept_in[bucket].append(row)
     return clusters
 
 

@@ -22,7 +22,6 @@ and the interchange format (`to_minhash`, `to_lean_minhash`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from itertools import combinations
@@ -34,10 +33,8 @@ from curate.text.shingles import mix64, sorted_unique
 #: Shingles per chunk: the (num_perm, chunk) uint32 scratch array is 16 MiB at 128 perms, small
 #: enough to stay in cache between the multiply, the add and the per-row minimum.
 CHUNK_SHINGLES = 32_768
-#: Buckets up to this size give all their pairs; larger ones are settled by leaders (`settle_large_buckets`).
+#: Buckets up to this size give all their pairs; in larger ones a row meets only the kept rows.
 ALL_PAIRS_BUCKET = 24
-#: Leader rounds in large buckets before the bounded fallback (a sorted-neighbourhood window).
-LEADER_ROUNDS = 64
 
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
 
@@ -177,6 +174,14 @@ class Buckets:
     starts: np.ndarray
     sizes: np.ndarray
 
+    def of_rows(self) -> dict[int, np.ndarray]:
+        """Row -> the buckets it is in."""
+        bucket_of = np.repeat(np.arange(len(self.sizes), dtype=np.int64), self.sizes)
+        order = np.argsort(self.rows, kind="stable")
+        rows, bucket_of = self.rows[order], bucket_of[order]
+        starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1]))) if len(rows) else np.zeros(0, np.int64)
+        return dict(zip(rows[starts].tolist(), np.split(bucket_of, starts[1:])))
+
     def select(self, chosen: np.ndarray) -> Buckets:
         """The buckets made of the buckets where `chosen[k]`."""
         sizes = self.sizes[chosen]
@@ -211,63 +216,6 @@ def _pairs_in_buckets(buckets: Buckets, size: int) -> np.ndarray:
     members = buckets.rows[buckets.starts[buckets.sizes == size][:, None] + np.arange(size)[None, :]]
     index_pairs = np.array(list(combinations(range(size), 2)), dtype=np.int64)
     return np.stack([members[:, index_pairs[:, 0]].reshape(-1), members[:, index_pairs[:, 1]].reshape(-1)], axis=1)
-
-
-def settle_large_buckets(
-    buckets: Buckets, active: np.ndarray, similar: Callable[[np.ndarray], np.ndarray], max_rounds: int = LEADER_ROUNDS, window: int = ALL_PAIRS_BUCKET
-) -> tuple[np.ndarray, np.ndarray]:
-    """Compare the `active` rows of large buckets without comparing all pairs.
-
-    In rounds, over all buckets at once: the first unsettled row of each bucket
-    leads, and is compared with every later unsettled row of its bucket (one
-    vectorized call of `similar` on (earlier, later) pairs); rows similar to a
-    leader are settled everywhere (a cleaner drops them), the leader is settled
-    in that bucket. So every two unsettled rows that share a bucket get compared,
-    at a cost of bucket size x groups instead of bucket size squared; a bucket of
-    300 copies takes one round. Rows still unsettled after `max_rounds` (a
-    bucket of more than `max_rounds` mutually dissimilar rows) are compared
-    with their next `window` unsettled neighbours only, which bounds the time.
-    Returns the pairs compared and whether each was similar."""
-    bucket_of = np.repeat(np.arange(len(buckets.sizes), dtype=np.int64), buckets.sizes)
-    members = buckets.rows
-    alive = active[members].copy()
-    settled = np.zeros(len(active), dtype=bool)
-    compared, verdicts = [], []
-    for _ in range(max_rounds):
-        alive &= ~settled[members]
-        slots = np.flatnonzero(alive)
-        if len(slots) == 0:
-            break
-        owner = bucket_of[slots]
-        leads = np.concatenate(([True], owner[1:] != owner[:-1]))
-        leader_slot = np.repeat(slots[leads], np.diff(np.concatenate((np.flatnonzero(leads), [len(slots)]))))
-        followers = ~leads
-        pairs = np.stack([members[leader_slot[followers]], members[slots[followers]]], axis=1)
-        pairs, similar_pairs = _compare_unique(pairs, similar, len(active))
-        compared.append(pairs)
-        verdicts.append(similar_pairs)
-        settled[pairs[similar_pairs, 1]] = True
-        alive[slots[leads]] = False
-    slots = np.flatnonzero(alive & ~settled[members])
-    if len(slots):  # pathological buckets: a sorted-neighbourhood window bounds the work
-        owner = bucket_of[slots]
-        firsts, seconds = [], []
-        for step in range(1, window + 1):
-            same = owner[step:] == owner[:-step]
-            firsts.append(members[slots[:-step][same]])
-            seconds.append(members[slots[step:][same]])
-        pairs, similar_pairs = _compare_unique(np.stack([np.concatenate(firsts), np.concatenate(seconds)], axis=1), similar, len(active))
-        compared.append(pairs)
-        verdicts.append(similar_pairs)
-    if not compared:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=bool)
-    return np.concatenate(compared), np.concatenate(verdicts)
-
-
-def _compare_unique(pairs: np.ndarray, similar: Callable[[np.ndarray], np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each distinct pair once (a cluster shares buckets in many bands), with `similar`'s verdict."""
-    pairs = _unique_pairs(pairs, width) if len(pairs) else np.zeros((0, 2), dtype=np.int64)
-    return pairs, similar(pairs) if len(pairs) else np.zeros(0, dtype=bool)
 
 
 def query_pairs(query_bands: np.ndarray, index_bands: np.ndarray) -> np.ndarray:
