@@ -44,9 +44,9 @@ MARKER_PATTERN = (
     rf"(?i)(?:####{_LEAD}|\\boxed\{{\s*\$?|\bthe\s+(?:final\s+)?answer\s+is\b{_LEAD}|\b(?:final\s+)?answer\s*:{_LEAD}){_VALUE}"
 )
 _VALUE_AT_END = rf"(?i)({_VALUE})$"
-#: The closing part of an answer: its last non-empty line, and of that line the last sentence.
-_BEFORE_LAST_LINE = r"(?s)^.*\n"
-_BEFORE_LAST_SENTENCE = r"^.*[.!?]\s+(\S)"
+#: The closing part of an answer: the last sentence of its last line (a `.!?` followed by a space ends a
+#: sentence; `12.5` does not). Anchored at the end, so the regex engine reads it backwards from there.
+CLOSING_PATTERN = r"(?:[^.!?\n]|[.!?]+[^.!?\s])*[.!?]*$"
 POLAR_WORDS = ("yes", "no")
 
 
@@ -74,22 +74,28 @@ def final_answers(texts: list[str | None]) -> list[str | None]:
     return with_final_answers(pl.DataFrame({"text": texts}, schema={"text": pl.String}), "text", "answer")["answer_final"].to_list()
 
 
-def with_final_answers(frame: pl.DataFrame, column: str, prefix: str) -> pl.DataFrame:
+def with_final_answers(frame: pl.DataFrame, column: str, prefix: str, numbers: bool = False) -> pl.DataFrame:
     """Add `{prefix}_final` (the `final_answer` of text column `column`) and `{prefix}_marked`
-    (whether an explicit marker stated it) to `frame`, vectorized."""
+    (whether an explicit marker stated it) to `frame`, vectorized; with `numbers`, also
+    `{prefix}_numbers` (`answer_numbers_expr`, for rows with a final answer)."""
     import polars as pl
 
     text = pl.col(column)
-    frame = frame.with_columns(_cleaned=answer_text_expr(text))
+    # NFKC only where there is non-ASCII text (ASCII is already in NFKC form): it is the costly step.
+    frame = frame.with_columns(_nfkc=pl.when(text.str.len_bytes() == text.str.len_chars()).then(text).otherwise(text.str.normalize("NFKC")))
+    frame = frame.with_columns(_cleaned=answer_text_expr(pl.col("_nfkc")))
     frame = frame.with_columns(**{f"{prefix}_marked": marked_answer_expr(pl.col("_cleaned"))})
     marked = pl.col(f"{prefix}_marked")
-    final = pl.coalesce(marked, closing_number_expr(pl.col("_cleaned")), polarity_expr(text))
-    return frame.with_columns(**{f"{prefix}_final": final, f"{prefix}_marked": marked.is_not_null()}).drop("_cleaned")
+    final = pl.coalesce(marked, closing_number_expr(pl.col("_cleaned")), polarity_expr(pl.col("_nfkc")))
+    frame = frame.with_columns(**{f"{prefix}_final": final, f"{prefix}_marked": marked.is_not_null()})
+    if numbers:
+        frame = frame.with_columns(**{f"{prefix}_numbers": pl.when(pl.col(f"{prefix}_final").is_not_null()).then(answer_numbers_expr(pl.col("_nfkc")))})
+    return frame.drop("_nfkc", "_cleaned")
 
 
 def answer_text_expr(text: pl.Expr) -> pl.Expr:
-    """The text with everything that cannot hold a final answer removed (see the module doc)."""
-    cleaned = text.str.normalize("NFKC")
+    """NFKC text with everything that cannot hold a final answer removed (see the module doc)."""
+    cleaned = text
     for pattern in NOT_ANSWER_PATTERNS:
         cleaned = cleaned.str.replace_all(pattern, " ")
     return cleaned.str.replace_all(EXPRESSION_PATTERN, " ")
@@ -102,15 +108,15 @@ def marked_answer_expr(cleaned: pl.Expr) -> pl.Expr:
 
 def closing_number_expr(cleaned: pl.Expr) -> pl.Expr:
     """The last number of the closing part (last sentence of the last non-empty line), or null."""
-    closing = cleaned.str.strip_chars_end().str.replace(_BEFORE_LAST_LINE, "").str.replace(_BEFORE_LAST_SENTENCE, "$1")
+    closing = cleaned.str.strip_chars_end().str.extract(CLOSING_PATTERN, 0)
     return canonical_value_expr(closing.str.extract_all(NUMBER_TOKEN).list.last())
 
 
 def polarity_expr(text: pl.Expr) -> pl.Expr:
-    """`yes` / `no` when the text opens with that word, else null."""
+    """`yes` / `no` when the (NFKC) text opens with that word, else null."""
     import polars as pl
 
-    first = text.str.normalize("NFKC").str.to_lowercase().str.extract(r"^\W*(\w+)", 1)
+    first = text.str.extract(r"^\W*(\w+)", 1).str.to_lowercase()
     return pl.when(first.is_in(POLAR_WORDS)).then(first)
 
 
@@ -122,8 +128,8 @@ def canonical_value_expr(value: pl.Expr) -> pl.Expr:
 
 
 def answer_numbers_expr(text: pl.Expr) -> pl.Expr:
-    """Every number the text writes anywhere (code and expressions included), canonical and unique:
-    what another answer's final value is looked up in."""
+    """Every number the (NFKC) text writes anywhere (code and expressions included), canonical and
+    unique: what another answer's final value is looked up in."""
     import polars as pl
 
-    return text.str.normalize("NFKC").str.extract_all(NUMBER_TOKEN).list.eval(canonical_value_expr(pl.element())).list.unique()
+    return text.str.extract_all(NUMBER_TOKEN).list.eval(canonical_value_expr(pl.element())).list.unique()

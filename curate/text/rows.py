@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curate.text.answers import CODE_OR_CALL_PATTERN, answer_numbers_expr, polarity_expr, with_final_answers
+from curate.text.answers import CODE_OR_CALL_PATTERN, polarity_expr, with_final_answers
 from curate.text.normalize import WORD_PATTERN, words_expr
 from curate.text.shingles import Tokens, mix64, sorted_unique, tokens_of_lists
 
@@ -131,15 +131,14 @@ def conversation_features(messages: pl.DataFrame) -> pl.DataFrame:
         user_key=pl.col("words").filter(pl.col("role") == "user").list.join(" ").str.join(" ").hash(seed=KEY_SEED),
     )
     answer_words = pl.col("answer_words")
-    per_row = with_final_answers(per_row, "answer", "answer")
+    per_row = with_final_answers(per_row, "answer", "answer", numbers=True)
     return per_row.with_columns(
         prompt_key=pl.when(pl.col("answer").is_not_null() & (pl.col("prompt").str.len_bytes() > 0))
         .then(pl.col("prompt").hash(seed=KEY_SEED)),
         answer_key=answer_words.list.join(" ").hash(seed=KEY_SEED),
-        answer_numbers=pl.when(pl.col("answer_final").is_not_null()).then(answer_numbers_expr(pl.col("answer"))),
         answer_short=pl.when((answer_words.list.len() <= SHORT_ANSWER_WORDS) & ~pl.col("answer").str.contains(CODE_OR_CALL_PATTERN))
         .then(answer_words.list.join(" ")),
-        answer_polarity=polarity_expr(pl.col("answer")),
+        answer_polarity=polarity_expr(answer_words.list.first()),
     ).drop("prompt", "answer_words")
 
 
