@@ -18,6 +18,7 @@ from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
+from curate.rules.output_format import percent
 from curate.text.answers import POLAR_WORDS
 from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets
 from curate.text.rows import batch_features, batch_tokens, number_keys
@@ -230,9 +231,20 @@ class NearDuplicate(DatasetRule):
     MinHash LSH across all input files, and confirms each candidate with the
     exact Jaccard similarity of the two shingle sets. Rows are clustered in file
     order: a row similar to a kept row joins its cluster, and the finding names
-    the kept row and the score. Rows that mention different numbers are
-    distinct examples, not near-duplicates (option `numbers-must-match`); exact
-    copies are left to DU001 when it runs.
+    the kept row and the score. Every candidate pair counts, however many rows
+    share an LSH bucket (in a large bucket a row is compared with the earlier
+    kept rows), so the rows a cleaner keeps hold no near-duplicate pair and
+    linting `curate fix`'s output finds none. Rows that mention different
+    numbers are distinct examples, not near-duplicates (option
+    `numbers-must-match`); exact copies are left to DU001 when it runs.
+
+    Shingles found in at least half of the rows (option `boilerplate-share`,
+    in files of 100 rows or more) are boilerplate: a tool header every
+    instruction repeats, a dataset-wide preamble. They say nothing about which
+    example a row is, so they are left out of the comparison, and a finding
+    whose rows lost some says how many (`ignoring 58 boilerplate shingles`).
+    A cluster of near copies making up half of a file would look like
+    boilerplate too; set `ignore-boilerplate = false` for such files.
 
     ## Why is this bad
     Near-duplicates (a word changed, punctuation added, a template filled the
@@ -354,16 +366,12 @@ class NearDuplicate(DatasetRule):
                 data = {"jaccard": round(score, 4), **shared}
                 ignored = int(max(self.boilerplate[kept], self.boilerplate[member]))
                 if ignored:
-                    text += f", ignoring {ignored} boilerplate shingles found in {percent_of(self.options.boilerplate_share)}+ of rows"
+                    text += f", ignoring {ignored} boilerplate shingles found in {percent(self.options.boilerplate_share)}+ of rows"
                     data["boilerplate_shingles"] = ignored
                 text += ")"
                 if len(cluster) > 2:
                     text += f"; same cluster as {describe_many(other_members(cluster[1:], location), location.path, total=len(cluster) - 2)}"
                 yield self.finding(location.path, location.line, text, related=[cluster[0]], data=data)
-
-
-def percent_of(share: float) -> str:
-    return f"{share * 100:g}%"
 
 
 def cluster_in_file_order(
