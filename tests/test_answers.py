@@ -42,6 +42,8 @@ CASES = [
     ("Pages 10-15.", None),
     ("So 8 are left. Hope this helps!", None),
     ("I bought 5km of rope", None),
+    ("Tips: 1) Sleep well, 2) Eat breakfast, and 3) Keep a routine.", None),  # enumerators
+    ("Steps:\n1. Mix the flour.\n2. Bake for 25 minutes.", "25"),
     ("Canberra.", None),
     ("", None),
 ]

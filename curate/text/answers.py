@@ -7,7 +7,7 @@ column at once; `final_answer` applies the same expression to one text, so the
 scalar and the vectorized forms cannot disagree.
 
 What is *not* a final answer, and is removed before looking: fenced code
-blocks and inline code, tool calls (`python('50*1.8+32')`, `<tool_call>...`),
+blocks and inline code, list enumerators (`5) ...`), tool calls (`python('50*1.8+32')`, `<tool_call>...`),
 GSM8K calculator annotations (`<<18-6-4-2=6>>`) and arithmetic expressions
 (`16 - 3 - 4`, `(50 * 9 / 5) + 32`; the result after `=` stays).
 """
@@ -30,6 +30,7 @@ NOT_ANSWER_PATTERNS = (
     r"(?s)<(?:tool_call|function_call|functioncall)>.*?(?:</(?:tool_call|function_call|functioncall)>|$)",
     r"<<[^<>\n]*>>",  # GSM8K calculator annotations
     r"\b[A-Za-z_][\w.]*\((?:[^()\n]|\([^()\n]*\))*\)",  # a call written inline: python('...'), Calculator(2+2)
+    r"(?m)(?:^[ \t]*\d{1,2}[.)]|\(?\b\d{1,2}\))\s",  # list enumerators: `1. `, `2) `, `and 5) ...`
 )
 #: Any of them: a text that holds code or a tool call.
 CODE_OR_CALL_PATTERN = "|".join(f"(?:{pattern})" for pattern in NOT_ANSWER_PATTERNS)
@@ -60,7 +61,7 @@ def final_answer(text: str) -> str | None:
     - Otherwise a leading yes/no: `Yes, the plan works abroad.` -> `yes`.
 
     Numbers come back canonical (`1,000` -> `1000`, `12.50` -> `12.5`, `$18` -> `18`,
-    `-3` keeps its sign); yes/no in lower case. Numbers inside code, tool calls,
+    `-3` keeps its sign); yes/no in lower case. Numbers inside code, list enumerators, tool calls,
     `<<...>>` calculator annotations and arithmetic expressions are never the
     final answer (the result after `=` is). Text is NFKC-normalized first.
     """
