@@ -223,3 +223,18 @@ def drop_shingles(values: np.ndarray, counts: np.ndarray, dropped: np.ndarray) -
     removed[removed == counts] = 0  # a row of boilerplate only keeps its shingles
     keep = ~hit | (removed[row_of] == 0)
     return values[keep], counts - removed, removed
+
+
+def jaccards_with(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, one: int, others: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of set `one` with each of the sets `others` (the layout of `pair_jaccards`):
+    a binary search of the others' shingles in the one sorted set, no sort."""
+    if len(others) == 0:
+        return np.zeros(0, dtype=np.float64)
+    mine = values[starts[one] : starts[one] + counts[one]]
+    lengths = counts[others]
+    gathered = values[np.repeat(starts[others] - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))]
+    found = np.searchsorted(mine, gathered)
+    hit = mine[np.minimum(found, max(len(mine) - 1, 0))] == gathered if len(mine) else np.zeros(len(gathered), dtype=bool)
+    shared = np.bincount(np.repeat(np.arange(len(others)), lengths)[hit], minlength=len(others))
+    union = len(mine) + lengths - shared
+    return np.where(union > 0, shared / np.maximum(union, 1), 1.0)
