@@ -22,7 +22,7 @@ from curate.rules.output_format import percent
 from curate.text.answers import POLAR_WORDS
 from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets
 from curate.text.rows import batch_features, batch_tokens, number_keys
-from curate.text.shingles import common_shingles, drop_shingles, fold32, jaccards_with, pair_jaccards, shingle_hashes, unique_row_shingles
+from curate.text.shingles import common_shingles, drop_shingles, fold32, gather_sets, jaccards_with, pair_jaccards, shingle_hashes, unique_row_shingles
 
 #: How far below the verification threshold the LSH bands are tuned, so pairs just above it are found.
 LSH_MARGIN = 0.2
@@ -225,6 +225,10 @@ class ShingleStore:
         self.starts = np.cumsum(self.counts) - self.counts
         self.parts, self.count_parts = [], []
 
+    def of(self, rows: np.ndarray) -> np.ndarray:
+        """The shingles of `rows`, flat, row after row."""
+        return gather_sets(self.values, self.starts, self.counts, rows)
+
 
 class NearDuplicate(DatasetRule):
     """Row is almost the same as an earlier row (MinHash LSH, Jaccard >= threshold).
@@ -325,9 +329,7 @@ class NearDuplicate(DatasetRule):
         store.starts = np.cumsum(store.counts) - store.counts
         changed = np.flatnonzero(removed > 0)
         if len(changed):
-            slots = np.repeat(store.starts[changed] - (np.cumsum(store.counts[changed]) - store.counts[changed]), store.counts[changed])
-            changed_values = store.values[slots + np.arange(int(store.counts[changed].sum()))]
-            bands[changed] = self.lsh.hashes(self.hasher.signatures(changed_values, store.counts[changed]))
+            bands[changed] = self.lsh.hashes(self.hasher.signatures(store.of(changed), store.counts[changed]))
         return removed
 
     def _clusters(self, bands: np.ndarray) -> dict[int, list[tuple[int, float]]]:
@@ -352,9 +354,7 @@ class NearDuplicate(DatasetRule):
         """MinHash signatures of the rows of large buckets (from the stored shingles, after any
         boilerplate was removed), to screen their many comparisons before exact Jaccard."""
         store = self.shingles
-        counts = store.counts[rows]
-        slots = np.repeat(store.starts[rows] - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
-        self.sketches = self.hasher.signatures(store.values[slots], counts)
+        self.sketches = self.hasher.signatures(store.of(rows), store.counts[rows])
         self.sketch_of = np.full(len(store.counts), -1, dtype=np.int64)
         self.sketch_of[rows] = np.arange(len(rows))
 

@@ -183,7 +183,7 @@ class Buckets:
         return dict(zip(rows[starts].tolist(), np.split(bucket_of, starts[1:])))
 
     def select(self, chosen: np.ndarray) -> Buckets:
-        """The buckets made of the buckets where `chosen[k]`."""
+        """Only the buckets `k` where `chosen[k]`."""
         sizes = self.sizes[chosen]
         slots = np.repeat(self.starts[chosen] - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
         return Buckets(self.rows[slots], np.cumsum(sizes) - sizes, sizes)

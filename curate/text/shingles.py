@@ -182,6 +182,12 @@ def pair_jaccards(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, pa
     return np.where(union > 0, shared / np.maximum(union, 1), 1.0)
 
 
+def gather_sets(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The sets of `rows` (set `i` is `values[starts[i]:starts[i] + counts[i]]`), flat, in the order given."""
+    lengths = counts[rows]
+    return values[np.repeat(starts[rows] - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))]
+
+
 #: Rows sampled to find shingle candidates for `common_shingles` (their share is then counted exactly).
 COMMON_SAMPLE_ROWS = 2_000
 
@@ -196,8 +202,7 @@ def common_shingles(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, 
     if rows == 0 or share > 1.0:
         return np.zeros(0, dtype=values.dtype)
     sample = np.sort(np.random.default_rng(seed).choice(rows, size=min(rows, COMMON_SAMPLE_ROWS), replace=False))
-    sampled = values[np.repeat(starts[sample] - (np.cumsum(counts[sample]) - counts[sample]), counts[sample]) + np.arange(int(counts[sample].sum()))]
-    candidates, seen = _value_counts(sampled)
+    candidates, seen = _value_counts(gather_sets(values, starts, counts, sample))
     candidates = candidates[seen >= share * len(sample) / 2]
     if len(candidates) == 0:
         return candidates
@@ -232,7 +237,7 @@ def jaccards_with(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, on
         return np.zeros(0, dtype=np.float64)
     mine = values[starts[one] : starts[one] + counts[one]]
     lengths = counts[others]
-    gathered = values[np.repeat(starts[others] - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))]
+    gathered = gather_sets(values, starts, counts, others)
     found = np.searchsorted(mine, gathered)
     hit = mine[np.minimum(found, max(len(mine) - 1, 0))] == gathered if len(mine) else np.zeros(len(gathered), dtype=bool)
     shared = np.bincount(np.repeat(np.arange(len(others)), lengths)[hit], minlength=len(others))
