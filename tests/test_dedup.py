@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from curate.text.diff import CompareMode, compare_messages
-from curate.text.minhash import LshBands, MinHasher, affine32_permutations, candidate_pairs, estimated_jaccard, optimal_bands, query_pairs
+from curate.text.minhash import LshBands, MinHasher, affine32_permutations, bucket_pairs, estimated_jaccard, lsh_buckets, optimal_bands, query_pairs
 from curate.text.normalize import normalize_expr, normalize_text, words, words_expr
 from curate.text.shingles import fold32, shingle_hashes, text_shingles, tokenize, unique_row_shingles
 from tests.conftest import SAMPLES, lint_rows
@@ -154,7 +154,7 @@ def test_lsh_candidates_equal_datasketch_minhashlsh():
     hasher = MinHasher(num_perm=128)
     signatures = hasher.signatures(values, counts)
     bands = LshBands(0.6, 128)
-    ours = {tuple(pair) for pair in candidate_pairs(bands.hashes(signatures)).tolist()}
+    ours = {tuple(pair) for pair in bucket_pairs(lsh_buckets(bands.hashes(signatures)), len(signatures)).tolist()}
     index = MinHashLSH(num_perm=128, params=(bands.bands, bands.rows))
     minhashes = [hasher.to_minhash(signature) for signature in signatures]
     for key, minhash in enumerate(minhashes):
@@ -210,7 +210,7 @@ def test_band_parameters_equal_datasketch(num_perm):
 
 
 def test_pair_jaccards_equal_one_pair_at_a_time():
-    from curate.text.shingles import exact_jaccard, pair_jaccards
+    from curate.text.shingles import exact_jaccard, jaccards_with, pair_jaccards
 
     rng = np.random.default_rng(0)
     sets = [np.unique(rng.integers(0, 60, rng.integers(0, 40)).astype(np.uint32)) for _ in range(200)]
@@ -218,6 +218,10 @@ def test_pair_jaccards_equal_one_pair_at_a_time():
     pairs = rng.integers(0, len(sets), (1000, 2))
     scores = pair_jaccards(np.concatenate(sets), np.cumsum(counts) - counts, counts, pairs)
     assert np.array_equal(scores, [exact_jaccard(sets[a], sets[b]) for a, b in pairs])
+    values, starts = np.concatenate(sets), np.cumsum(counts) - counts
+    for one in (0, 1, int(np.argmin(counts))):  # includes an empty set
+        others = np.arange(len(sets))
+        assert np.array_equal(jaccards_with(values, starts, counts, one, others), [exact_jaccard(sets[one], sets[b]) for b in others])
 
 
 def test_a_huge_cluster_stays_linear_and_cut_in_data(lint):

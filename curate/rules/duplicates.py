@@ -8,7 +8,7 @@ cleaner keeps, and carry the whole cluster in `data["cluster"]`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,9 +18,11 @@ from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
-from curate.text.minhash import LshBands, MinHasher, candidate_pairs
+from curate.rules.output_format import percent
+from curate.text.answers import POLAR_WORDS
+from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets
 from curate.text.rows import batch_features, batch_tokens, number_keys
-from curate.text.shingles import fold32, pair_jaccards, shingle_hashes, unique_row_shingles
+from curate.text.shingles import common_shingles, drop_shingles, fold32, gather_sets, jaccards_with, pair_jaccards, shingle_hashes, unique_row_shingles
 
 #: How far below the verification threshold the LSH bands are tuned, so pairs just above it are found.
 LSH_MARGIN = 0.2
@@ -28,6 +30,15 @@ LSH_MARGIN = 0.2
 NAMED_LINES = 5
 #: Cluster members listed in a finding's data (the size is always given).
 CLUSTER_IN_DATA = 50
+#: Fewer rows than this say nothing about what is boilerplate: every shingle of two copies is in 100% of them.
+BOILERPLATE_MIN_ROWS = 100
+#: In a large LSH bucket a row is compared with at most this many earlier kept rows (the latest):
+#: a bucket of thousands of mutually different rows then costs linear, not quadratic, time.
+KEPT_COMPARED = 64
+#: Comparisons in large buckets are screened by the MinHash estimate: pairs estimated this far
+#: below the threshold are not scored exactly (at 128 permutations and 0.8, 3.4 standard
+#: deviations: one pair at the threshold in 3,000 is lost, against 1 in 70 that LSH misses).
+SCREEN_MARGIN = 0.12
 #: In a group of rows sharing one prompt, each row is compared with at most this many others (DU003).
 COMPARED_ANSWERS = 50
 
@@ -185,6 +196,8 @@ class NearDuplicateOptions(RuleOptions):
     shingle_size: int = Field(2, ge=1, le=10, description="Words per shingle. 2 keeps a dropped or repeated word from hiding a copy; larger is stricter.")
     roles: list[str] = Field(default_factory=lambda: ["user", "assistant"], description="Roles whose text is compared (system prompts are often shared by design).")
     numbers_must_match: bool = Field(True, description="Rows that mention different numbers are different examples (math problems with other values), not near-duplicates.")
+    ignore_boilerplate: bool = Field(True, description="Ignore shingles found in at least `boilerplate-share` of the rows (a shared header, a dataset-wide preamble) when comparing rows.")
+    boilerplate_share: float = Field(0.5, gt=0.0, le=1.0, description=f"Share of the rows a shingle must be in to count as boilerplate (with at least {BOILERPLATE_MIN_ROWS} rows).")
 
     @field_validator("roles")
     @classmethod
@@ -212,6 +225,10 @@ class ShingleStore:
         self.starts = np.cumsum(self.counts) - self.counts
         self.parts, self.count_parts = [], []
 
+    def of(self, rows: np.ndarray) -> np.ndarray:
+        """The shingles of `rows`, flat, row after row."""
+        return gather_sets(self.values, self.starts, self.counts, rows)
+
 
 class NearDuplicate(DatasetRule):
     """Row is almost the same as an earlier row (MinHash LSH, Jaccard >= threshold).
@@ -222,9 +239,20 @@ class NearDuplicate(DatasetRule):
     MinHash LSH across all input files, and confirms each candidate with the
     exact Jaccard similarity of the two shingle sets. Rows are clustered in file
     order: a row similar to a kept row joins its cluster, and the finding names
-    the kept row and the score. Rows that mention different numbers are
-    distinct examples, not near-duplicates (option `numbers-must-match`); exact
-    copies are left to DU001 when it runs.
+    the kept row and the score. Every candidate pair counts, however many rows
+    share an LSH bucket (in a large bucket a row is compared with the earlier
+    kept rows), so the rows a cleaner keeps hold no near-duplicate pair and
+    linting `curate fix`'s output finds none. Rows that mention different
+    numbers are distinct examples, not near-duplicates (option
+    `numbers-must-match`); exact copies are left to DU001 when it runs.
+
+    Shingles found in at least half of the rows (option `boilerplate-share`,
+    in files of 100 rows or more) are boilerplate: a tool header every
+    instruction repeats, a dataset-wide preamble. They say nothing about which
+    example a row is, so they are left out of the comparison, and a finding
+    whose rows lost some says how many (`ignoring 58 boilerplate shingles`).
+    A cluster of near copies making up half of a file would look like
+    boilerplate too; set `ignore-boilerplate = false` for such files.
 
     ## Why is this bad
     Near-duplicates (a word changed, punctuation added, a template filled the
@@ -281,56 +309,133 @@ class NearDuplicate(DatasetRule):
         self.shingles.freeze()
         if not self.band_parts:
             return
-        pairs = self._candidates()
-        edges = self._verified(pairs)
-        yield from self._report(cluster_in_file_order(edges))
-
-    def _candidates(self) -> np.ndarray:
         bands = np.concatenate(self.band_parts)
         self.band_parts = []
-        pairs = candidate_pairs(bands)
-        if self.options.numbers_must_match and len(pairs):
-            numbers = np.concatenate(self.number_parts)
-            pairs = pairs[numbers[pairs[:, 0]] == numbers[pairs[:, 1]]]
-        if "DU001" in shared_state(self.context).active and len(pairs):
-            _, is_first = first_occurrences(np.concatenate(self.key_parts))
-            pairs = pairs[is_first[pairs[:, 0]] & is_first[pairs[:, 1]]]
-        return pairs
+        self.numbers = np.concatenate(self.number_parts) if self.options.numbers_must_match else None
+        self.boilerplate = self._drop_boilerplate(bands)
+        yield from self._report(self._clusters(bands))
 
-    def _verified(self, pairs: np.ndarray) -> list[tuple[int, int, float]]:
-        """Candidate pairs whose exact shingle Jaccard reaches the threshold, with the score."""
+    def _drop_boilerplate(self, bands: np.ndarray) -> np.ndarray:
+        """Remove shingles common to `boilerplate-share` of the rows from every row's set and
+        redo those rows' signatures (in place in `bands`); returns the count removed per row."""
         store = self.shingles
-        scores = pair_jaccards(store.values, store.starts, store.counts, pairs)
-        keep = scores >= self.options.threshold
-        return list(zip(pairs[keep, 0].tolist(), pairs[keep, 1].tolist(), scores[keep].tolist()))
+        none = np.zeros(len(store.counts), dtype=np.int64)
+        if not self.options.ignore_boilerplate or len(store.counts) < BOILERPLATE_MIN_ROWS:
+            return none
+        common = common_shingles(store.values, store.starts, store.counts, self.options.boilerplate_share)
+        if len(common) == 0:
+            return none
+        store.values, store.counts, removed = drop_shingles(store.values, store.counts, common)
+        store.starts = np.cumsum(store.counts) - store.counts
+        changed = np.flatnonzero(removed > 0)
+        if len(changed):
+            bands[changed] = self.lsh.hashes(self.hasher.signatures(store.of(changed), store.counts[changed]))
+        return removed
+
+    def _clusters(self, bands: np.ndarray) -> dict[int, list[tuple[int, float]]]:
+        """Cluster in file order over every LSH candidate pair: all pairs of small buckets are
+        scored up front; in large buckets a row is scored against the earlier kept rows only."""
+        rows = None
+        if "DU001" in shared_state(self.context).active:  # exact copies are DU001's: only first copies compete
+            _, is_first = first_occurrences(np.concatenate(self.key_parts))
+            rows = np.flatnonzero(is_first)
+        buckets = lsh_buckets(bands, rows)
+        large = buckets.sizes > ALL_PAIRS_BUCKET
+        pairs = bucket_pairs(buckets.select(~large), len(bands))
+        scores = self._scores(pairs)
+        similar = scores >= self.options.threshold
+        edges = list(zip(pairs[similar, 0].tolist(), pairs[similar, 1].tolist(), scores[similar].tolist()))
+        large_buckets = buckets.select(large)
+        if len(large_buckets.sizes):
+            self._sketch_rows(np.unique(large_buckets.rows))
+        return cluster_in_file_order(edges, large_buckets, self._earlier_similar)
+
+    def _sketch_rows(self, rows: np.ndarray) -> None:
+        """MinHash signatures of the rows of large buckets (from the stored shingles, after any
+        boilerplate was removed), to screen their many comparisons before exact Jaccard."""
+        store = self.shingles
+        self.sketches = self.hasher.signatures(store.of(rows), store.counts[rows])
+        self.sketch_of = np.full(len(store.counts), -1, dtype=np.int64)
+        self.sketch_of[rows] = np.arange(len(rows))
+
+    def _earlier_similar(self, row: int, earlier: np.ndarray) -> list[tuple[int, float]]:
+        """(earlier row, Jaccard) of the `earlier` rows that `row` is a near-duplicate of, screened
+        by the MinHash estimate first (SCREEN_MARGIN)."""
+        estimates = (self.sketches[self.sketch_of[earlier]] == self.sketches[self.sketch_of[row]]).mean(axis=1)
+        earlier = earlier[estimates >= self.options.threshold - SCREEN_MARGIN]
+        if self.numbers is not None:
+            earlier = earlier[self.numbers[earlier] == self.numbers[row]]
+        store = self.shingles
+        scores = jaccards_with(store.values, store.starts, store.counts, row, earlier)
+        similar = scores >= self.options.threshold
+        return list(zip(earlier[similar].tolist(), scores[similar].tolist()))
+
+    def _scores(self, pairs: np.ndarray) -> np.ndarray:
+        """Exact shingle Jaccard of each pair; -1 where the rows mention different numbers."""
+        store = self.shingles
+        scores = np.full(len(pairs), -1.0)
+        if len(pairs) == 0:
+            return scores
+        same = np.ones(len(pairs), dtype=bool) if self.numbers is None else self.numbers[pairs[:, 0]] == self.numbers[pairs[:, 1]]
+        scores[same] = pair_jaccards(store.values, store.starts, store.counts, pairs[same])
+        return scores
 
     def _report(self, clusters: dict[int, list[tuple[int, float]]]) -> Iterator[Finding]:
         for kept, members in clusters.items():
             cluster = [self.locations.location(kept)] + [self.locations.location(member) for member, _ in members]
             shared = cluster_data(cluster)
-            for location, (_, score) in zip(cluster[1:], members):
-                text = f"near-duplicate of {describe(cluster[0], location.path)} (Jaccard {score:.2f})"
+            for location, (member, score) in zip(cluster[1:], members):
+                text = f"near-duplicate of {describe(cluster[0], location.path)} (Jaccard {score:.2f}"
+                data = {"jaccard": round(score, 4), **shared}
+                ignored = int(max(self.boilerplate[kept], self.boilerplate[member]))
+                if ignored:
+                    text += f", ignoring {ignored} boilerplate shingles found in {percent(self.options.boilerplate_share)}+ of rows"
+                    data["boilerplate_shingles"] = ignored
+                text += ")"
                 if len(cluster) > 2:
                     text += f"; same cluster as {describe_many(other_members(cluster[1:], location), location.path, total=len(cluster) - 2)}"
-                yield self.finding(location.path, location.line, text, related=[cluster[0]], data={"jaccard": round(score, 4), **shared})
+                yield self.finding(location.path, location.line, text, related=[cluster[0]], data=data)
 
 
-def cluster_in_file_order(edges: list[tuple[int, int, float]]) -> dict[int, list[tuple[int, float]]]:
+def cluster_in_file_order(
+    edges: list[tuple[int, int, float]],
+    large: Buckets | None = None,
+    earlier_similar: Callable[[int, np.ndarray], list[tuple[int, float]]] | None = None,
+) -> dict[int, list[tuple[int, float]]]:
     """Greedy clustering as a cleaner reads the file: a row joins the most similar earlier *kept* row.
 
-    A row whose only similar rows were themselves dropped stays (its own copy
+    `edges` are the similar pairs (earlier, later, Jaccard) already scored. Rows
+    of `large` buckets are also scored, with `earlier_similar`, against the
+    earlier kept rows of their buckets (at most KEPT_COMPARED per bucket), so
+    that any two kept rows sharing a bucket have been compared: the kept rows
+    hold no near-duplicate pair, and linting a cleaned file finds none. A row
+    whose only similar rows were themselves dropped stays (its own copy
     survives nowhere else). Returns kept row -> [(member, Jaccard to the kept row)]."""
     earlier: dict[int, list[tuple[int, float]]] = {}
     for first, second, score in edges:
         earlier.setdefault(second, []).append((first, score))
+    buckets_of = large.of_rows() if large is not None and len(large.sizes) else {}
+    # The kept rows of each large bucket, in file order, in that bucket's own slots of one array.
+    kept_rows = np.zeros(len(large.rows) if buckets_of else 0, dtype=np.int64)
+    kept_count = np.zeros(len(large.sizes) if buckets_of else 0, dtype=np.int64)
     joined: dict[int, int] = {}
     clusters: dict[int, list[tuple[int, float]]] = {}
-    for row in sorted(earlier):
-        kept = [(score, -other, other) for other, score in earlier[row] if other not in joined]
-        if kept:
-            score, _, leader = max(kept)
+    for row in sorted(earlier.keys() | buckets_of.keys()):
+        options = [(score, -other, other) for other, score in earlier.get(row, ()) if other not in joined]
+        buckets = buckets_of.get(row)
+        if buckets is not None and earlier_similar is not None:
+            ends = large.starts[buckets] + kept_count[buckets]
+            met = [kept_rows[max(start, end - KEPT_COMPARED) : end] for start, end in zip(large.starts[buckets].tolist(), ends.tolist())]
+            candidates = np.unique(np.concatenate(met)) if met else met
+            if len(candidates):
+                options += [(score, -other, other) for other, score in earlier_similar(row, candidates)]
+        if options:
+            score, _, leader = max(options)
             joined[row] = leader
             clusters.setdefault(leader, []).append((row, score))
+        elif buckets is not None:
+            kept_rows[large.starts[buckets] + kept_count[buckets]] = row
+            kept_count[buckets] += 1
     return clusters
 
 
@@ -343,10 +448,17 @@ class ConflictingResponses(DatasetRule):
 
     ## What it does
     Groups rows whose prompt (every turn before the last assistant turn,
-    normalized to words) is the same, and compares their final answers. Two
-    answers conflict when:
-    - both end on a number (within their last few words) and the numbers
-      differ (`within 5 days.` vs `within 30 days.`, `#### 72` vs `#### 74`);
+    normalized to words) is the same, and compares their answers. Two answers
+    conflict when:
+    - their final answers differ and neither answer states the other's value.
+      The final answer (`curate.text.answers.final_answer`) is the value after
+      an explicit marker (`#### 72`, `\\boxed{72}`, `The answer is 72`,
+      `Answer: 72`), else the last number of the answer's closing sentence,
+      else a leading yes/no; numbers inside code, tool calls, `<<...>>`
+      calculator annotations and arithmetic expressions are never final
+      answers. An answer without a marker "states" a value it writes anywhere,
+      so `100 °C, which is 212 °F` and `212 °F, that is 100 °C` agree, while
+      `#### 13` and `#### 6` conflict whatever numbers their steps share;
     - both open with yes/no and disagree;
     - both are short (at most `short-answer-words` words) and neither contains
       the other's words (`Canberra.` vs `Sydney.`, `Positive` vs `Negative`).
@@ -373,7 +485,7 @@ class ConflictingResponses(DatasetRule):
     severity = Severity.ERROR
     Options = ConflictingResponsesOptions
 
-    COLUMNS = ("prompt_key", "answer_key", "answer_number", "answer_short", "answer_polarity")
+    COLUMNS = ("prompt_key", "answer_key", "answer_final", "answer_marked", "answer_numbers", "answer_short", "answer_polarity")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -417,24 +529,62 @@ class ConflictingResponses(DatasetRule):
             yield self.finding(here.path, here.line, text, related=others, data={**shared, "reason": conflicts[0][1]})
 
     def conflict(self, first: dict, second: dict) -> str | None:
-        """Why two answers to the same prompt disagree, or None when they do not."""
+        """Why two answers to the same prompt disagree, or None when they do not.
+
+        The comparisons run in order; the first that can decide (returns a reason, or
+        AGREE) settles it, so a new kind of answer is one more comparison in the list."""
         if first["answer_key"] == second["answer_key"]:
             return None
-        if first["answer_number"] is not None and second["answer_number"] is not None:
-            if first["answer_number"] != second["answer_number"]:
-                return f"{first['answer_number']} vs {second['answer_number']}"
-            return None
-        if first["answer_polarity"] and second["answer_polarity"] and first["answer_polarity"] != second["answer_polarity"]:
-            return f"{first['answer_polarity']} vs {second['answer_polarity']}"
-        return self._short_answer_conflict(first["answer_short"], second["answer_short"])
+        for compare in (final_value_conflict, polarity_conflict, self.short_answer_conflict):
+            verdict = compare(first, second)
+            if verdict is not UNDECIDED:
+                return verdict or None
+        return None
 
-    def _short_answer_conflict(self, first: str | None, second: str | None) -> str | None:
-        if first is None or second is None:
-            return None
+    def short_answer_conflict(self, first: dict, second: dict) -> str | None:
+        """Short answers (at most `short-answer-words` words) neither of which contains the other's words."""
+        first_text, second_text = first["answer_short"], second["answer_short"]
+        if first_text is None or second_text is None:
+            return UNDECIDED
         limit = self.options.short_answer_words
-        first_words, second_words = set(first.split()), set(second.split())
-        if len(first.split()) > limit or len(second.split()) > limit:
-            return None
-        if first_words <= second_words or second_words <= first_words:
-            return None
-        return f"`{first}` vs `{second}`"
+        first_words, second_words = first_text.split(), second_text.split()
+        if len(first_words) > limit or len(second_words) > limit:
+            return UNDECIDED
+        if set(first_words) <= set(second_words) or set(second_words) <= set(first_words):
+            return AGREE
+        return f"`{first_text}` vs `{second_text}`"
+
+
+#: A comparison of two answers returns a reason (they conflict), AGREE, or UNDECIDED (it cannot tell).
+AGREE = ""
+UNDECIDED = None
+
+
+def _is_number(value: str) -> bool:
+    return value not in POLAR_WORDS
+
+
+def states(answer: dict, value: str) -> bool:
+    """Whether `answer` states `value`: it is its final answer, or, for an answer without an
+    explicit marker (whose final answer is only its last number), a number it writes anywhere."""
+    if answer["answer_final"] == value:
+        return True
+    return not answer["answer_marked"] and value in (answer["answer_numbers"] or ())
+
+
+def final_value_conflict(first: dict, second: dict) -> str | None:
+    """Final answers of the same kind (two numbers, or two yes/no) that neither answer states for the other."""
+    mine, theirs = first["answer_final"], second["answer_final"]
+    if mine is None or theirs is None or _is_number(mine) != _is_number(theirs):
+        return UNDECIDED
+    if states(first, theirs) or states(second, mine):
+        return AGREE
+    return f"{mine} vs {theirs}"
+
+
+def polarity_conflict(first: dict, second: dict) -> str | None:
+    """Answers opening with opposite yes/no (`Yes, it works in 30 countries.` vs `No, ...`)."""
+    mine, theirs = first["answer_polarity"], second["answer_polarity"]
+    if not mine or not theirs:
+        return UNDECIDED
+    return AGREE if mine == theirs else f"{mine} vs {theirs}"

@@ -22,6 +22,7 @@ and the interchange format (`to_minhash`, `to_lean_minhash`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from itertools import combinations
 
@@ -32,7 +33,7 @@ from curate.text.shingles import mix64, sorted_unique
 #: Shingles per chunk: the (num_perm, chunk) uint32 scratch array is 16 MiB at 128 perms, small
 #: enough to stay in cache between the multiply, the add and the per-row minimum.
 CHUNK_SHINGLES = 32_768
-#: Buckets larger than this give star pairs (first member with the others) instead of all pairs.
+#: Buckets up to this size give all their pairs; in larger ones a row meets only the kept rows.
 ALL_PAIRS_BUCKET = 24
 
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
@@ -164,32 +165,55 @@ class LshBands:
         return rolled ^ mix64(np.arange(self.bands, dtype=np.uint64) + np.uint64(1))[None, :]
 
 
-def candidate_pairs(band_hashes: np.ndarray) -> np.ndarray:
-    """(k, 2) int64 pairs (i < j) of rows that share a bucket in at least one band."""
+@dataclass(frozen=True)
+class Buckets:
+    """The LSH buckets holding two or more rows: bucket `k` is `rows[starts[k]:starts[k] + sizes[k]]`,
+    its rows in file order."""
+
+    rows: np.ndarray
+    starts: np.ndarray
+    sizes: np.ndarray
+
+    def of_rows(self) -> dict[int, np.ndarray]:
+        """Row -> the buckets it is in."""
+        bucket_of = np.repeat(np.arange(len(self.sizes), dtype=np.int64), self.sizes)
+        order = np.argsort(self.rows, kind="stable")
+        rows, bucket_of = self.rows[order], bucket_of[order]
+        starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1]))) if len(rows) else np.zeros(0, np.int64)
+        return dict(zip(rows[starts].tolist(), np.split(bucket_of, starts[1:])))
+
+    def select(self, chosen: np.ndarray) -> Buckets:
+        """Only the buckets `k` where `chosen[k]`."""
+        sizes = self.sizes[chosen]
+        slots = np.repeat(self.starts[chosen] - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+        return Buckets(self.rows[slots], np.cumsum(sizes) - sizes, sizes)
+
+
+def lsh_buckets(band_hashes: np.ndarray, rows: np.ndarray | None = None) -> Buckets:
+    """Group `rows` (all rows when None) by their key in every band: one sort for all bands."""
     count, bands = band_hashes.shape
-    if count < 2:
-        return np.zeros((0, 2), dtype=np.int64)
-    keys = band_hashes.T.reshape(-1)  # band-major, so equal keys never cross bands (keys are salted)
-    row_of = np.tile(np.arange(count, dtype=np.int64), bands)
-    order = np.argsort(keys, kind="stable")
+    rows = np.arange(count, dtype=np.int64) if rows is None else rows.astype(np.int64)
+    keys = band_hashes[rows].T.reshape(-1)  # band-major; equal keys never cross bands (keys are salted)
+    row_of = np.tile(rows, bands)
+    order = np.argsort(keys, kind="stable")  # stable: file order within a bucket
     keys, row_of = keys[order], row_of[order]
-    same_as_previous = keys[1:] == keys[:-1]
-    if not same_as_previous.any():
+    run_starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else np.zeros(0, np.int64)
+    run_sizes = np.diff(np.concatenate((run_starts, [len(keys)])))
+    shared = run_sizes > 1
+    return Buckets(row_of, run_starts, run_sizes).select(shared) if len(keys) else Buckets(row_of, run_starts, run_sizes)
+
+
+def bucket_pairs(buckets: Buckets, width: int) -> np.ndarray:
+    """Every pair within every bucket, unique, as (i < j)."""
+    pairs = [_pairs_in_buckets(buckets, size) for size in np.unique(buckets.sizes)]
+    if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
-    run_starts = np.flatnonzero(np.concatenate(([True], ~same_as_previous)))
-    run_lengths = np.diff(np.concatenate((run_starts, [len(keys)])))
-    pairs = [_pairs_in_buckets(row_of, run_starts, run_lengths, size) for size in np.unique(run_lengths[run_lengths > 1])]
-    merged = np.concatenate(pairs)
-    merged.sort(axis=1)
-    return _unique_pairs(merged, count)
+    return _unique_pairs(np.concatenate(pairs), width)
 
 
-def _pairs_in_buckets(row_of: np.ndarray, run_starts: np.ndarray, run_lengths: np.ndarray, size: int) -> np.ndarray:
-    """All pairs within every bucket of exactly `size` members (a star from the first member if large)."""
-    members = row_of[run_starts[run_lengths == size][:, None] + np.arange(size)[None, :]]
-    if size > ALL_PAIRS_BUCKET:
-        first = np.repeat(members[:, :1], size - 1, axis=1)
-        return np.stack([first.reshape(-1), members[:, 1:].reshape(-1)], axis=1)
+def _pairs_in_buckets(buckets: Buckets, size: int) -> np.ndarray:
+    """All pairs within every bucket of exactly `size` members (members are in file order)."""
+    members = buckets.rows[buckets.starts[buckets.sizes == size][:, None] + np.arange(size)[None, :]]
     index_pairs = np.array(list(combinations(range(size), 2)), dtype=np.int64)
     return np.stack([members[:, index_pairs[:, 0]].reshape(-1), members[:, index_pairs[:, 1]].reshape(-1)], axis=1)
 

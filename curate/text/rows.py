@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from curate.text.answers import CODE_OR_CALL_PATTERN, polarity_expr, with_final_answers
 from curate.text.normalize import WORD_PATTERN, words_expr
 from curate.text.shingles import Tokens, mix64, sorted_unique, tokens_of_lists
 
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
 
 #: Final answers of at most this many words keep their words for DU003's word-by-word comparison.
 SHORT_ANSWER_WORDS = 50
-POLAR_WORDS = ("yes", "no")
-#: A number followed by at most three more words up to the end: the result a worked answer ends on
-#: (`... so she has 12 left.`, `#### 72`), not a version or a distance mentioned on the way.
-FINAL_NUMBER_PATTERN = r"(\d+(?:[.,]\d+)*)(?:\W+\w+){0,3}\W*$"
 #: Alpaca placeholders for "no input": `<noinput>` and `` prompts are the same prompt.
 NO_INPUT_PATTERN = r"(?i)<\s*no[\s_-]*input\s*>"
 KEY_SEED = 0xD0D0
@@ -107,8 +104,10 @@ def conversation_features(messages: pl.DataFrame) -> pl.DataFrame:
     - `prompt_key`: hash of the words of every turn before the last assistant turn
       (null without an assistant turn or without a prompt);
     - `answer`: the last assistant turn's text, and its features for DU003:
-      `answer_key` (hash of its words), `answer_number` (the number it ends on, if any),
-      `answer_short` (its words, if at most SHORT_ANSWER_WORDS), `answer_polarity` (leading yes/no);
+      `answer_key` (hash of its words), `answer_final` (its final answer, `curate.text.answers`),
+      `answer_marked` (stated by an explicit marker such as `#### 72`), `answer_numbers` (every
+      number it writes, for rows with a final answer), `answer_short` (its words, if at most
+      SHORT_ANSWER_WORDS and it holds no code or tool call), `answer_polarity` (leading yes/no);
     - `user_key`: hash of the words of the user turns (LK001's prompt).
     """
     import polars as pl
@@ -132,13 +131,14 @@ def conversation_features(messages: pl.DataFrame) -> pl.DataFrame:
         user_key=pl.col("words").filter(pl.col("role") == "user").list.join(" ").str.join(" ").hash(seed=KEY_SEED),
     )
     answer_words = pl.col("answer_words")
+    per_row = with_final_answers(per_row, "answer", "answer", numbers=True)
     return per_row.with_columns(
         prompt_key=pl.when(pl.col("answer").is_not_null() & (pl.col("prompt").str.len_bytes() > 0))
         .then(pl.col("prompt").hash(seed=KEY_SEED)),
         answer_key=answer_words.list.join(" ").hash(seed=KEY_SEED),
-        answer_number=pl.col("answer").str.normalize("NFKC").str.extract(FINAL_NUMBER_PATTERN, 1),
-        answer_short=pl.when(answer_words.list.len() <= SHORT_ANSWER_WORDS).then(answer_words.list.join(" ")),
-        answer_polarity=pl.when(answer_words.list.first().is_in(POLAR_WORDS)).then(answer_words.list.first()),
+        answer_short=pl.when((answer_words.list.len() <= SHORT_ANSWER_WORDS) & ~pl.col("answer").str.contains(CODE_OR_CALL_PATTERN))
+        .then(answer_words.list.join(" ")),
+        answer_polarity=polarity_expr(answer_words.list.first()),
     ).drop("prompt", "answer_words")
 
 

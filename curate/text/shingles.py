@@ -180,3 +180,66 @@ def pair_jaccards(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, pa
     shared = np.bincount((keyed[1:][repeated] >> np.uint64(32)).astype(np.int64), minlength=len(pairs))
     union = counts[left] + counts[right] - shared
     return np.where(union > 0, shared / np.maximum(union, 1), 1.0)
+
+
+def gather_sets(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The sets of `rows` (set `i` is `values[starts[i]:starts[i] + counts[i]]`), flat, in the order given."""
+    lengths = counts[rows]
+    return values[np.repeat(starts[rows] - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))]
+
+
+#: Rows sampled to find shingle candidates for `common_shingles` (their share is then counted exactly).
+COMMON_SAMPLE_ROWS = 2_000
+
+
+def common_shingles(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
+    """Sorted shingles found in at least `share` of the rows (each row's set is `values[starts[i]:][:counts[i]]`).
+
+    A sample of rows names the candidates (those in at least half the share
+    there), then their share over every row is counted exactly, so the cost on
+    data without boilerplate is one small sort."""
+    rows = len(counts)
+    if rows == 0 or share > 1.0:
+        return np.zeros(0, dtype=values.dtype)
+    sample = np.sort(np.random.default_rng(seed).choice(rows, size=min(rows, COMMON_SAMPLE_ROWS), replace=False))
+    candidates, seen = _value_counts(gather_sets(values, starts, counts, sample))
+    candidates = candidates[seen >= share * len(sample) / 2]
+    if len(candidates) == 0:
+        return candidates
+    found, in_rows = _value_counts(values[member_of(values, candidates)])
+    return found[in_rows >= share * rows]
+
+
+def _value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values (sorted) and how often each occurs."""
+    ordered = np.sort(values)
+    if len(ordered) == 0:
+        return ordered, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    return ordered[starts], np.diff(np.concatenate((starts, [len(ordered)])))
+
+
+def drop_shingles(values: np.ndarray, counts: np.ndarray, dropped: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Remove the `dropped` shingles from every row's set, except from rows made only of them
+    (nothing else tells those apart). Returns (values, counts, shingles removed per row)."""
+    hit = member_of(values, dropped)
+    row_of = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    removed = np.bincount(row_of[hit], minlength=len(counts)).astype(np.int64)
+    removed[removed == counts] = 0  # a row of boilerplate only keeps its shingles
+    keep = ~hit | (removed[row_of] == 0)
+    return values[keep], counts - removed, removed
+
+
+def jaccards_with(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, one: int, others: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of set `one` with each of the sets `others` (the layout of `pair_jaccards`):
+    a binary search of the others' shingles in the one sorted set, no sort."""
+    if len(others) == 0:
+        return np.zeros(0, dtype=np.float64)
+    mine = values[starts[one] : starts[one] + counts[one]]
+    lengths = counts[others]
+    gathered = gather_sets(values, starts, counts, others)
+    found = np.searchsorted(mine, gathered)
+    hit = mine[np.minimum(found, max(len(mine) - 1, 0))] == gathered if len(mine) else np.zeros(len(gathered), dtype=bool)
+    shared = np.bincount(np.repeat(np.arange(len(others)), lengths)[hit], minlength=len(others))
+    union = len(mine) + lengths - shared
+    return np.where(union > 0, shared / np.maximum(union, 1), 1.0)
