@@ -373,7 +373,7 @@ class ConflictingResponses(DatasetRule):
     severity = Severity.ERROR
     Options = ConflictingResponsesOptions
 
-    COLUMNS = ("prompt_key", "answer_key", "answer_number", "answer_short", "answer_polarity")
+    COLUMNS = ("prompt_key", "answer_key", "answer_number", "answer_short", "answer_polarity", "answer_call")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -420,6 +420,11 @@ class ConflictingResponses(DatasetRule):
         """Why two answers to the same prompt disagree, or None when they do not."""
         if first["answer_key"] == second["answer_key"]:
             return None
+        if first["answer_call"] or second["answer_call"]:
+            # Tool-call answers are the same answer when they call the same functions with the same
+            # parsed arguments (canonical JSON), whatever the key order, spacing or wording around them.
+            calls = first["answer_call"] or "no tool call", second["answer_call"] or "no tool call"
+            return None if calls[0] == calls[1] else f"`{calls[0]}` vs `{calls[1]}`"
         if first["answer_number"] is not None and second["answer_number"] is not None:
             if first["answer_number"] != second["answer_number"]:
                 return f"{first['answer_number']} vs {second['answer_number']}"

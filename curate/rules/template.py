@@ -19,7 +19,7 @@ from pydantic import Field
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RowRule, RuleOptions, RuleSetupError, RunContext
-from curate.formats import MESSAGE_KEYS, Message
+from curate.formats import Message
 from curate.templates import ChatTemplate, RenderError, Span, TemplateError
 
 if TYPE_CHECKING:
@@ -38,24 +38,6 @@ def load_chat_template(context: RunContext) -> ChatTemplate:
             raise RuleSetupError(f"--model: {exc}") from None
 
     return context.resource("chat-template", load)
-
-
-def template_messages_of(row: Row) -> list[dict[str, Any]] | None:
-    """What the trainer renders for a row: canonical roles and text content, plus the extra keys
-    of OpenAI-style messages (tool calls, names, reasoning) that templates read. None when the
-    row has no complete conversation (the schema rules report those)."""
-    conversation = row.conversation
-    if conversation is None or not conversation.messages or not all(m.valid for m in conversation.messages):
-        return None
-    extra_keys = MESSAGE_KEYS[conversation.format][2] if conversation.format in MESSAGE_KEYS else frozenset()
-    messages = []
-    for message in conversation.messages:
-        record: dict[str, Any] = {"role": message.role, "content": message.content}
-        if extra_keys and message.position >= 0:
-            raw = row.obj[message.container][message.position]
-            record.update((key, value) for key, value in raw.items() if key in extra_keys)
-        messages.append(record)
-    return messages
 
 
 @dataclass(slots=True)
@@ -84,10 +66,10 @@ class BatchRenderer:
         render = self.template.render
         out = []
         for row in batch.rows:
-            messages = template_messages_of(row)
-            if messages is None:
-                continue
-            tools = row.obj.get("tools") if isinstance(row.obj.get("tools"), list) else None
+            conversation = row.conversation
+            if conversation is None or not conversation.renderable:
+                continue  # the schema rules report rows without a complete conversation
+            messages, tools = conversation.template_messages(), conversation.tools
             try:
                 out.append(RenderedRow(row, messages, tools, render(messages, tools=tools), None))
             except RenderError as exc:

@@ -68,10 +68,16 @@ def _normalized_messages(batch: Any) -> pl.DataFrame:
 def normalize_messages(messages: pl.DataFrame) -> pl.DataFrame:
     """Add `norm` (NFKC, lower case, whitespace collapsed) and `words` to a message frame.
 
-    NFKC runs only on messages with non-ASCII text (ASCII is already in NFKC form)."""
+    Both cover what the chat template renders of a message: its content, then its tool calls
+    and other fields (`calls`, `fields` of the batch frame), so rows that differ only in a tool
+    call are different rows to every key. NFKC runs only on messages with non-ASCII text (ASCII
+    is already in NFKC form)."""
     import polars as pl
 
     content = pl.col("content")
+    if "calls" in messages.columns:
+        rendered = pl.concat_str([content, pl.col("calls"), pl.col("fields")], separator="\n")
+        content = pl.when((pl.col("calls") == "") & (pl.col("fields") == "")).then(content).otherwise(rendered)
     lowered = pl.when(content.str.len_bytes() == content.str.len_chars()).then(content).otherwise(content.str.normalize("NFKC")).str.to_lowercase()
     frame = messages.with_columns(lowered=lowered)
     return frame.with_columns(
@@ -108,7 +114,8 @@ def conversation_features(messages: pl.DataFrame) -> pl.DataFrame:
       (null without an assistant turn or without a prompt);
     - `answer`: the last assistant turn's text, and its features for DU003:
       `answer_key` (hash of its words), `answer_number` (the number it ends on, if any),
-      `answer_short` (its words, if at most SHORT_ANSWER_WORDS), `answer_polarity` (leading yes/no);
+      `answer_short` (its words, if at most SHORT_ANSWER_WORDS), `answer_polarity` (leading yes/no),
+      `answer_call` (its canonical tool calls, "" when it calls none);
     - `user_key`: hash of the words of the user turns (LK001's prompt).
     """
     import polars as pl
@@ -128,6 +135,7 @@ def conversation_features(messages: pl.DataFrame) -> pl.DataFrame:
         conversation_key=(tagged + pl.col("norm")).str.join("\x1e").hash(seed=KEY_SEED),
         prompt=(tagged + pl.col("word_text")).filter(in_prompt).str.join("\x1e"),
         answer=pl.col("content").filter(is_answer).first(),
+        answer_call=pl.col("calls").filter(is_answer).first() if "calls" in frame.columns else pl.lit(None, pl.String),
         answer_words=pl.col("words").filter(is_answer).first(),
         user_key=pl.col("words").filter(pl.col("role") == "user").list.join(" ").str.join(" ").hash(seed=KEY_SEED),
     )
