@@ -22,6 +22,7 @@ from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RowRule, RuleOptions
 from curate.formats import Message, RowFormat
+from curate.text.secrets import excerpt
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,9 +45,8 @@ def candidate_messages(batch: Batch, *predicates: pl.Expr, roles: tuple[str, ...
 
 
 def quoted(text: str, limit: int = 40) -> str:
-    """A short, single-line, quoted preview of `text` for a message."""
-    flat = " ".join(text.split())
-    return f'"{flat if len(flat) <= limit else flat[: limit - 1] + "…"}"'
+    """A short, single-line, quoted preview of `text` for a message, secrets masked (`excerpt`)."""
+    return f'"{excerpt(text, limit)}"'
 
 
 FENCED_CODE = re.compile(r"```.*?(?:```|\Z)", re.S)

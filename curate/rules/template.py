@@ -21,6 +21,7 @@ from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RowRule, RuleOptions, RuleSetupError, RunContext
 from curate.formats import Message
 from curate.templates import ChatTemplate, RenderError, Span, TemplateError
+from curate.text.secrets import excerpt
 
 if TYPE_CHECKING:
     from tokenizers import Encoding
@@ -121,8 +122,7 @@ def squeezed(text: str) -> str:
 
 
 def preview(text: str) -> str:
-    flat = squeezed(text)
-    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
+    return excerpt(text, PREVIEW_CHARS)
 
 
 class RenderedRowRule(RowRule):
