@@ -340,3 +340,24 @@ def test_exceeds_max_length_counts_assistant_tokens_as_curate_train_labels_them(
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(TINY_CHAT))
     dataset = tokenize(tokenizer, [Conversation("x", line, messages) for line, messages in enumerate(conversations, 1)], 100_000)
     assert [f.data["assistant_tokens"] for f in result.findings] == [example.trained_tokens for example in dataset.examples]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "markers"),
+    [
+        ("llama2", ("<</SYS>>", "<<SYS>>", "[/INST]", "[INST]")),
+        ("alpaca", ("### Instruction:", "### Response:")),
+        ("chatml", ()),  # its markers are registered control tokens (CT002), and role names are no markers
+        ("llama3", ()),  # `Today Date: ...` is a header the template writes, not a marker around turns
+        ("gemma", ()),  # raises on the system probe; the probe without one still renders
+    ],
+)
+def test_turn_markers_come_from_rendering_probe_conversations(tmp_path, fixture, markers):
+    template = ChatTemplate.load(build_fixture_model(fixture, tmp_path))
+    assert template.turn_markers == markers
+
+
+def test_turn_markers_of_a_vicuna_style_template_are_its_speaker_labels():
+    source = "{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} {% else %}ASSISTANT: {{ m['content'] }}</s>{% endif %}{% endfor %}"
+    template = ChatTemplate(source, named_tokens={"eos_token": "</s>"}, extra_special_tokens=["</s>"])
+    assert template.turn_markers == ("ASSISTANT:", "USER:")
