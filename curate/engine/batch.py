@@ -83,7 +83,7 @@ class Batch:
                     msg_ids.append(msg_position)
                     roles.append(message.role)
                     contents.append(message.content)
-                    message_calls, message_fields = field_texts(message.fields)
+                    message_calls, message_fields = field_texts(message.fields) if message.fields else ("", "")
                     calls.append(message_calls)
                     fields.append(message_fields)
         return pl.DataFrame(
