@@ -17,7 +17,7 @@ from curate.engine.findings import Finding, Severity
 from curate.engine.rule import RowRule, RuleOptions
 from curate.formats import Message
 from curate.rules.quality import candidate_messages, locate
-from curate.text.secrets import KINDS, PII_PREFILTER, PREFILTER_RE, Detector, Hit, Kind, luhn_valid, redact  # noqa: F401 - re-exported
+from curate.text.secrets import KINDS, PII_PREFILTER, PREFILTER_RE, Detector, Hit, Kind
 
 
 class PiiOptions(RuleOptions):

@@ -9,7 +9,7 @@ row rules, and the rendered texts a cheap bound cannot rule out for CT003 are to
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -224,21 +224,12 @@ class SpecialTokenInContent(RowRule):
         self.tokens = sorted(tokens, key=lambda token: (-len(token), token))
 
     def check_batch(self, batch: Batch) -> Iterator[Finding]:
-        import polars as pl
-
-        if not self.tokens:
-            return
-        hits = batch.messages.filter(pl.col("content").str.contains_any(self.tokens))
-        for row_pos, msg_pos, content in hits.select("row", "msg", "content").iter_rows():
-            found = [token for token in self.tokens if token in content]
-            # Name only the longest of nested tokens (`<s>` inside `<s>[INST]`-style combined tokens).
-            found = [token for token in found if not any(token != other and token in other for other in found)]
-            row = batch.rows[row_pos]
+        for row, message, found in messages_containing(batch, self.tokens, lambda content, token: token in content):
             named = ", ".join(f"`{token}`" for token in found)
             what = "special token {}; the tokenizer reads it as a control token" if len(found) == 1 else "special tokens {}; the tokenizer reads them as control tokens"
             yield self.message_finding(
                 row,
-                row.conversation.messages[msg_pos],
+                message,
                 f"content contains the {what.format(named)}, not as text",
                 data={"tokens": found},
             )
@@ -286,25 +277,34 @@ class TemplateMarkerInContent(RowRule):
         self.markers = load_chat_template(self.context).turn_markers
 
     def check_batch(self, batch: Batch) -> Iterator[Finding]:
-        import polars as pl
-
-        if not self.markers:
-            return
-        hits = batch.messages.filter(pl.col("content").str.contains_any(list(self.markers)))
-        for row_pos, msg_pos, content in hits.select("row", "msg", "content").iter_rows():
-            found = [marker for marker in self.markers if standalone(content, marker)]
-            found = [marker for marker in found if not any(marker != other and marker in other for other in found)]
-            if not found:
-                continue
-            row = batch.rows[row_pos]
+        for row, message, found in messages_containing(batch, self.markers, standalone):
             named = ", ".join(f"`{marker}`" for marker in found)
             yield self.message_finding(
                 row,
-                row.conversation.messages[msg_pos],
+                message,
                 f"content contains {named}, {'a turn marker' if len(found) == 1 else 'turn markers'} the chat template writes; "
                 "rendered, it reads as a turn boundary that is not there",
                 data={"markers": found},
             )
+
+
+def messages_containing(
+    batch: Batch, strings: Sequence[str], occurs: Callable[[str, str], bool]
+) -> Iterator[tuple[Row, Message, list[str]]]:
+    """(row, message, strings found) for messages whose content holds some of `strings` (longest
+    first): one polars `contains_any` picks the candidates, `occurs(content, string)` decides.
+    Of nested strings only the longest is named (`<s>` inside a `<s>[INST]`-style token)."""
+    import polars as pl
+
+    if not strings:
+        return
+    hits = batch.messages.filter(pl.col("content").str.contains_any(list(strings)))
+    for row_pos, msg_pos, content in hits.select("row", "msg", "content").iter_rows():
+        found = [string for string in strings if occurs(content, string)]
+        found = [string for string in found if not any(string != other and string in other for other in found)]
+        if found:
+            row = batch.rows[row_pos]
+            yield row, row.conversation.messages[msg_pos], found
 
 
 def standalone(text: str, marker: str) -> bool:
