@@ -55,7 +55,7 @@ FORMAT_KEYS: dict[RowFormat, frozenset[str]] = {
 
 #: Message-level keys per format (role key, content key, other allowed keys).
 MESSAGE_KEYS: dict[RowFormat, tuple[str, str, frozenset[str]]] = {
-    RowFormat.MESSAGES: ("role", "content", frozenset({"name", "tool_calls", "tool_call_id", "weight", "thinking", "reasoning_content"})),
+    RowFormat.MESSAGES: ("role", "content", frozenset({"name", "tool_calls", "tool_call_id", "weight", "thinking", "reasoning_content", "reasoning"})),
     RowFormat.SHAREGPT: ("from", "value", frozenset({"name", "weight"})),
 }
 MESSAGE_KEYS[RowFormat.PROMPT_COMPLETION] = MESSAGE_KEYS[RowFormat.MESSAGES]

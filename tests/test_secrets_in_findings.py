@@ -52,6 +52,7 @@ TOOL_ROW = {
         {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "sent"}'},
         {"role": "assistant", "content": "The invoice is on its way."},
     ],
+    "tools": [{"type": "function", "function": {"name": "send_invoice", "description": "Send an invoice; support: +44 20 7946 0958."}}],
 }
 
 
@@ -60,6 +61,7 @@ def test_ql006_reports_tool_call_arguments_and_extra_fields(lint):
     messages = sorted(f.message for f in result.findings)
     assert any(m.startswith("messages[1] (assistant): tool_calls: ") and "email address da…@gmail.com" in m and "OpenAI API key sk-pr…" in m for m in messages), messages
     assert any(m.startswith("`metadata`: email address jo…@outlook.com") for m in messages), messages
+    assert any(m.startswith("`tools`: phone number +44…58") for m in messages), messages
     assert all(KEY not in m for m in messages)
 
 
@@ -71,3 +73,4 @@ def test_fix_redact_pii_redacts_tool_call_arguments_and_extra_fields(tmp_path, c
     row = json.loads((tmp_path / "out.jsonl").read_text())
     assert json.loads(row["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {"to": "[EMAIL]", "api_key": "[API_KEY]"}
     assert row["metadata"] == {"agent": "[EMAIL]"}
+    assert row["tools"][0]["function"]["description"] == "Send an invoice; support: [PHONE]."

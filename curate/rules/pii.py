@@ -82,8 +82,10 @@ class PiiOrSecret(RowRule):
             for name, value in (message.fields or {}).items():
                 yield from self.check_value(row, f"{message.where}: {name}", value, {"message_index": message.index, "role": message.role})
         for row in batch.rows:
-            if row.conversation is not None and row.conversation.meta:
-                for name, value in row.conversation.meta.items():
+            conversation = row.conversation
+            if conversation is not None and (conversation.meta or conversation.tools):
+                extra = {**conversation.meta, **({"tools": conversation.tools} if conversation.tools else {})}
+                for name, value in extra.items():
                     yield from self.check_value(row, f"`{name}`", value, {})
 
     def check_message(self, row: Row, message: Message) -> Iterator[Finding]:
