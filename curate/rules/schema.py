@@ -270,7 +270,7 @@ def _calls_tools(row: Row, message) -> bool:
 
 
 class MissingAssistantTurn(RowRule):
-    """Row has no assistant message, or does not end with one.
+    """Row has no turns, no assistant message, or does not end with one.
 
     ## What it does
     Reports empty conversations (`{"messages": []}`, `{"conversations": []}`),
