@@ -3,7 +3,8 @@
 Driven only by findings (code, severity, line, related, data), so rules added
 later need no change here:
 
-- rows with an error-level schema (SC) finding are dropped (they cannot be trained on);
+- rows with an error-level schema (SC) finding are dropped (they cannot be trained on),
+  except that a role alias in a `messages` row (SC004 `bot`, `Assistant`) is renamed;
 - of every group of exact or near duplicates (DU001/DU002, joined through
   `related` and `data["cluster"]`) the first row in file order is kept and the
   rest are dropped;
