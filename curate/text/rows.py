@@ -68,22 +68,24 @@ def _normalized_messages(batch: Any) -> pl.DataFrame:
 def normalize_messages(messages: pl.DataFrame) -> pl.DataFrame:
     """Add `norm` (NFKC, lower case, whitespace collapsed) and `words` to a message frame.
 
-    Both cover what the chat template renders of a message: its content, then its tool calls
-    and other fields (`calls`, `fields` of the batch frame), so rows that differ only in a tool
-    call are different rows to every key. NFKC runs only on messages with non-ASCII text (ASCII
-    is already in NFKC form)."""
+    They cover what the chat template renders of a message: `words` its content and its tool
+    calls (`calls` of the batch frame, canonical), so rows that differ only in a tool call are
+    different rows to every key and tool-call answers compare by call; `norm` (the exact
+    duplicate key) also its other fields (`fields`: names, reasoning), which are not part of
+    an answer's words. NFKC runs only on messages with non-ASCII text (ASCII is already in
+    NFKC form)."""
     import polars as pl
 
     content = pl.col("content")
     if "calls" in messages.columns:
-        rendered = pl.concat_str([content, pl.col("calls"), pl.col("fields")], separator="\n")
-        content = pl.when((pl.col("calls") == "") & (pl.col("fields") == "")).then(content).otherwise(rendered)
+        content = pl.when(pl.col("calls") == "").then(content).otherwise(pl.concat_str([content, pl.col("calls")], separator="\n"))
     lowered = pl.when(content.str.len_bytes() == content.str.len_chars()).then(content).otherwise(content.str.normalize("NFKC")).str.to_lowercase()
     frame = messages.with_columns(lowered=lowered)
-    return frame.with_columns(
-        norm=pl.col("lowered").str.replace_all(r"\s+", " ").str.strip_chars(" "),
-        words=pl.col("lowered").str.extract_all(WORD_PATTERN),
-    ).drop("lowered")
+    norm = pl.col("lowered").str.replace_all(r"\s+", " ").str.strip_chars(" ")
+    if "fields" in messages.columns:
+        fields = pl.col("fields").str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\s+", " ")
+        norm = pl.when(pl.col("fields") == "").then(norm).otherwise(pl.concat_str([norm, fields], separator="\x1f"))
+    return frame.with_columns(norm=norm, words=pl.col("lowered").str.extract_all(WORD_PATTERN)).drop("lowered")
 
 
 @dataclass
