@@ -312,11 +312,9 @@ def canonical_tool_calls(calls: Any) -> str:
     spaces, so the same call written with another key order or spacing reads the same, and calls
     to other functions or with other arguments differ. Call ids are left out (they name a call,
     they do not say what it does)."""
-    if not isinstance(calls, list):
-        calls = [calls]
     lines = []
-    for call in calls:
-        function = call.get("function", call) if isinstance(call, dict) else call
+    for call in calls if isinstance(calls, list) else [calls]:
+        function = _function_of(call)
         if not isinstance(function, dict):
             lines.append(_canonical_json(function))
             continue
@@ -329,6 +327,22 @@ def canonical_tool_calls(calls: Any) -> str:
         name = function.get("name")
         lines.append(f"{name if isinstance(name, str) else _canonical_json(name)}({_canonical_json(arguments)})")
     return "\n".join(lines)
+
+
+def tool_call_names(calls: Any) -> list[str]:
+    """The function names of a message's tool calls (OpenAI `{"function": {"name": ...}}` or a bare `{"name": ...}`)."""
+    names = []
+    for call in calls if isinstance(calls, list) else [calls]:
+        function = _function_of(call)
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            names.append(name)
+    return names
+
+
+def _function_of(call: Any) -> Any:
+    """What a tool call calls: OpenAI's `function` table, or the call itself when it is bare."""
+    return call.get("function", call) if isinstance(call, dict) else call
 
 
 def _canonical_json(value: Any) -> str:

@@ -5,7 +5,7 @@ milliseconds on a fixed corpus, plus the fixture's special tokens), `tokenizer_c
 and, for some fixtures, `chat_template.jinja`. transformers' AutoTokenizer loads every folder,
 so tests can compare our rendering and token counts with `apply_chat_template`.
 
-Fixtures: chatml, llama2 and alpaca (turn markers that are plain text), llama3 (raise_exception on bad roles and order, strftime_now, tools through
+Fixtures: chatml, chatml-tools (renders tool calls), llama2 and alpaca (turn markers that are plain text), llama3 (raise_exception on bad roles and order, strftime_now, tools through
 tojson), gemma (raises on a system turn), mistral ([INST] tokens), generation (ChatML with
 `{% generation %}`), drops-system (renders only user and assistant turns), syntax-error, sandbox-escape, no-template, template-list,
 jinja-file.
@@ -147,6 +147,18 @@ ALPACA = (
     "{% if add_generation_prompt %}{{ '### Response:\\n' }}{% endif %}"
 )
 
+#: ChatML that renders tool calls the way Qwen 2.5 does (`<tool_call>` + the function as JSON).
+CHATML_TOOLS = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}{% if message['content'] %}{{ message['content'] }}{% endif %}"
+    "{% if message['tool_calls'] is defined %}{% for call in message['tool_calls'] %}"
+    "{{ '<tool_call>\\n' }}{{ call['function'] | tojson }}{{ '\\n</tool_call>' }}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
 SYNTAX_ERROR = "{% for message in messages %}\n{{ message['content'] }\n{% endfor %}"
 
 SANDBOX_ESCAPE = "{{ ''.__class__.__mro__[1].__subclasses__() }}" + CHATML
@@ -168,6 +180,7 @@ class Fixture:
 FIXTURES: dict[str, Fixture] = {
     "chatml": Fixture(CHATML),
     "generation": Fixture(GENERATION),
+    "chatml-tools": Fixture(CHATML_TOOLS),
     "drops-system": Fixture(DROPS_SYSTEM),
     "llama3": Fixture(
         LLAMA3,

@@ -41,7 +41,7 @@ CONVERSATIONS = {
 }
 
 #: Templates whose rendering must match transformers' on every conversation above.
-EQUIVALENCE_MODELS = ["tiny-chat", "chatml", "llama3", "gemma", "mistral", "generation", "template-list", "jinja-file"]
+EQUIVALENCE_MODELS = ["tiny-chat", "chatml", "chatml-tools", "llama2", "alpaca", "llama3", "gemma", "mistral", "generation", "template-list", "jinja-file"]
 
 
 @pytest.fixture(scope="module")
@@ -361,3 +361,19 @@ def test_turn_markers_of_a_vicuna_style_template_are_its_speaker_labels():
     source = "{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} {% else %}ASSISTANT: {{ m['content'] }}</s>{% endif %}{% endfor %}"
     template = ChatTemplate(source, named_tokens={"eos_token": "</s>"}, extra_special_tokens=["</s>"])
     assert template.turn_markers == ("ASSISTANT:", "USER:")
+
+
+def test_tool_call_conversations_render_like_transformers_and_keep_the_call(models, reference):
+    from curate.formats import normalize
+
+    row = {"messages": [
+        {"role": "user", "content": "Free up some disk space."},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "archive_files", "arguments": '{"older_than_days": 30}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"archived": 112}'},
+        {"role": "assistant", "content": "I archived 112 old files."},
+    ]}
+    messages = normalize(row).template_messages()
+    for name in ("chatml-tools", "chatml"):
+        ours = our_render(ChatTemplate.load(models[name]), messages)
+        assert ours == reference_render(reference[name], messages), name
+    assert '"name": "archive_files"' in our_render(ChatTemplate.load(models["chatml-tools"]), messages)

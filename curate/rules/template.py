@@ -19,7 +19,7 @@ from pydantic import Field
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RowRule, RuleOptions, RuleSetupError, RunContext
-from curate.formats import Message
+from curate.formats import Message, tool_call_names
 from curate.templates import ChatTemplate, RenderError, Span, TemplateError
 from curate.text.secrets import excerpt
 
@@ -396,12 +396,12 @@ class ContentDroppedByTemplate(RenderedRowRule):
 
     ## What it does
     Renders each conversation and checks that every message's content is in the result
-    (comparing with whitespace runs collapsed, since templates may trim). Reports the messages
-    the template left out.
+    (comparing with whitespace runs collapsed, since templates may trim), and that the
+    function name of every tool call is. Reports the messages the template left out.
 
     ## Why is this bad
     Some templates silently drop what they do not support: a system prompt (templates that
-    only keep a default one), tool turns, or earlier turns. The model then trains on answers to
+    only keep a default one), tool turns, tool calls, or earlier turns. The model then trains on answers to
     a context it never saw, and the data you reviewed is not the data you train on.
 
     ## Example
@@ -431,6 +431,21 @@ class ContentDroppedByTemplate(RenderedRowRule):
                 flat = flat if flat is not None else squeezed(text)
                 if squeezed(content) not in flat:
                     yield self._finding(rendered.row, message)
+            yield from self._dropped_tool_calls(rendered)
+
+    def _dropped_tool_calls(self, rendered: RenderedRow) -> Iterator[Finding]:
+        """Tool calls whose function name is not in the rendered text: the template ignores
+        `tool_calls`, so training sees the tool's result and the answer but never the call."""
+        for message in rendered.row.conversation.messages:
+            if message.fields and "tool_calls" in message.fields:
+                missing = [name for name in tool_call_names(message.fields["tool_calls"]) if name not in rendered.text]
+                if missing:
+                    named = ", ".join(f"`{name}`" for name in dict.fromkeys(missing))
+                    yield self.message_finding(
+                        rendered.row, message,
+                        f"tool call {named} does not appear in the rendered text; the chat template drops tool calls",
+                        data={"tool_calls": list(dict.fromkeys(missing))},
+                    )
 
     def _finding(self, row: Row, message: Message) -> Finding:
         return self.message_finding(
