@@ -3,7 +3,8 @@
 Driven only by findings (code, severity, line, related, data), so rules added
 later need no change here:
 
-- rows with an error-level schema (SC) finding are dropped (they cannot be trained on);
+- rows with an error-level schema (SC) finding are dropped (they cannot be trained on),
+  except that a role alias in a `messages` row (SC004 `bot`, `Assistant`) is renamed;
 - of every group of exact or near duplicates (DU001/DU002, joined through
   `related` and `data["cluster"]`) the first row in file order is kept and the
   rest are dropped;
@@ -41,6 +42,7 @@ CONTROL_CODE = "QL002"
 PLACEHOLDER_CODE = "QL001"
 PII_CODE = "QL006"
 UNEXPECTED_KEY_CODE = "SC008"
+ROLE_CODE = "SC004"
 MIXED_FORMATS_CODE = "SC010"
 REVIEW = "review"
 
@@ -66,6 +68,8 @@ class RowFix:
     redact: bool = False
     #: (message source such as "messages[2]" or None for the top level, key) pairs to remove.
     remove_keys: list[tuple[str | None, str]] = field(default_factory=list)
+    #: (message source, canonical role) for role aliases in `messages` rows (SC004's `rename`).
+    rename_roles: list[tuple[str, str]] = field(default_factory=list)
     to_messages: bool = False
     #: Top-level prompt fields holding only a placeholder (an Alpaca `input` of "<noinput>").
     clear_fields: list[str] = field(default_factory=list)
@@ -106,18 +110,33 @@ def strip_control_characters(value: Any) -> Any:
     return map_strings(value, strip_controls_from_text, keys=True)
 
 
+def _target(obj: dict, source: str | None) -> Any:
+    """The top level (source None) or the message named by a source such as `messages[2]`."""
+    if source is None:
+        return obj
+    match = _SOURCE_PATTERN.match(source)
+    items = obj.get(match.group(1)) if match else None
+    index = int(match.group(2)) if match else -1
+    return items[index] if isinstance(items, list) and 0 <= index < len(items) else None
+
+
 def remove_keys(obj: dict, keys: Iterable[tuple[str | None, str]]) -> dict:
     """A copy of the row without the named top-level or message-level keys."""
     obj = orjson.loads(orjson.dumps(obj))  # deep copy: the caller's row stays as read
     for source, key in keys:
-        target: Any = obj
-        if source is not None:
-            match = _SOURCE_PATTERN.match(source)
-            items = obj.get(match.group(1)) if match else None
-            index = int(match.group(2)) if match else -1
-            target = items[index] if isinstance(items, list) and 0 <= index < len(items) else None
+        target = _target(obj, source)
         if isinstance(target, dict):
             target.pop(key, None)
+    return obj
+
+
+def rename_roles(obj: dict, renames: Iterable[tuple[str, str]]) -> dict:
+    """A copy of the row with the named messages' `role` set to the canonical role."""
+    obj = orjson.loads(orjson.dumps(obj))
+    for source, role in renames:
+        target = _target(obj, source)
+        if isinstance(target, dict) and "role" in target:
+            target["role"] = role
     return obj
 
 
@@ -184,7 +203,9 @@ def plan_row_fixes(result: LintResult, states: dict[str, ReviewState], options: 
         if finding.line is None:
             continue
         fix = fix_of((finding.path, finding.line))
-        if _is_schema_error(finding) and not fix.has_edit:
+        if finding.code == ROLE_CODE and finding.data.get("rename") and not fix.has_edit:
+            fix.rename_roles.append((finding.data["source"], finding.data["rename"]))
+        elif _is_schema_error(finding) and not fix.has_edit:
             fix.drop = fix.drop or finding.code
         elif options.drop_leaked and finding.code.startswith("LK") and not fix.protected:
             fix.drop = fix.drop or finding.code
@@ -256,7 +277,7 @@ def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]
         # Unparsed rows are always SC findings and dropped above; be safe if SC is deselected.
         actions[("unparsed", "dropped")] += 1
         return None
-    if fix is None or not (fix.strip_controls or fix.remove_keys or fix.to_messages or fix.clear_fields or fix.redact):
+    if fix is None or not (fix.strip_controls or fix.remove_keys or fix.rename_roles or fix.to_messages or fix.clear_fields or fix.redact):
         return row.text.encode("utf-8", "surrogatepass") if row.text is not None else orjson.dumps(row.obj)
     obj = row.obj
     if fix.clear_fields and isinstance(obj, dict):
@@ -265,6 +286,9 @@ def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]
     if fix.remove_keys:
         obj = remove_keys(obj, fix.remove_keys)
         actions[(UNEXPECTED_KEY_CODE, "keys removed")] += 1
+    if fix.rename_roles:
+        obj = rename_roles(obj, fix.rename_roles)
+        actions[(ROLE_CODE, "roles renamed")] += 1
     if fix.strip_controls:
         obj = strip_control_characters(obj)
         actions[(CONTROL_CODE, "cleaned")] += 1

@@ -12,6 +12,7 @@ schema rules can report it and the other rules skip it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -54,10 +55,18 @@ FORMAT_KEYS: dict[RowFormat, frozenset[str]] = {
 
 #: Message-level keys per format (role key, content key, other allowed keys).
 MESSAGE_KEYS: dict[RowFormat, tuple[str, str, frozenset[str]]] = {
-    RowFormat.MESSAGES: ("role", "content", frozenset({"name", "tool_calls", "tool_call_id", "weight", "thinking", "reasoning_content"})),
+    RowFormat.MESSAGES: ("role", "content", frozenset({"name", "tool_calls", "tool_call_id", "weight", "thinking", "reasoning_content", "reasoning"})),
     RowFormat.SHAREGPT: ("from", "value", frozenset({"name", "weight"})),
 }
 MESSAGE_KEYS[RowFormat.PROMPT_COMPLETION] = MESSAGE_KEYS[RowFormat.MESSAGES]
+
+#: Formats whose message lists use OpenAI's roles: there, an alias (`bot`, `gpt`, `Assistant`) is not
+#: a role a chat template knows (SC004), where ShareGPT's `from` values are aliases by design.
+OPENAI_ROLE_FORMATS = frozenset({RowFormat.MESSAGES, RowFormat.PROMPT_COMPLETION})
+
+#: Message keys besides role and content that chat templates render (tool calls, the speaker's or the
+#: tool's name, the id a tool result answers, reasoning), kept on the message as `fields`.
+TEMPLATE_FIELDS = frozenset({"name", "tool_calls", "tool_call_id", "thinking", "reasoning_content", "reasoning"})
 
 
 @dataclass(slots=True)
@@ -73,6 +82,8 @@ class Message:
     container: str = ""
     #: ... and its position in that list, or -1 for a plain field.
     position: int = -1
+    #: The other keys of the source message a chat template renders (TEMPLATE_FIELDS), or None.
+    fields: dict[str, Any] | None = None
 
     @property
     def source(self) -> str:
@@ -90,6 +101,8 @@ class Conversation:
     messages: list[Message]
     format: RowFormat
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The row's `tools` (function schemas a template renders into the prompt), when it is a list.
+    tools: list | None = None
 
     def by_role(self, role: str) -> list[Message]:
         return [m for m in self.messages if m.role == role]
@@ -116,9 +129,24 @@ class Conversation:
         last = self.last_assistant_index
         return None if last is None else self.messages[last].content
 
-    def to_messages(self) -> list[dict[str, str]]:
-        """OpenAI-style message dicts (what a chat template renders)."""
-        return [{"role": m.role, "content": m.content} for m in self.messages]
+    @property
+    def renderable(self) -> bool:
+        """Has turns and every one is well formed: a chat template can render it (the schema rules
+        report the others)."""
+        return bool(self.messages) and all(m.valid for m in self.messages)
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        """The messages a chat template renders for this conversation: canonical role, text content,
+        and every other field templates read (tool calls, names, tool call ids, reasoning). The one
+        source of what is trained: the CT rules render it, the trainer tokenizes it, `curate fix`
+        writes it when converting a row to `messages`."""
+        records = []
+        for message in self.messages:
+            record: dict[str, Any] = {"role": message.role, "content": message.content}
+            if message.fields:
+                record.update(message.fields)
+            records.append(record)
+        return records
 
 
 def detect_format(obj: Any) -> RowFormat | None:
@@ -157,17 +185,24 @@ def _normalize_message_list(items: Any, fmt: RowFormat, key: str, start: int = 0
         index = start + offset
         if type(item) is dict:
             raw_role, content = item.get(role_key), item.get(content_key)
+            fields = _template_fields(item) if len(item) > 2 else None
             if type(raw_role) is str and type(content) is str:  # the common case, kept cheap
                 role = alias(raw_role) or alias(raw_role.strip().lower(), raw_role)
-                messages.append(Message(role, content, index, raw_role, True, key, offset))
+                messages.append(Message(role, content, index, raw_role, True, key, offset, fields))
                 continue
             text = _content_text(content)
             valid = isinstance(raw_role, str) and (text is not None or _is_tool_call_turn(item, content))
             role = alias(raw_role.strip().lower(), raw_role) if isinstance(raw_role, str) else "?"
-            messages.append(Message(role, text or "", index, raw_role if isinstance(raw_role, str) else "", valid, key, offset))
+            messages.append(Message(role, text or "", index, raw_role if isinstance(raw_role, str) else "", valid, key, offset, fields))
         else:
             messages.append(Message("?", "", index, "", False, key, offset))
     return messages
+
+
+def _template_fields(item: dict) -> dict[str, Any] | None:
+    """The keys of a source message, besides role and content, that a chat template renders."""
+    fields = {name: value for name, value in item.items() if name in TEMPLATE_FIELDS and value is not None}
+    return fields or None
 
 
 def _is_tool_call_turn(item: dict, content: Any) -> bool:
@@ -199,7 +234,8 @@ def normalize(obj: Any, fmt: RowFormat | None = None) -> Conversation | None:
         messages = _normalize_alpaca(obj)
     else:
         messages = _normalize_prompt_completion(obj)
-    return Conversation(messages, fmt, meta)
+    tools = obj.get("tools") if "tools" in format_keys else None
+    return Conversation(messages, fmt, meta, tools if isinstance(tools, list) else None)
 
 
 def _alpaca_turn(role: str, value: Any, index: int, source: str) -> Message:
@@ -263,5 +299,61 @@ def _as_list(value: Any) -> list:
 
 
 def conversation_to_record(conversation: Conversation) -> dict[str, Any]:
-    """An OpenAI `messages` record for a conversation (meta keys preserved)."""
-    return {"messages": conversation.to_messages(), **conversation.meta}
+    """An OpenAI `messages` record for a conversation (meta keys and `tools` preserved)."""
+    record = {"messages": conversation.template_messages(), **conversation.meta}
+    if conversation.tools is not None:
+        record["tools"] = conversation.tools
+    return record
+
+
+def canonical_tool_calls(calls: Any) -> str:
+    """Tool calls as one comparable text, a line per call: `name(arguments)` with the arguments
+    parsed (OpenAI sends them as a JSON string) and written back as JSON with sorted keys and no
+    spaces, so the same call written with another key order or spacing reads the same, and calls
+    to other functions or with other arguments differ. Call ids are left out (they name a call,
+    they do not say what it does)."""
+    lines = []
+    for call in calls if isinstance(calls, list) else [calls]:
+        function = _function_of(call)
+        if not isinstance(function, dict):
+            lines.append(_canonical_json(function))
+            continue
+        arguments = function.get("arguments", function.get("parameters"))
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                arguments = " ".join(arguments.split())
+        name = function.get("name")
+        lines.append(f"{name if isinstance(name, str) else _canonical_json(name)}({_canonical_json(arguments)})")
+    return "\n".join(lines)
+
+
+def tool_call_names(calls: Any) -> list[str]:
+    """The function names of a message's tool calls (OpenAI `{"function": {"name": ...}}` or a bare `{"name": ...}`)."""
+    names = []
+    for call in calls if isinstance(calls, list) else [calls]:
+        function = _function_of(call)
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            names.append(name)
+    return names
+
+
+def _function_of(call: Any) -> Any:
+    """What a tool call calls: OpenAI's `function` table, or the call itself when it is bare."""
+    return call.get("function", call) if isinstance(call, dict) else call
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def field_texts(fields: dict[str, Any] | None) -> tuple[str, str]:
+    """(tool calls, other fields) of a message's template fields as comparable text (empty when
+    absent): what duplicate and leakage keys add to the content, since the template renders them."""
+    if not fields:
+        return "", ""
+    calls = canonical_tool_calls(fields["tool_calls"]) if "tool_calls" in fields else ""
+    others = [f"{name}={value if isinstance(value, str) else _canonical_json(value)}" for name, value in sorted(fields.items()) if name not in ("tool_calls", "tool_call_id")]
+    return calls, "\n".join(others)

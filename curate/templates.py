@@ -63,6 +63,19 @@ HUB_NAME = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 Span = tuple[int, int]
 
+#: Probe turns whose contents are words no template writes, so the text between them in a
+#: rendering is the template's own: its turn markers. Two probes: templates that refuse a
+#: system turn still render the second.
+PROBE_CONTENT = {"system": "qzxprobesystemqzx", "user": "qzxprobeuserqzx", "assistant": "qzxprobeassistantqzx"}
+PROBE_CONVERSATIONS = (
+    ("system", "user", "assistant", "user", "assistant"),
+    ("user", "assistant", "user", "assistant"),
+)
+#: A turn marker has one of these (`[INST]`, `<<SYS>>`, `### Instruction:`, `USER:`); role names
+#: and prose the template writes around turns (`user`, a default system prompt) are not markers.
+MARKER_CHARACTER = re.compile(r"[\[\]<>|#:/=*{}]")
+MAX_MARKER_CHARS = 40
+
 
 class TemplateError(Exception):
     """A chat template that cannot be loaded or compiled; the message is one line that says what to do."""
@@ -432,6 +445,29 @@ class ChatTemplate:
         control = {text for text in control if text and not text.isspace()}
         return SpecialTokens(named=dict(self._named), control=tuple(sorted(control, key=lambda t: (-len(t), t))))
 
+    @cached_property
+    def turn_markers(self) -> tuple[str, ...]:
+        """The literal text this template writes around turns (`[INST]`, `[/INST]`, `<<SYS>>`,
+        `### Instruction:`, `USER:`), found by rendering probe conversations and taking what lies
+        between their contents; the tokenizer's control tokens are left out (they are
+        `special_tokens.control`). Longest first. Content holding one of them renders a turn
+        boundary that is not there, whatever the tokenizer registers."""
+        sentinel = re.compile("|".join(PROBE_CONTENT.values()))
+        control = self.special_tokens.control
+        literals = _template_literals(self.source)
+        markers: set[str] = set()
+        for roles in PROBE_CONVERSATIONS:
+            messages = [{"role": role, "content": PROBE_CONTENT[role]} for role in roles]
+            try:
+                text = self.render(messages, add_generation_prompt=True)
+            except RenderError:
+                continue
+            for segment in sentinel.split(text):
+                for token in control:
+                    segment = segment.replace(token, " ")
+                markers |= {piece for piece in _marker_pieces(segment) if piece in literals}
+        return tuple(sorted(markers, key=lambda marker: (-len(marker), marker)))
+
     # ----------------------------------------------------------------- rendering
 
     def _variables(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool, tools: list | None) -> dict[str, Any]:
@@ -500,6 +536,23 @@ class ChatTemplate:
         if normalizers <= UNICODE_NORMALIZERS:
             return lambda text: len(text) if text.isascii() else None
         return None
+
+
+def _marker_pieces(segment: str) -> set[str]:
+    """Candidate turn markers in text a template wrote between two turns: the pieces right next
+    to the turns (the first and the last; a header such as `Today Date: ...` in between is no
+    marker), split at whitespace with a letterless piece joined to the next (`###` +
+    `Instruction:`), kept when they have a marker character and are at most MAX_MARKER_CHARS long."""
+    pieces: list[str] = []
+    pending = ""
+    for word in segment.split():
+        if not any(char.isalpha() for char in word):
+            pending = f"{pending} {word}".strip()
+            continue
+        pieces.append(f"{pending} {word}".strip())
+        pending = ""
+    ends = {pieces[0], pieces[-1]} if pieces else set()
+    return {piece for piece in ends if len(piece) <= MAX_MARKER_CHARS and MARKER_CHARACTER.search(piece)}
 
 
 def _components(component: Any, children_key: str) -> list[dict[str, Any]]:

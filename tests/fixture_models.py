@@ -5,7 +5,7 @@ milliseconds on a fixed corpus, plus the fixture's special tokens), `tokenizer_c
 and, for some fixtures, `chat_template.jinja`. transformers' AutoTokenizer loads every folder,
 so tests can compare our rendering and token counts with `apply_chat_template`.
 
-Fixtures: chatml, llama3 (raise_exception on bad roles and order, strftime_now, tools through
+Fixtures: chatml, chatml-tools (renders tool calls), llama2 and alpaca (turn markers that are plain text), llama3 (raise_exception on bad roles and order, strftime_now, tools through
 tojson), gemma (raises on a system turn), mistral ([INST] tokens), generation (ChatML with
 `{% generation %}`), drops-system (renders only user and assistant turns), syntax-error, sandbox-escape, no-template, template-list,
 jinja-file.
@@ -118,6 +118,47 @@ MISTRAL = (
     "{% endfor %}"
 )
 
+#: Llama 2 chat: `[INST]` and `<<SYS>>` are plain text to its sentencepiece tokenizer (only <s>, </s>, <unk> are special).
+LLAMA2 = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}"
+    "{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
+#: Alpaca's prompt format as a chat template: `### Instruction:` and `### Response:` are plain text.
+ALPACA = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% set loop_messages = messages[1:] %}"
+    "{% else %}{{ 'Below is an instruction that describes a task. Write a response that appropriately completes the request.\\n\\n' }}"
+    "{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if message['role'] == 'user' %}{{ '### Instruction:\\n' + message['content'] + '\\n\\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '### Response:\\n' + message['content'] + eos_token + '\\n\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Response:\\n' }}{% endif %}"
+)
+
+#: ChatML that renders tool calls the way Qwen 2.5 does (`<tool_call>` + the function as JSON).
+CHATML_TOOLS = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}{% if message['content'] %}{{ message['content'] }}{% endif %}"
+    "{% if message['tool_calls'] is defined %}{% for call in message['tool_calls'] %}"
+    "{{ '<tool_call>\\n' }}{{ call['function'] | tojson }}{{ '\\n</tool_call>' }}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
 SYNTAX_ERROR = "{% for message in messages %}\n{{ message['content'] }\n{% endfor %}"
 
 SANDBOX_ESCAPE = "{{ ''.__class__.__mro__[1].__subclasses__() }}" + CHATML
@@ -139,6 +180,7 @@ class Fixture:
 FIXTURES: dict[str, Fixture] = {
     "chatml": Fixture(CHATML),
     "generation": Fixture(GENERATION),
+    "chatml-tools": Fixture(CHATML_TOOLS),
     "drops-system": Fixture(DROPS_SYSTEM),
     "llama3": Fixture(
         LLAMA3,
@@ -156,6 +198,8 @@ FIXTURES: dict[str, Fixture] = {
         special_tokens=("<unk>", "<s>", "</s>", "[INST]", "[/INST]"),
         named={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
     ),
+    "llama2": Fixture(LLAMA2, special_tokens=("<unk>", "<s>", "</s>"), named={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
+    "alpaca": Fixture(ALPACA, special_tokens=("<unk>", "<s>", "</s>"), named={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
     "syntax-error": Fixture(SYNTAX_ERROR),
     "sandbox-escape": Fixture(SANDBOX_ESCAPE),
     "no-template": Fixture(None),

@@ -80,6 +80,40 @@ def test_fix_removes_unexpected_keys_and_unifies_mixed_formats(tmp_path, capsys)
     assert not [f for f in _lint_file(tmp_path / "out.jsonl").findings if f.code.startswith("SC")]
 
 
+def test_fix_keeps_rows_that_differ_only_in_their_tool_calls(tmp_path, capsys):
+    def calling(name: str, arguments: str) -> dict:
+        return {"messages": [
+            {"role": "user", "content": "Free up some disk space."},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"ok": true}'},
+            {"role": "assistant", "content": "Done."},
+        ]}
+
+    rows = [calling("archive_files", '{"older_than_days": 30}'), calling("delete_all_files", '{"path": "/"}'), calling("archive_files", '{"older_than_days":30}')]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    code, _, _ = fix(capsys, str(data), "--select", "DU", "-o", str(tmp_path / "out.jsonl"))
+    assert code == 0
+    written = lines_of(tmp_path / "out.jsonl")
+    assert [row["messages"][1]["tool_calls"][0]["function"]["name"] for row in written] == ["archive_files", "delete_all_files"]
+
+
+def test_fix_renames_role_aliases_in_messages_rows_and_drops_empty_conversations(tmp_path, capsys):
+    rows = [
+        {"messages": [{"role": "human", "content": "Where is my order?"}, {"role": "bot ", "content": "It ships tomorrow."}]},
+        {"messages": [{"role": "user", "content": "Do you ship abroad?"}, {"role": "Assistant", "content": "To 30 countries."}]},
+        {"messages": []},
+        {"messages": [{"role": "user", "content": "Can I pay by card?"}, {"role": "assistant", "content": "Yes, every major card."}]},
+    ]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    code, out, _ = fix(capsys, str(data), "-o", str(tmp_path / "out.jsonl"))
+    assert code == 0
+    written = lines_of(tmp_path / "out.jsonl")
+    assert [[m["role"] for m in row["messages"]] for row in written[:2]] == [["user", "assistant"], ["user", "assistant"]]
+    assert written[2] == rows[3]
+    assert "roles renamed" in out
+    assert not [f for f in _lint_file(tmp_path / "out.jsonl").findings if f.code.startswith("SC")]
+
+
 @pytest.mark.skipif("DU001" not in REGISTRY, reason="duplicate rules (DU001/DU002) are not registered yet")
 def test_fix_output_has_no_duplicates_on_relint(tmp_path, capsys):
     base = "Restart the router, wait thirty seconds, then reconnect the device and check the status light on the front panel"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from curate.rules.pii import luhn_valid, redact
+from curate.text.secrets import luhn_valid, redact
 from curate.rules.quality import strip_control_characters
 from tests.conftest import ROOT, SAMPLES, write_jsonl
 

@@ -41,7 +41,7 @@ CONVERSATIONS = {
 }
 
 #: Templates whose rendering must match transformers' on every conversation above.
-EQUIVALENCE_MODELS = ["tiny-chat", "chatml", "llama3", "gemma", "mistral", "generation", "template-list", "jinja-file"]
+EQUIVALENCE_MODELS = ["tiny-chat", "chatml", "chatml-tools", "llama2", "alpaca", "llama3", "gemma", "mistral", "generation", "template-list", "jinja-file"]
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +340,40 @@ def test_exceeds_max_length_counts_assistant_tokens_as_curate_train_labels_them(
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(TINY_CHAT))
     dataset = tokenize(tokenizer, [Conversation("x", line, messages) for line, messages in enumerate(conversations, 1)], 100_000)
     assert [f.data["assistant_tokens"] for f in result.findings] == [example.trained_tokens for example in dataset.examples]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "markers"),
+    [
+        ("llama2", ("<</SYS>>", "<<SYS>>", "[/INST]", "[INST]")),
+        ("alpaca", ("### Instruction:", "### Response:")),
+        ("chatml", ()),  # its markers are registered control tokens (CT002), and role names are no markers
+        ("llama3", ()),  # `Today Date: ...` is a header the template writes, not a marker around turns
+        ("gemma", ()),  # raises on the system probe; the probe without one still renders
+    ],
+)
+def test_turn_markers_come_from_rendering_probe_conversations(tmp_path, fixture, markers):
+    template = ChatTemplate.load(build_fixture_model(fixture, tmp_path))
+    assert template.turn_markers == markers
+
+
+def test_turn_markers_of_a_vicuna_style_template_are_its_speaker_labels():
+    source = "{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} {% else %}ASSISTANT: {{ m['content'] }}</s>{% endif %}{% endfor %}"
+    template = ChatTemplate(source, named_tokens={"eos_token": "</s>"}, extra_special_tokens=["</s>"])
+    assert template.turn_markers == ("ASSISTANT:", "USER:")
+
+
+def test_tool_call_conversations_render_like_transformers_and_keep_the_call(models, reference):
+    from curate.formats import normalize
+
+    row = {"messages": [
+        {"role": "user", "content": "Free up some disk space."},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "archive_files", "arguments": '{"older_than_days": 30}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"archived": 112}'},
+        {"role": "assistant", "content": "I archived 112 old files."},
+    ]}
+    messages = normalize(row).template_messages()
+    for name in ("chatml-tools", "chatml"):
+        ours = our_render(ChatTemplate.load(models[name]), messages)
+        assert ours == reference_render(reference[name], messages), name
+    assert '"name": "archive_files"' in our_render(ChatTemplate.load(models["chatml-tools"]), messages)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from curate.formats import Conversation, RowFormat, detect_format, normalize
+from curate.formats import Conversation, RowFormat, detect_format, field_texts, normalize
 from curate.io import RawRow
 
 if TYPE_CHECKING:
@@ -62,13 +62,18 @@ class Batch:
     @cached_property
     def messages(self) -> pl.DataFrame:
         """One row per valid message: `row` (position in batch), `msg` (position in
-        conversation), `role`, `content`. Built once per batch and shared by rules."""
+        conversation), `role`, `content`, and what else the chat template renders of it:
+        `calls` (its tool calls, canonical: `name({"arg":value})` a line per call, see
+        `canonical_tool_calls`) and `fields` (name, reasoning), both "" when absent.
+        Built once per batch and shared by rules."""
         import polars as pl
 
         row_ids: list[int] = []
         msg_ids: list[int] = []
         roles: list[str] = []
         contents: list[str] = []
+        calls: list[str] = []
+        fields: list[str] = []
         for position, row in enumerate(self.rows):
             if row.conversation is None:
                 continue
@@ -78,7 +83,10 @@ class Batch:
                     msg_ids.append(msg_position)
                     roles.append(message.role)
                     contents.append(message.content)
+                    message_calls, message_fields = field_texts(message.fields) if message.fields else ("", "")
+                    calls.append(message_calls)
+                    fields.append(message_fields)
         return pl.DataFrame(
-            {"row": row_ids, "msg": msg_ids, "role": roles, "content": contents},
-            schema={"row": pl.Int32, "msg": pl.Int32, "role": pl.String, "content": pl.String},
+            {"row": row_ids, "msg": msg_ids, "role": roles, "content": contents, "calls": calls, "fields": fields},
+            schema={"row": pl.Int32, "msg": pl.Int32, "role": pl.String, "content": pl.String, "calls": pl.String, "fields": pl.String},
         )

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Location, Severity
 from curate.formats import Message
+from curate.text.secrets import mask_secrets
 
 CODE_PATTERN = re.compile(r"^[A-Z]{2}[0-9]{3}$")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -70,6 +71,14 @@ class RunContext:
 
     def has(self, requirement: str) -> bool:
         return {"model": self.model is not None, "eval": bool(self.eval_paths)}[requirement]
+
+
+def _masked(data: dict[str, Any]) -> dict[str, Any]:
+    """Finding data with its strings, and lists of strings, masked (locations and numbers untouched)."""
+    return {
+        key: mask_secrets(value) if isinstance(value, str) else [mask_secrets(item) if isinstance(item, str) else item for item in value] if isinstance(value, list) else value
+        for key, value in data.items()
+    }
 
 
 def missing_doc_sections(doc: str | None) -> list[str]:
@@ -138,15 +147,17 @@ class Rule:
         data: dict[str, Any] | None = None,
         severity: Severity | None = None,
     ) -> Finding:
+        """A finding of this rule. Its message and data go through the secret masker (a quoted
+        answer holding an API key shows `sk-pr…aSg`), so no report format prints a full secret."""
         return Finding(
             code=self.code,
             name=self.name,
             severity=severity or self.severity,
             path=path,
             line=line,
-            message=message,
+            message=mask_secrets(message),
             related=list(related),
-            data=data or {},
+            data=_masked(data) if data else {},
         )
 
     def row_finding(self, row: Row, message: str, **kwargs: Any) -> Finding:

@@ -485,7 +485,7 @@ class ConflictingResponses(DatasetRule):
     severity = Severity.ERROR
     Options = ConflictingResponsesOptions
 
-    COLUMNS = ("prompt_key", "answer_key", "answer_final", "answer_marked", "answer_numbers", "answer_short", "answer_polarity")
+    COLUMNS = ("prompt_key", "answer_key", "answer_final", "answer_marked", "answer_numbers", "answer_short", "answer_polarity", "answer_call")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -535,7 +535,7 @@ class ConflictingResponses(DatasetRule):
         AGREE) settles it, so a new kind of answer is one more comparison in the list."""
         if first["answer_key"] == second["answer_key"]:
             return None
-        for compare in (final_value_conflict, polarity_conflict, self.short_answer_conflict):
+        for compare in (tool_call_conflict, final_value_conflict, polarity_conflict, self.short_answer_conflict):
             verdict = compare(first, second)
             if verdict is not UNDECIDED:
                 return verdict or None
@@ -570,6 +570,15 @@ def states(answer: dict, value: str) -> bool:
     if answer["answer_final"] == value:
         return True
     return not answer["answer_marked"] and value in (answer["answer_numbers"] or ())
+
+
+def tool_call_conflict(first: dict, second: dict) -> str | None:
+    """Tool-call answers: the same answer when they call the same functions with the same parsed
+    arguments (canonical JSON), whatever the key order, spacing or wording around them."""
+    if not first["answer_call"] and not second["answer_call"]:
+        return UNDECIDED
+    calls = first["answer_call"] or "no tool call", second["answer_call"] or "no tool call"
+    return AGREE if calls[0] == calls[1] else f"`{calls[0]}` vs `{calls[1]}`"
 
 
 def final_value_conflict(first: dict, second: dict) -> str | None:

@@ -22,6 +22,7 @@ from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RowRule, RuleOptions
 from curate.formats import Message, RowFormat
+from curate.text.secrets import excerpt
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,9 +45,8 @@ def candidate_messages(batch: Batch, *predicates: pl.Expr, roles: tuple[str, ...
 
 
 def quoted(text: str, limit: int = 40) -> str:
-    """A short, single-line, quoted preview of `text` for a message."""
-    flat = " ".join(text.split())
-    return f'"{flat if len(flat) <= limit else flat[: limit - 1] + "…"}"'
+    """A short, single-line, quoted preview of `text` for a message, secrets masked (`excerpt`)."""
+    return f'"{excerpt(text, limit)}"'
 
 
 FENCED_CODE = re.compile(r"```.*?(?:```|\Z)", re.S)
@@ -106,6 +106,9 @@ BRACKETED_PLACEHOLDERS = frozenset({"[deleted]", "[removed]"})
 #: Words that are placeholders in a prompt but a fair answer from the assistant ("Which are prime: 4, 6, 8?" "None.").
 PROMPT_ONLY_PLACEHOLDERS = frozenset({"none", "nan", "empty", "blank"})
 PUNCTUATION_ONLY = re.compile(r"[\s.…\-–—_*]+")
+#: A fenced code block with nothing in it (```` ```python\n``` ````): an answer that was never filled in.
+EMPTY_CODE_BLOCK = r"^\s*(?:```|~~~)[\w+#.-]*[ \t]*\n?\s*(?:```|~~~)\s*$"
+EMPTY_CODE_BLOCK_RE = re.compile(EMPTY_CODE_BLOCK)
 NOT_PLACEHOLDER_CHARS = re.compile(r"[^a-z0-9/]+")
 
 
@@ -125,8 +128,9 @@ class PlaceholderContent(RowRule):
     Reports a message (or an Alpaca `instruction` / `input` field) whose whole
     content, compared case- and punctuation-insensitively, is a placeholder:
     `<No Output>`, `<nooutput>`, `No input`, `<noinput>`, `N/A`, `null`,
-    `undefined`, `TODO`, `TBD`, `placeholder`, `[deleted]`, or only dots and
-    dashes (`...`, `—`). `None`, `NaN`, `empty` and `blank` count in prompt
+    `undefined`, `TODO`, `TBD`, `placeholder`, `[deleted]`, only dots and
+    dashes (`...`, `—`), or an empty fenced code block (```` ```python ````,
+    newline, ```` ``` ````). `None`, `NaN`, `empty` and `blank` count in prompt
     turns only, since "None." is a fair answer to "Which of 4, 6 and 8 are
     prime?". A placeholder inside a sentence ("write N/A if unknown") is fine.
 
@@ -167,6 +171,8 @@ class PlaceholderContent(RowRule):
             return False  # empty content is SC005's finding
         if PUNCTUATION_ONLY.fullmatch(stripped):
             return self.punctuation_is_placeholder
+        if EMPTY_CODE_BLOCK_RE.match(stripped):
+            return True
         key = normalize_placeholder(stripped)
         if stripped.lower() in BRACKETED_PLACEHOLDERS:
             return key not in self.allowed
@@ -179,7 +185,7 @@ class PlaceholderContent(RowRule):
         key = content.str.to_lowercase().str.replace_all(NOT_PLACEHOLDER_CHARS.pattern, "")
         short = pl.col("content").str.len_bytes() <= self.max_bytes
         bracketed = {normalize_placeholder(text) for text in BRACKETED_PLACEHOLDERS}
-        known = key.is_in(list(self.anywhere | self.prompt_only | bracketed)) | (key == "")
+        known = key.is_in(list(self.anywhere | self.prompt_only | bracketed)) | (key == "") | content.str.contains(EMPTY_CODE_BLOCK)
         for row, message in candidate_messages(batch, short, known):
             if not is_alpaca_prompt(row, message) and self.is_placeholder(message.content, message.role):
                 yield self.message_finding(row, message, f"placeholder {quoted(message.content.strip())}")
@@ -372,11 +378,21 @@ VISUAL = r"(?:image|picture|pic|photo(?:graph)?|screen ?shot|diagram|chart|graph
 LINK = r"(?:link|url|hyperlink|website|web ?page)s?"
 DOCUMENT = r"(?:file|attachment|document|pdf|spreadsheet|slide deck|slides|recording|audio|voice (?:note|message)|article)s?"
 ANY_SOURCE = f"(?:{VISUAL}|{LINK}|{DOCUMENT})"
+MEDIA_PLACEHOLDER = (
+    r"[<\[(]\s*(?:attached\s+)?(?:image|picture|pic|photo|img|video|audio|screen ?shot|chart|diagram|attachment)s?"
+    r"(?:\s+(?:attached|here|below|omitted|removed|not\s+shown|\d{1,2}))?\s*[>\])]"
+)
+#: Rows carrying media beside the text (LLaVA-style `image` fields): there `<image>` is the image's place, not a stand-in.
+MEDIA_FIELDS = ("image", "images", "video", "videos", "audio", "audios")
 #: (kind, pattern): kind says what would make the reference seeable.
 UNSEEABLE_REFERENCES = tuple(
     (kind, re.compile(pattern, re.I))
     for kind, pattern in (
-        ("attachment", rf"\b(?:attached|enclosed|uploaded|accompanying)\s+(?:\w+\s+){{0,2}}?{ANY_SOURCE}\b"),
+        ("attachment", rf"\b(?:attached|enclosed|accompanying)\s+(?:\w+\s+){{0,2}}?{ANY_SOURCE}\b"),
+        # "the uploaded image" points at an upload; "a YouTuber uploads videos" or "who uploaded a video" does not.
+        ("attachment", rf"\b(?:the|this|these|my|your)\s+(?:recently\s+|just\s+)?uploaded\s+(?:\w+\s+)?{ANY_SOURCE}\b"),
+        # An export's stand-in for a missing image: `<Picture Attached>`, `<image>`, `[image]`, `(photo attached)`.
+        ("visual", MEDIA_PLACEHOLDER),
         ("attachment", r"\b(?:the|this|my|an?)\s+attachments?\b|\bsee\s+attached\b"),
         ("attachment", r"\bI(?:'ve|\s+have)\s+(?:just\s+|also\s+)?(?:attached|enclosed|uploaded)\b"),
         ("attachment", rf"\bI\s+(?:just\s+|also\s+)?(?:attached|enclosed|uploaded)\s+(?:(?:a|an|the|my|this|these|some|two|three)\s+)?(?:\w+\s+)?{ANY_SOURCE}\b"),
@@ -390,7 +406,7 @@ UNSEEABLE_REFERENCES = tuple(
 )
 #: The same patterns as one Rust regex (they use no Python-only syntax), so only real hits reach Python.
 ATTACHMENT_PREFILTER = "(?i)" + "|".join(f"(?:{pattern.pattern})" for _, pattern in UNSEEABLE_REFERENCES)
-URL_OR_MEDIA = re.compile(r"https?://|\bwww\.\w|!\[[^\]]*\]\(|<img\b|data:image/|<(?:image|video|audio)>", re.I)
+URL_OR_MEDIA = re.compile(r"https?://|\bwww\.\w|!\[[^\]]*\]\(|<img\s[^>]*\bsrc\b|data:image/", re.I)
 #: Text long enough after the reference to be the referenced document itself ("Summarize the article below: ...").
 INLINE_DOCUMENT_CHARS = 200
 
@@ -399,16 +415,22 @@ def unseeable_reference(row: Row, message: Message) -> re.Match | None:
     """The first reference in `message` to something the row does not contain, or None."""
     if has_media(row):
         return None
+    text = message.content
     for kind, pattern in UNSEEABLE_REFERENCES:
-        match = pattern.search(message.content)
-        if match and not document_is_inline(kind, message.content, match):
-            return match
+        for match in pattern.finditer(text):
+            if match.start() and text[match.start() - 1].isalnum():
+                continue  # `List<Image>`, `images[image]`: code, not a stand-in for an image
+            if not document_is_inline(kind, text, match):
+                return match
+            break
     return None
 
 
 def has_media(row: Row) -> bool:
-    """A URL, a markdown or HTML image, or a non-text content part anywhere in the row."""
+    """A URL, a markdown or HTML image, a non-text content part or a media field anywhere in the row."""
     if any(URL_OR_MEDIA.search(message.content) for message in row.conversation.messages):
+        return True
+    if any(row.obj.get(key) for key in MEDIA_FIELDS):
         return True
     items = row.obj.get("messages") if isinstance(row.obj, dict) else None
     return isinstance(items, list) and any(
@@ -484,17 +506,34 @@ class RepetitionOptions(RuleOptions):
 
 
 def repeated_share(words: list[str], n: int) -> tuple[float, tuple[str, ...], int]:
-    """Share of words inside n-grams that occur more than once, the most repeated n-gram, and its count."""
+    """Share of words inside repeated phrases (n-grams that occur more than once and are mostly
+    words, not numbers), the most repeated such phrase, and its count. Worked arithmetic repeats
+    its numbers and operators by nature (`3 * 10 = 30 ... 3 * 10 = 30`); a loop repeats words."""
     grams = list(zip(*(words[i:] for i in range(n))))
-    counts = Counter(grams)
+    counts = Counter(gram for gram in grams if 2 * sum(not word.isdigit() for word in gram) > n)
+    if not counts:
+        return 0.0, tuple(words[:n]), 0
     top, top_count = counts.most_common(1)[0]
     if top_count < 2:
         return 0.0, top, top_count
     covered = bytearray(len(words))
     for position, gram in enumerate(grams):
-        if counts[gram] > 1:
+        if counts.get(gram, 0) > 1:
             covered[position : position + n] = b"\x01" * n
     return sum(covered) / len(words), top, top_count
+
+
+#: What repetition is not measured on: URLs (a tool call's URL spells out the query it was given
+#: once) and GSM8K calculator annotations (`<<48/2=24>>`, a machine copy of the expression before it).
+NOT_MEASURED = re.compile(r"https?://\S+|\bwww\.\S+|<<[^<>\n]{1,200}>>")
+
+
+def measured_text(text: str) -> str:
+    """The text QL005 measures: code blocks, URLs and calculator annotations blanked (offsets kept)."""
+    text = blank_code_blocks(text)
+    if "://" not in text and "www." not in text and "<<" not in text:
+        return text
+    return NOT_MEASURED.sub(lambda match: " " * len(match.group()), text)
 
 
 def repeats_a_probe(starts: tuple[float, ...]) -> pl.Expr:
@@ -531,8 +570,11 @@ class Repetition(RowRule):
       characters or more (lines of `=` or `-` are markdown, not loops).
 
     Numbered lists, tables and poems with a refrain stay well under these
-    thresholds; fenced code blocks are not measured (code repeats itself
-    legitimately: `[0, 0, 0, 0, ...]`).
+    thresholds; fenced code blocks, URLs and GSM8K calculator annotations
+    (`<<3*10=30>>`) are not measured (code repeats itself legitimately, a URL
+    spells out the query it was given once), and phrases that are mostly
+    numbers do not count as repeated phrases (worked arithmetic repeats
+    `3 * 10 = 30` by nature).
 
     ## Why is this bad
     One looping example teaches the model that looping is a way to end a
@@ -571,7 +613,7 @@ class Repetition(RowRule):
 
     def repetition_problem(self, text: str) -> str | None:
         """A sentence describing the worst repetition in `text`, or None."""
-        text = blank_code_blocks(text)
+        text = measured_text(text)
         run = self.word_run.search(text)
         if run:
             count = len(WORD_RE.findall(run.group()))

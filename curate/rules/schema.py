@@ -10,7 +10,7 @@ from pydantic import Field
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RowRule, RuleOptions
-from curate.formats import CANONICAL_ROLES, FORMAT_KEYS, MESSAGE_KEYS, RowFormat, raw_message_items
+from curate.formats import CANONICAL_ROLES, FORMAT_KEYS, MESSAGE_KEYS, OPENAI_ROLE_FORMATS, RowFormat, raw_message_items
 from curate.config import suggest
 
 
@@ -173,17 +173,22 @@ class UnknownRole(RowRule):
     """Role is not system, user, assistant or tool.
 
     ## What it does
-    Reports messages whose role (after mapping ShareGPT's `human`/`gpt`/`function`
-    and friends) is not one of system, user, assistant, tool, or a role added
-    with the `extra-roles` option.
+    Reports messages whose role is not one of system, user, assistant, tool, or a
+    role added with the `extra-roles` option. ShareGPT's `from` values (`human`,
+    `gpt`, `function`, ...) are aliases by design and are mapped; in OpenAI-style
+    `messages` (and conversational prompt/completion) rows an alias such as `bot`,
+    `gpt`, `human`, `model`, `Assistant` or `bot ` is reported with the role it
+    stands for ("did you mean `assistant`?"), and `curate fix` renames it.
 
     ## Why is this bad
-    Chat templates branch on the role; an unknown role (`Assistant`, `bot `,
-    `customer`) either raises or is silently dropped from the rendered prompt.
+    Chat templates branch on the role string as written: an unknown role
+    (`customer`) or an alias (`Assistant`, `bot `) is rendered as a new role
+    (`<|im_start|>bot`), raises, or is silently dropped from the rendered prompt.
 
     ## Example
     ```jsonl
     {"messages": [{"role": "customer", "content": "hi"}, {"role": "agent", "content": "Hello!"}]}
+    {"messages": [{"role": "human", "content": "hi"}, {"role": "bot", "content": "Hello!"}]}
     ```
 
     ## Use instead
@@ -195,16 +200,28 @@ class UnknownRole(RowRule):
     code = "SC004"
     name = "unknown-role"
     severity = Severity.ERROR
+    fixable = True
     Options = UnknownRoleOptions
 
     def setup(self) -> None:
-        self.allowed = set(CANONICAL_ROLES) | set(self.options.extra_roles)
+        self.extra = set(self.options.extra_roles)
+        self.allowed = set(CANONICAL_ROLES) | self.extra
 
     def check(self, row: Row) -> Iterable[Finding]:
+        openai_roles = row.format in OPENAI_ROLE_FORMATS
         for message in row.conversation.messages:
-            if message.valid and message.role not in self.allowed:
+            if not message.valid or message.raw_role in self.extra:
+                continue
+            if message.role not in self.allowed:
                 hint = suggest(message.raw_role.lower(), self.allowed)
                 yield self.message_finding(row, message, f"unknown role `{message.raw_role}`{hint}")
+            elif openai_roles and message.raw_role != message.role:
+                yield self.message_finding(
+                    row,
+                    message,
+                    f"unknown role `{message.raw_role}` (did you mean `{message.role}`?); chat templates render the role as written",
+                    data={"source": message.source, "role": message.raw_role, "rename": message.role},
+                )
 
 
 class EmptyContent(RowRule):
@@ -253,11 +270,12 @@ def _calls_tools(row: Row, message) -> bool:
 
 
 class MissingAssistantTurn(RowRule):
-    """Row has no assistant message, or does not end with one.
+    """Row has no turns, no assistant message, or does not end with one.
 
     ## What it does
-    Reports conversations with no assistant turn, and conversations whose last
-    turn is not the assistant's (a trailing user or tool turn).
+    Reports empty conversations (`{"messages": []}`, `{"conversations": []}`),
+    conversations with no assistant turn, and conversations whose last turn is
+    not the assistant's (a trailing user or tool turn).
 
     ## Why is this bad
     Supervised fine-tuning trains on assistant tokens: a row without one trains
@@ -279,6 +297,11 @@ class MissingAssistantTurn(RowRule):
     fixable = True
 
     def check(self, row: Row) -> Iterable[Finding]:
+        if not row.conversation.messages:
+            container = InvalidMessage.LIST_CONTAINERS.get(row.format)
+            if container is None or isinstance(row.obj.get(container), list):  # SC003 reports a non-list
+                yield self.row_finding(row, "empty conversation: no turns at all, nothing to train on")
+            return
         messages = [m for m in row.conversation.messages if m.valid]
         if not messages:
             return

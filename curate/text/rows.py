@@ -65,16 +65,24 @@ def _normalized_messages(batch: Any) -> pl.DataFrame:
 def normalize_messages(messages: pl.DataFrame) -> pl.DataFrame:
     """Add `norm` (NFKC, lower case, whitespace collapsed) and `words` to a message frame.
 
-    NFKC runs only on messages with non-ASCII text (ASCII is already in NFKC form)."""
+    They cover what the chat template renders of a message: `words` its content and its tool
+    calls (`calls` of the batch frame, canonical), so rows that differ only in a tool call are
+    different rows to every key and tool-call answers compare by call; `norm` (the exact
+    duplicate key) also its other fields (`fields`: names, reasoning), which are not part of
+    an answer's words. NFKC runs only on messages with non-ASCII text (ASCII is already in
+    NFKC form)."""
     import polars as pl
 
     content = pl.col("content")
+    if "calls" in messages.columns:
+        content = pl.when(pl.col("calls") == "").then(content).otherwise(pl.concat_str([content, pl.col("calls")], separator="\n"))
     lowered = pl.when(content.str.len_bytes() == content.str.len_chars()).then(content).otherwise(content.str.normalize("NFKC")).str.to_lowercase()
     frame = messages.with_columns(lowered=lowered)
-    return frame.with_columns(
-        norm=pl.col("lowered").str.replace_all(r"\s+", " ").str.strip_chars(" "),
-        words=pl.col("lowered").str.extract_all(WORD_PATTERN),
-    ).drop("lowered")
+    norm = pl.col("lowered").str.replace_all(r"\s+", " ").str.strip_chars(" ")
+    if "fields" in messages.columns:
+        fields = pl.col("fields").str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\s+", " ")
+        norm = pl.when(pl.col("fields") == "").then(norm).otherwise(pl.concat_str([norm, fields], separator="\x1f"))
+    return frame.with_columns(norm=norm, words=pl.col("lowered").str.extract_all(WORD_PATTERN)).drop("lowered")
 
 
 @dataclass
@@ -107,7 +115,8 @@ def conversation_features(messages: pl.DataFrame) -> pl.DataFrame:
       `answer_key` (hash of its words), `answer_final` (its final answer, `curate.text.answers`),
       `answer_marked` (stated by an explicit marker such as `#### 72`), `answer_numbers` (every
       number it writes, for rows with a final answer), `answer_short` (its words, if at most
-      SHORT_ANSWER_WORDS and it holds no code or tool call), `answer_polarity` (leading yes/no);
+      SHORT_ANSWER_WORDS and it holds no code or tool call), `answer_polarity` (leading yes/no),
+      `answer_call` (its canonical tool calls, "" when it calls none);
     - `user_key`: hash of the words of the user turns (LK001's prompt).
     """
     import polars as pl
@@ -127,6 +136,7 @@ def conversation_features(messages: pl.DataFrame) -> pl.DataFrame:
         conversation_key=(tagged + pl.col("norm")).str.join("\x1e").hash(seed=KEY_SEED),
         prompt=(tagged + pl.col("word_text")).filter(in_prompt).str.join("\x1e"),
         answer=pl.col("content").filter(is_answer).first(),
+        answer_call=pl.col("calls").filter(is_answer).first() if "calls" in frame.columns else pl.lit(None, pl.String),
         answer_words=pl.col("words").filter(is_answer).first(),
         user_key=pl.col("words").filter(pl.col("role") == "user").list.join(" ").str.join(" ").hash(seed=KEY_SEED),
     )

@@ -112,7 +112,7 @@ def read_conversations(path: str | Path) -> tuple[list[Conversation], int]:
         if conversation is None or not all(m.valid for m in conversation.messages) or conversation.last_assistant_index is None:
             skipped += 1
             continue
-        conversations.append(Conversation(raw.path, raw.line, conversation.to_messages()))
+        conversations.append(Conversation(raw.path, raw.line, conversation.template_messages()))
     return conversations, skipped
 
 
