@@ -163,6 +163,8 @@ class RowRule(Rule):
 
     #: Rows without a conversation (parse errors, unknown shapes) are skipped unless False.
     needs_conversation: ClassVar[bool] = True
+    #: Rows whose turns have no roles (TRL's `text` rows) are skipped when True; lint says so.
+    needs_roles: ClassVar[bool] = False
 
     def check(self, row: Row) -> Iterable[Finding]:
         raise NotImplementedError

@@ -18,6 +18,7 @@ from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Rule, RowRule, RuleSetupError
 from curate.engine.settings import LintPlan, severity_fails
 from curate.io import InputError, RawRow, file_size, iter_batches, row_hash
+from curate.sources import IndexedRow, apply_column_mapping, source_kind
 
 DEFAULT_BATCH_SIZE = 20_000
 
@@ -91,6 +92,46 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def check_row_rules(row_rules: list[RowRule], batch: Batch, roleless: Counter[str]) -> list[Finding]:
+    """Every row rule on the batch, and on the rejected sides of its preference rows (a finding
+    the rejected side shares with the chosen side, such as one about the prompt, is kept once).
+    Rules that need roles skip roleless rows; `roleless` counts them per rule."""
+    found: list[Finding] = []
+    with_roles: tuple[Batch, int] | None = None
+    for rule in row_rules:
+        if rule.needs_roles:
+            with_roles = with_roles or batch.with_roles()
+            if with_roles[1]:
+                roleless[rule.code] += with_roles[1]
+            found.extend(rule.check_batch(with_roles[0]))
+        else:
+            found.extend(rule.check_batch(batch))
+    rejected = batch.rejected_sides()
+    if rejected is not None:
+        seen = {(f.code, f.line, f.message) for f in found}
+        for rule in row_rules:
+            side = rejected.with_roles()[0] if rule.needs_roles else rejected
+            found.extend(f for f in rule.check_batch(side) if (f.code, f.line, f.message) not in seen)
+    return found
+
+
+def add_row_indexes(findings: list[Finding], json_indexes: dict[tuple[str, int], int]) -> None:
+    """Findings on rows that are not JSONL lines carry the row's 0-based `row_index` too: JSON
+    arrays (whose `line` is where the object starts) and tables (Parquet, CSV, Arrow, datasets)."""
+    tables: dict[str, bool] = {}
+    for finding in findings:
+        if finding.line is None or "row_index" in finding.data:
+            continue
+        index = json_indexes.get((finding.path, finding.line))
+        if index is None:
+            table = tables.get(finding.path)
+            if table is None:
+                table = tables[finding.path] = source_kind(finding.path) not in ("jsonl", "json", "stdin")
+            index = finding.line - 1 if table else None
+        if index is not None:
+            finding.data["row_index"] = index
+
+
 def run_lint(
     plan: LintPlan,
     on_progress: ProgressCallback | None = None,
@@ -123,16 +164,20 @@ def _run_lint(
     total_bytes = sum(file_size(path) for path in plan.paths)
     done_bytes = 0
     files_read = []
+    roleless: Counter[str] = Counter()
+    json_indexes: dict[tuple[str, int], int] = {}
     for path in plan.paths:
         try:
-            for raw_rows in iter_batches(path, batch_size, plan.max_row_bytes):
+            for raw_rows in iter_batches(path, batch_size, plan.max_row_bytes, plan.source_options):
+                if plan.columns:
+                    apply_column_mapping(raw_rows, plan.columns)
                 batch = Batch.from_raw(raw_rows)
                 rows += len(batch)
-                for rule in row_rules:
-                    findings.extend(rule.check_batch(batch))
+                findings.extend(check_row_rules(row_rules, batch, roleless))
                 for rule in dataset_rules:
                     rule.observe(batch)
                 formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
+                json_indexes.update(((raw.path, raw.line), raw.index) for raw in raw_rows if isinstance(raw, IndexedRow))
                 if keep_row_hashes:
                     row_hashes.update(((raw.path, raw.line), row_hash(raw)) for raw in raw_rows)
                 if on_rows:
@@ -143,6 +188,9 @@ def _run_lint(
             files_read.append(path)
         except InputError as exc:
             errors.append(str(exc))
+    skipped = dict(plan.skipped)
+    for code, count in roleless.items():
+        skipped[code] = f"{count} {'row has' if count == 1 else 'rows have'} no roles (TRL text format)"
     stats: dict[str, dict[str, int]] = {"row formats": dict(formats.most_common())} if rows else {}
     for position, rule in enumerate(dataset_rules, start=1):
         if on_progress:
@@ -155,12 +203,13 @@ def _run_lint(
     if on_progress:
         on_progress(Progress("finish", len(dataset_rules), len(dataset_rules), rows, "done"))
     findings.sort(key=Finding.sort_key)
+    add_row_indexes(findings, json_indexes)
     return LintResult(
         findings=findings,
         rows=rows,
         files=files_read,
         errors=errors,
-        skipped=plan.skipped,
+        skipped=skipped,
         stats=stats,
         seconds=time.perf_counter() - started,
         row_hashes=row_hashes,
