@@ -180,7 +180,7 @@ def iter_csv(path: Path, separator: str) -> Iterator[Any]:
     import polars as pl
 
     try:
-        frame = pl.read_csv(path, separator=separator, infer_schema=False, quote_char='"' if separator == "," else None)
+        frame = pl.read_csv(path, separator=separator, infer_schema=False)
     except Exception as exc:  # polars raises several error types for bad files
         raise InputError(f"{path}: cannot read {'CSV' if separator == ',' else 'TSV'}: {str(exc).splitlines()[0]}") from None
     yield from iter_table_rows(str(path), (parse_json_columns(record) for record in frame.iter_rows(named=True)))
