@@ -118,7 +118,7 @@ def test_arrow_file_and_save_to_disk_folders(tmp_path):
     datasets.DatasetDict({"train": single, "test": datasets.Dataset.from_list(rows[:1])}).save_to_disk(str(tmp_path / "saved_dict"))
     arrow = next((tmp_path / "saved").glob("*.arrow"))
     for source in (tmp_path / "saved", arrow):
-        result = lint_paths([source], select=["SC", "PF"])
+        result = lint_paths([source], select=["SC005", "PF"])
         assert result.rows == 3 and not result.errors, result.errors
         assert [(f.code, f.line, f.data["row_index"]) for f in result.findings] == [("SC005", 2, 1), ("PF001", 3, 2)]
     result = lint_paths([tmp_path / "saved_dict"], select=["SC"])
