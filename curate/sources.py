@@ -387,3 +387,34 @@ def apply_column_mapping(rows: list[Any], columns: dict[str, str]) -> None:
             mapped = apply_columns(row.obj, columns)
             if mapped is not row.obj:
                 row.obj, row.text = mapped, None
+
+
+# --- outputs ---------------------------------------------------------------------------
+
+OUTPUT_FORMATS = ("jsonl", "parquet")
+
+
+def output_format_for(source: str) -> str:
+    """What `curate fix` writes for a source: Parquet for tables (Parquet, Arrow, datasets), else JSONL."""
+    return "parquet" if source_kind(source) in ("parquet", "arrow", "dataset", "hf") else "jsonl"
+
+
+def write_rows(path: str, lines: list[bytes], fmt: str) -> None:
+    """Write JSON lines as JSONL, or as a Parquet table, atomically (temp file + rename)."""
+    from curate.io import atomic_write_bytes
+
+    if fmt == "jsonl":
+        atomic_write_bytes(path, b"".join(lines))
+        return
+    import io
+
+    import polars as pl
+
+    records = [orjson.loads(line) for line in lines]
+    try:
+        frame = pl.DataFrame(records, infer_schema_length=None)
+    except Exception as exc:  # rows whose fields do not unify into one table schema
+        raise InputError(f"{path}: cannot write these rows as Parquet ({_first_line(exc)}); use --output-format jsonl") from None
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -179,3 +179,28 @@ def test_pretty_printed_json_reports_where_each_object_starts(tmp_path):
     finding = next(f for f in result.findings if f.code == "SC005")
     start = path.read_text().splitlines()[finding.line - 1]
     assert finding.line == 7 and start.strip() == "{" and finding.data["row_index"] == 1
+
+
+def test_fix_writes_the_format_it_read_and_the_canonical_format_of_mapped_rows(tmp_path):
+    import polars as pl
+
+    pl.DataFrame({"question": [r["question"] for r in GSM8K], "answer": [r["answer"] for r in GSM8K]}).write_csv(tmp_path / "gsm8k.csv")
+    proc = run_cli("fix", str(tmp_path / "gsm8k.csv"), "--isolated", "--columns", "question=user,answer=assistant")
+    assert proc.returncode == 0, proc.stderr
+    written = [json.loads(line) for line in (tmp_path / "gsm8k.clean.jsonl").read_text().splitlines()]
+    assert written[0] == {"messages": [{"role": "user", "content": GSM8K[0]["question"]}, {"role": "assistant", "content": GSM8K[0]["answer"]}]}
+    pl.DataFrame({"prompt": ["2+2?", "3+3?", "3+3?"], "completion": ["4", "6", "6"]}).write_parquet(tmp_path / "pc.parquet")
+    proc = run_cli("fix", str(tmp_path / "pc.parquet"), "--isolated")
+    assert proc.returncode == 0, proc.stderr
+    assert pl.read_parquet(tmp_path / "pc.clean.parquet").to_dicts() == [{"prompt": "2+2?", "completion": "4"}, {"prompt": "3+3?", "completion": "6"}]
+    proc = run_cli("fix", str(tmp_path / "pc.parquet"), "--isolated", "--output-format", "jsonl", "-o", str(tmp_path / "pc.jsonl"))
+    assert proc.returncode == 0 and len((tmp_path / "pc.jsonl").read_text().splitlines()) == 2
+
+
+def test_fix_never_writes_an_empty_output_for_rows_it_dropped(tmp_path):
+    import polars as pl
+
+    pl.DataFrame({"question": [r["question"] for r in GSM8K], "answer": [r["answer"] for r in GSM8K]}).write_csv(tmp_path / "gsm8k.csv")
+    proc = run_cli("fix", str(tmp_path / "gsm8k.csv"), "--isolated")
+    assert proc.returncode == 2 and "all 2 rows would be dropped; nothing written" in proc.stderr
+    assert not (tmp_path / "gsm8k.clean.jsonl").exists()
