@@ -87,7 +87,7 @@ class UnknownRowFormat(RowRule):
             kind = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(type(obj), "null")
             yield self.row_finding(row, f"row is {kind}, expected a JSON object with `messages`, `conversations`, `instruction` or `prompt`")
             return
-        hints = [f"`{key}`{suggest(key, set(self.KNOWN_KEYS) - set(obj))}" for key in sorted(obj)][:5]
+        hints = [f"`{key}`{'' if key in self.KNOWN_KEYS else suggest(key, set(self.KNOWN_KEYS) - set(obj))}" for key in sorted(obj)][:5]
         yield self.row_finding(row, f"no known row format; keys are {', '.join(hints) or 'none'}")
 
 
