@@ -17,14 +17,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import socket
-import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import orjson
 
@@ -139,6 +136,8 @@ def _excluded(path: Path, root: Path, patterns: list[str]) -> bool:
 
 def git_ignored(root: Path, paths: list[Path]) -> set[Path]:
     """The paths git ignores (`git check-ignore`), or none outside a git work tree or without git."""
+    import subprocess
+
     if not paths:
         return set()
     payload = b"\0".join(str(path.resolve()).encode() for path in paths) + b"\0"
@@ -244,6 +243,9 @@ def hub_offline() -> bool:
 
 def hub_reachable(timeout: float = 3.0) -> str | None:
     """None when the Hub's host accepts a connection, else why not (one short phrase)."""
+    import socket
+    from urllib.parse import urlparse
+
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
