@@ -348,28 +348,49 @@ def json_record_lines(data: bytes, count: int) -> list[int] | None:
     when that does not name the records apart (the array is on one line, or records share lines)."""
     if count == 0 or data.count(b"\n") < count:
         return None
-    lines: list[int] = []
+    starts = _indented_record_starts(data, count)
+    if starts is None:
+        starts = _scanned_record_starts(data)
+    if len(starts) != count:
+        return None
+    lines, line, previous = [], 1, 0
+    for start in starts:
+        line += data.count(b"\n", previous, start)
+        previous = start
+        lines.append(line)
+    return lines if len(set(lines)) == count else None
+
+
+def _indented_record_starts(data: bytes, count: int) -> list[int] | None:
+    """Fast path for pretty-printers: a JSON string cannot hold a raw newline, so a `{` that opens
+    a line is a real brace; the records are the one indentation level with exactly `count` of them."""
+    by_indent: dict[int, list[int]] = {}
+    for match in _LINE_OPENING_BRACE.finditer(b"\n" + data):
+        by_indent.setdefault(len(match.group(1)), []).append(match.end() - 2)  # -1 for the "\n" put in front
+    levels = [starts for starts in by_indent.values() if len(starts) == count]
+    return levels[0] if len(levels) == 1 else None
+
+
+def _scanned_record_starts(data: bytes) -> list[int]:
+    """Offsets of the records' opening brackets, found by scanning strings and brackets."""
+    starts: list[int] = []
     record_depth = 2 if data.lstrip()[:1] == b"{" else 1  # an object holding the array of records
     stack: list[bytes] = []
-    line, position = 1, 0
     for match in _JSON_TOKENS.finditer(data):
         token = match.group()
         if token[:1] == b'"':
             continue
-        line += data.count(b"\n", position, match.start())
-        position = match.start()
         if token in (b"[", b"{"):
             if len(stack) == record_depth and stack[-1] == b"[":
-                lines.append(line)
+                starts.append(match.start())
             stack.append(token)
         elif stack:
             stack.pop()
-    if len(lines) != count or len(set(lines)) != count:
-        return None
-    return lines
+    return starts
 
 
-_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_LINE_OPENING_BRACE = re.compile(rb"\n([ \t]*)\{")
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 @dataclass(slots=True)
