@@ -204,3 +204,27 @@ def test_fix_never_writes_an_empty_output_for_rows_it_dropped(tmp_path):
     proc = run_cli("fix", str(tmp_path / "gsm8k.csv"), "--isolated")
     assert proc.returncode == 2 and "all 2 rows would be dropped; nothing written" in proc.stderr
     assert not (tmp_path / "gsm8k.clean.jsonl").exists()
+
+
+def test_text_rows_skip_the_role_rules_and_say_so_while_other_rules_apply(lint):
+    rows = [{"text": "The quick brown fox jumps over the lazy dog.\x1b[31m"}, {"text": "Photosynthesis turns light into chemical energy."}]
+    result = lint(rows, select=["SC", "QL002"])
+    assert [(f.code, f.line) for f in result.findings] == [("QL002", 1)]
+    assert result.skipped["SC007"] == "2 rows have no roles (TRL text format)"
+    assert "SC005" not in result.skipped
+
+
+def test_both_sides_of_a_preference_pair_go_through_the_row_rules(lint):
+    rows = [
+        {"prompt": "Summarize: the meeting moved to 3pm.", "chosen": "The meeting is now at 3pm.", "rejected": " "},
+        {"prompt": [{"role": "user", "content": "Say hi"}], "chosen": [{"role": "assistant", "content": "Hi!"}],
+         "rejected": [{"role": "assistant", "content": "Hi"}, {"role": "assistant", "content": "again"}]},
+        {"prompt": "", "chosen": "Hello", "rejected": "Go away"},
+    ]
+    result = lint(rows, select=["SC005", "SC007"])
+    found = sorted((f.code, f.line, f.message) for f in result.findings)
+    assert found == [
+        ("SC005", 1, "rejected (assistant): empty content"),
+        ("SC005", 3, "prompt (user): empty content"),  # the shared prompt: reported once, not per side
+        ("SC007", 2, "rejected[1] (assistant): two assistant turns in a row"),
+    ]
