@@ -32,7 +32,7 @@ import orjson
 from curate.decisions import DecisionJournal, ReplayReport, ReviewState, journal_path
 from curate.engine.findings import Finding, Severity
 from curate.engine.runner import LintResult
-from curate.formats import RowFormat, conversation_to_record, detect_format, normalize
+from curate.formats import CONVERTIBLE_TO_MESSAGES, RowFormat, conversation_to_record, detect_format, normalize
 from curate.io import InputError, RawRow, atomic_write_bytes, iter_rows
 from curate.sources import apply_column_mapping, output_format_for, write_rows
 from curate.rules.quality import strip_control_characters as strip_controls_from_text
@@ -278,7 +278,7 @@ def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]
         obj, replaced = redact_strings(obj, redact)
         if replaced:
             actions[(PII_CODE, "redacted")] += 1
-    if fix.to_messages and isinstance(obj, dict) and detect_format(obj) not in (None, RowFormat.MESSAGES):
+    if fix.to_messages and isinstance(obj, dict) and detect_format(obj) in CONVERTIBLE_TO_MESSAGES:
         obj = as_messages_record(obj)
         actions[(MIXED_FORMATS_CODE, "converted to messages")] += 1
     return orjson.dumps(obj)

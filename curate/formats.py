@@ -69,6 +69,9 @@ FORMAT_KEYS: dict[RowFormat, frozenset[str]] = {
     RowFormat.UNPAIRED_PREFERENCE: frozenset({"prompt", "completion", "label"}),
 }
 
+#: Supervised chat formats `curate fix` may rewrite as `messages` rows without losing anything
+#: (a preference pair, a text row or a KTO label has no `messages` equivalent).
+CONVERTIBLE_TO_MESSAGES = frozenset({RowFormat.SHAREGPT, RowFormat.ALPACA, RowFormat.PROMPT_COMPLETION})
 #: Formats whose turns have no roles (TRL's language modeling text, implicit-prompt text pairs
 #: are decided per row by `has_roles`): the rules about roles skip them.
 PREFERENCE_FORMATS = frozenset({RowFormat.PREFERENCE, RowFormat.IMPLICIT_PREFERENCE})

@@ -228,3 +228,16 @@ def test_both_sides_of_a_preference_pair_go_through_the_row_rules(lint):
         ("SC005", 3, "prompt (user): empty content"),  # the shared prompt: reported once, not per side
         ("SC007", 2, "rejected[1] (assistant): two assistant turns in a row"),
     ]
+
+
+def test_fix_of_a_mixed_file_never_turns_preference_pairs_into_messages(tmp_path):
+    pair = {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}
+    chats = [{"conversations": [{"from": "human", "value": f"Hi, I am user {i}"}, {"from": "gpt", "value": f"Hello user {i}!"}]} for i in range(3)]
+    alpaca = {"instruction": "Say hi.", "input": "", "output": "Hi!"}
+    path = write_jsonl(tmp_path / "mixed.jsonl", [pair, *chats, alpaca])
+    proc = run_cli("fix", str(path), "--isolated", "--select", "SC010")
+    assert proc.returncode == 0, proc.stderr
+    written = [json.loads(line) for line in (tmp_path / "mixed.clean.jsonl").read_text().splitlines()]
+    assert written[0] == pair
+    assert written[1] == {"messages": [{"role": "user", "content": "Hi, I am user 0"}, {"role": "assistant", "content": "Hello user 0!"}]}
+    assert written[4] == {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}]}
