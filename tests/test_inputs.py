@@ -241,3 +241,14 @@ def test_fix_of_a_mixed_file_never_turns_preference_pairs_into_messages(tmp_path
     assert written[0] == pair
     assert written[1] == {"messages": [{"role": "user", "content": "Hi, I am user 0"}, {"role": "assistant", "content": "Hello user 0!"}]}
     assert written[4] == {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}]}
+
+
+def test_columns_from_the_config_and_a_bad_target_is_a_config_error(tmp_path):
+    from curate.config import ConfigError
+
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"query": "How do I export my data?", "response": "Settings > Privacy > Export."}])
+    (tmp_path / "pyproject.toml").write_text('[tool.curate]\nselect = ["SC"]\n\n[tool.curate.columns]\nquery = "user"\nresponse = "assistant"\n')
+    result = run_lint(plan_lint(LintRequest(paths=[str(path)])))
+    assert result.rows == 1 and result.findings == [] and result.stats["row formats"] == {"messages": 1}
+    with pytest.raises(ConfigError, match="`query` maps to `asker`"):
+        plan_lint(LintRequest(paths=[str(path)], columns={"query": "asker"}))
