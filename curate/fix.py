@@ -37,7 +37,9 @@ from curate.io import InputError, RawRow, atomic_write_bytes, iter_rows
 from curate.sources import apply_column_mapping, output_format_for, write_rows
 from curate.rules.quality import strip_control_characters as strip_controls_from_text
 
-DUPLICATE_CODES = ("DU001", "DU002")
+DUPLICATE_CODES = ("DU001", "DU002", "PF005")
+#: Preference pairs that cannot teach anything as written: dropped like schema errors.
+UNTRAINABLE_PAIR_CODES = ("PF001",)
 CONTROL_CODE = "QL002"
 PLACEHOLDER_CODE = "QL001"
 PII_CODE = "QL006"
@@ -191,6 +193,8 @@ def plan_row_fixes(result: LintResult, states: dict[str, ReviewState], options: 
             continue
         fix = fix_of((finding.path, finding.line))
         if _is_schema_error(finding) and not fix.has_edit:
+            fix.drop = fix.drop or finding.code
+        elif finding.code in UNTRAINABLE_PAIR_CODES and not fix.protected:
             fix.drop = fix.drop or finding.code
         elif options.drop_leaked and finding.code.startswith("LK") and not fix.protected:
             fix.drop = fix.drop or finding.code

@@ -252,3 +252,19 @@ def test_columns_from_the_config_and_a_bad_target_is_a_config_error(tmp_path):
     assert result.rows == 1 and result.findings == [] and result.stats["row formats"] == {"messages": 1}
     with pytest.raises(ConfigError, match="`query` maps to `asker`"):
         plan_lint(LintRequest(paths=[str(path)], columns={"query": "asker"}))
+
+
+def test_duplicate_rules_leave_preference_rows_to_the_pf_rules_and_fix_drops_repeats(tmp_path):
+    rows = [
+        {"prompt": "Translate 'thank you' to French.", "chosen": "Merci.", "rejected": "Gracias."},
+        {"prompt": "Translate 'thank you' to French.", "chosen": "Merci.", "rejected": "Danke."},
+        {"prompt": "Translate 'thank you' to French.", "chosen": "Merci.", "rejected": "Danke."},
+        {"prompt": "How many legs does a spider have?", "chosen": "Eight.", "rejected": "Eight."},
+    ]
+    path = write_jsonl(tmp_path / "dpo.jsonl", rows)
+    result = lint_paths([path], select=["DU", "PF"])
+    assert [(f.code, f.line) for f in result.findings] == [("PF005", 3), ("PF001", 4)]
+    assert result.skipped["DU001"] == "4 preference rows are compared by the PF rules instead"
+    proc = run_cli("fix", str(path), "--isolated", "--select", "DU,PF")
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line) for line in (tmp_path / "dpo.clean.jsonl").read_text().splitlines()] == rows[:2]

@@ -66,6 +66,11 @@ class Batch:
         ]
         return Batch(sides) if sides else None
 
+    def without_preference_rows(self) -> tuple[Batch, int]:
+        """(the batch without preference rows, how many were left out)."""
+        kept = [row for row in self.rows if row.format not in PREFERENCE_FORMATS]
+        return (self, 0) if len(kept) == len(self.rows) else (Batch(kept), len(self.rows) - len(kept))
+
     def with_roles(self) -> tuple[Batch, int]:
         """(the batch without rows whose turns have no roles, how many were left out)."""
         kept = [row for row in self.rows if row.conversation is None or has_roles(row.conversation)]

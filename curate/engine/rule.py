@@ -179,6 +179,11 @@ class RowRule(Rule):
 class DatasetRule(Rule):
     """A rule that observes every batch, then reports once at the end."""
 
+    #: Preference rows are left out when True: rules that compare conversations by prompt and
+    #: answer (duplicates) would call two pairs that share a prompt and a chosen answer copies;
+    #: the PF rules compare pairs instead. Lint says how many rows were left out.
+    skips_preference_rows: ClassVar[bool] = False
+
     def observe(self, batch: Batch) -> None:
         raise NotImplementedError
 

@@ -115,6 +115,19 @@ def check_row_rules(row_rules: list[RowRule], batch: Batch, roleless: Counter[st
     return found
 
 
+def observe_dataset_rules(dataset_rules: list[DatasetRule], batch: Batch, left_out: Counter[str]) -> None:
+    """Every dataset rule observes the batch; rules that skip preference rows see it without them."""
+    without: tuple[Batch, int] | None = None
+    for rule in dataset_rules:
+        if rule.skips_preference_rows:
+            without = without or batch.without_preference_rows()
+            if without[1]:
+                left_out[rule.code] += without[1]
+            rule.observe(without[0])
+        else:
+            rule.observe(batch)
+
+
 def add_row_indexes(findings: list[Finding], json_indexes: dict[tuple[str, int], int]) -> None:
     """Findings on rows that are not JSONL lines carry the row's 0-based `row_index` too: JSON
     arrays (whose `line` is where the object starts) and tables (Parquet, CSV, Arrow, datasets)."""
@@ -165,6 +178,7 @@ def _run_lint(
     done_bytes = 0
     files_read = []
     roleless: Counter[str] = Counter()
+    left_out: Counter[str] = Counter()
     json_indexes: dict[tuple[str, int], int] = {}
     for path in plan.paths:
         try:
@@ -174,8 +188,7 @@ def _run_lint(
                 batch = Batch.from_raw(raw_rows)
                 rows += len(batch)
                 findings.extend(check_row_rules(row_rules, batch, roleless))
-                for rule in dataset_rules:
-                    rule.observe(batch)
+                observe_dataset_rules(dataset_rules, batch, left_out)
                 formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
                 json_indexes.update(((raw.path, raw.line), raw.index) for raw in raw_rows if isinstance(raw, IndexedRow))
                 if keep_row_hashes:
@@ -191,6 +204,8 @@ def _run_lint(
     skipped = dict(plan.skipped)
     for code, count in roleless.items():
         skipped[code] = f"{count} {'row has' if count == 1 else 'rows have'} no roles (TRL text format)"
+    for code, count in left_out.items():
+        skipped[code] = f"{count} preference {'row is' if count == 1 else 'rows are'} compared by the PF rules instead"
     stats: dict[str, dict[str, int]] = {"row formats": dict(formats.most_common())} if rows else {}
     for position, rule in enumerate(dataset_rules, start=1):
         if on_progress:

@@ -145,6 +145,7 @@ class ExactDuplicate(DatasetRule):
     code = "DU001"
     name = "exact-duplicate"
     severity = Severity.WARNING
+    skips_preference_rows = True
     fixable = True
 
     def __init__(self, *args, **kwargs):
@@ -245,6 +246,7 @@ class NearDuplicate(DatasetRule):
     code = "DU002"
     name = "near-duplicate"
     severity = Severity.WARNING
+    skips_preference_rows = True
     fixable = True
     Options = NearDuplicateOptions
 
@@ -371,6 +373,7 @@ class ConflictingResponses(DatasetRule):
     code = "DU003"
     name = "conflicting-responses"
     severity = Severity.ERROR
+    skips_preference_rows = True
     Options = ConflictingResponsesOptions
 
     COLUMNS = ("prompt_key", "answer_key", "answer_number", "answer_short", "answer_polarity")

@@ -37,6 +37,15 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(normalize_text(text).encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
+def pair_key(pair: PreferencePair) -> tuple[bytes, bytes, bytes]:
+    """(prompt, chosen, rejected) digests of the normalized texts."""
+    return _digest(side_text(pair.prompt)), _digest(side_text(pair.chosen)), _digest(side_text(pair.rejected))
+
+
+def _where(path: str, line: int, row: Row) -> str:
+    return f"line {line}" if path == row.path else f"{path}:{line}"
+
+
 class IdenticalPair(RowRule):
     """Chosen and rejected answers are the same.
 
@@ -106,19 +115,64 @@ class ContradictoryPreference(DatasetRule):
 
     def observe(self, batch: Batch) -> None:
         for row, pair in pairs_of(batch.rows):
-            prompt = _digest(side_text(pair.prompt))
-            chosen, rejected = _digest(side_text(pair.chosen)), _digest(side_text(pair.rejected))
+            prompt, chosen, rejected = pair_key(pair)
             if chosen == rejected:
                 continue  # PF001's business
             earlier = self.seen.get((prompt, rejected, chosen))
             if earlier is not None:
                 path, line = earlier
-                where = f"line {line}" if path == row.path else f"{path}:{line}"
                 self.found.append(self.row_finding(
-                    row, f"the same prompt prefers the opposite answer at {where}; the two rows cancel out",
+                    row, f"the same prompt prefers the opposite answer at {_where(path, line, row)}; the two rows cancel out",
                     related=[Location(path, line)], data={"other_line": line},
                 ))
             self.seen.setdefault((prompt, chosen, rejected), (row.path, row.line))
+
+    def finish(self) -> Iterable[Finding]:
+        return self.found
+
+
+class DuplicatePair(DatasetRule):
+    """Preference pair repeats an earlier pair (same prompt, chosen and rejected).
+
+    ## What it does
+    Compares the prompt, the chosen and the rejected text of every preference pair after
+    normalization (Unicode NFKC, case, whitespace), across all input files, and reports
+    each repeat, pointing at the first copy (the one `curate fix` keeps). Pairs that share
+    a prompt and a chosen answer but reject different answers are a ranking, not copies
+    (the duplicate rules DU001-DU003 leave preference rows to this rule for that reason).
+
+    ## Why is this bad
+    A repeated pair is trained on several times per epoch: its preference weighs more
+    than the others, and it leaks between train and eval splits made by random sampling.
+
+    ## Example
+    ```jsonl
+    {"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon."}
+    {"prompt": "capital of France?", "chosen": "Paris.", "rejected": "Lyon."}
+    ```
+
+    ## Use instead
+    Keep one copy (`curate fix` drops the repeats).
+    """
+
+    code = "PF005"
+    name = "duplicate-preference-pair"
+    severity = Severity.WARNING
+    fixable = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: dict[tuple[bytes, bytes, bytes], tuple[str, int]] = {}
+        self.found: list[Finding] = []
+
+    def observe(self, batch: Batch) -> None:
+        for row, pair in pairs_of(batch.rows):
+            key = pair_key(pair)
+            earlier = self.seen.setdefault(key, (row.path, row.line))
+            if earlier != (row.path, row.line):
+                path, line = earlier
+                self.found.append(self.row_finding(row, f"repeats the preference pair at {_where(path, line, row)}",
+                                                   related=[Location(path, line)], data={"first_line": line}))
 
     def finish(self) -> Iterable[Finding]:
         return self.found
