@@ -32,8 +32,15 @@ HF_SCHEME = "hf://datasets/"
 #: File types curate reads; `.gz` is accepted on the text ones.
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow", ".csv", ".tsv")
 GZIP_OK = frozenset({".jsonl", ".json", ".csv", ".tsv"})
-#: Never walked into or read when walking a directory (explicitly named files are always read).
-DEFAULT_EXCLUDE = ("node_modules", "__pycache__", "venv", "*.curate-review.jsonl")
+#: Never walked into or read when walking a directory (explicitly named files are always read):
+#: tool folders, review journals, and the JSON files of model, tokenizer and dataset folders.
+DEFAULT_EXCLUDE = (
+    "node_modules", "__pycache__", "venv", "*.curate-review.jsonl",
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "adapter_config.json", "trainer_state.json", "package.json", "package-lock.json", "tsconfig.json",
+)
+#: A folder holding one of these is a model, adapter or `curate train` run, not data: not walked.
+NOT_DATA_MARKERS = ("config.json", "adapter_config.json")
 #: Columns of a CSV / TSV file that hold JSON text (message lists) and are parsed.
 JSON_TEXT_COLUMNS = ("messages", "conversations", "prompt", "completion", "chosen", "rejected", "history", "tools")
 
@@ -111,7 +118,7 @@ def walk_data_files(root: Path, patterns: list[str]) -> list[Path]:
         keep_dirs = []
         for name in sorted(dirs):
             path = here / name
-            if name.startswith(".") or _excluded(path, root, patterns):
+            if name.startswith(".") or _excluded(path, root, patterns) or any((path / marker).is_file() for marker in NOT_DATA_MARKERS):
                 continue
             if is_dataset_folder(path):
                 candidates.append(path)

@@ -55,6 +55,10 @@ def test_directory_is_walked_skipping_hidden_ignored_and_excluded_files(tmp_path
     write_jsonl(data / "old.jsonl", ["{broken"])  # excluded by the config
     (data / "notes.txt").write_text("not data\n")
     (data / "data.jsonl.curate-review.jsonl").write_text("{}\n")
+    (data / "tiny-model").mkdir()  # a model folder beside the data is not data
+    (data / "tiny-model" / "config.json").write_text('{"model_type": "llama"}')
+    write_jsonl(data / "tiny-model" / "metrics.jsonl", [{"step": 1, "loss": 2.3}])
+    (data / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
     (tmp_path / ".gitignore").write_text("scratch.jsonl\n")
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "curate.toml").write_text('extend-exclude = ["old.jsonl"]\n')
