@@ -336,6 +336,8 @@ def iter_source(source: str, max_row_bytes: int, options: SourceOptions) -> Iter
         return iter_hub(source, options)
     if kind == "dataset":
         return iter_saved(Path(source), options)
+    if kind in ("csv", "tsv", "arrow") and not Path(source).is_file():
+        raise InputError(f"{source}: no such file")
     if kind in ("csv", "tsv"):
         return iter_csv(Path(source), "," if kind == "csv" else "\t")
     if kind == "arrow":
