@@ -92,20 +92,31 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+class BatchViews:
+    """Filtered views of one batch (`with_roles`, `without_preference_rows`), each built once;
+    `view` counts the rows a rule did not see, per rule code, for the lint summary."""
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+        self._built: dict[str, tuple[Batch, int]] = {}
+
+    def view(self, name: str, code: str, left_out: Counter[str]) -> Batch:
+        if name not in self._built:
+            self._built[name] = getattr(self.batch, name)()
+        view, count = self._built[name]
+        if count:
+            left_out[code] += count
+        return view
+
+
 def check_row_rules(row_rules: list[RowRule], batch: Batch, roleless: Counter[str]) -> list[Finding]:
     """Every row rule on the batch, and on the rejected sides of its preference rows (a finding
     the rejected side shares with the chosen side, such as one about the prompt, is kept once).
     Rules that need roles skip roleless rows; `roleless` counts them per rule."""
+    views = BatchViews(batch)
     found: list[Finding] = []
-    with_roles: tuple[Batch, int] | None = None
     for rule in row_rules:
-        if rule.needs_roles:
-            with_roles = with_roles or batch.with_roles()
-            if with_roles[1]:
-                roleless[rule.code] += with_roles[1]
-            found.extend(rule.check_batch(with_roles[0]))
-        else:
-            found.extend(rule.check_batch(batch))
+        found.extend(rule.check_batch(views.view("with_roles", rule.code, roleless) if rule.needs_roles else batch))
     rejected = batch.rejected_sides()
     if rejected is not None:
         seen = {(f.code, f.line, f.message) for f in found}
@@ -117,15 +128,9 @@ def check_row_rules(row_rules: list[RowRule], batch: Batch, roleless: Counter[st
 
 def observe_dataset_rules(dataset_rules: list[DatasetRule], batch: Batch, left_out: Counter[str]) -> None:
     """Every dataset rule observes the batch; rules that skip preference rows see it without them."""
-    without: tuple[Batch, int] | None = None
+    views = BatchViews(batch)
     for rule in dataset_rules:
-        if rule.skips_preference_rows:
-            without = without or batch.without_preference_rows()
-            if without[1]:
-                left_out[rule.code] += without[1]
-            rule.observe(without[0])
-        else:
-            rule.observe(batch)
+        rule.observe(views.view("without_preference_rows", rule.code, left_out) if rule.skips_preference_rows else batch)
 
 
 def add_row_indexes(findings: list[Finding], json_indexes: dict[tuple[str, int], int]) -> None:

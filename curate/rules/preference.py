@@ -81,7 +81,30 @@ class IdenticalPair(RowRule):
                 yield self.row_finding(row, f"chosen and rejected are {same}; the pair teaches no preference")
 
 
-class ContradictoryPreference(DatasetRule):
+class PairIndexRule(DatasetRule):
+    """A dataset rule that keys every pair by `pair_key` and compares it with the pairs before it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: dict[tuple[bytes, bytes, bytes], tuple[str, int]] = {}
+        self.found: list[Finding] = []
+
+    def observe(self, batch: Batch) -> None:
+        for row, pair in pairs_of(batch.rows):
+            key = pair_key(pair)
+            finding = self.compare(row, key)
+            if finding is not None:
+                self.found.append(finding)
+            self.seen.setdefault(key, (row.path, row.line))
+
+    def compare(self, row: Row, key: tuple[bytes, bytes, bytes]) -> Finding | None:
+        raise NotImplementedError
+
+    def finish(self) -> Iterable[Finding]:
+        return self.found
+
+
+class ContradictoryPreference(PairIndexRule):
     """The same prompt prefers A over B in one row and B over A in another.
 
     ## What it does
@@ -108,30 +131,17 @@ class ContradictoryPreference(DatasetRule):
     name = "contradictory-preference"
     severity = Severity.WARNING
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.seen: dict[tuple[bytes, bytes, bytes], tuple[str, int]] = {}
-        self.found: list[Finding] = []
-
-    def observe(self, batch: Batch) -> None:
-        for row, pair in pairs_of(batch.rows):
-            prompt, chosen, rejected = pair_key(pair)
-            if chosen == rejected:
-                continue  # PF001's business
-            earlier = self.seen.get((prompt, rejected, chosen))
-            if earlier is not None:
-                path, line = earlier
-                self.found.append(self.row_finding(
-                    row, f"the same prompt prefers the opposite answer at {_where(path, line, row)}; the two rows cancel out",
-                    related=[Location(path, line)], data={"other_line": line},
-                ))
-            self.seen.setdefault((prompt, chosen, rejected), (row.path, row.line))
-
-    def finish(self) -> Iterable[Finding]:
-        return self.found
+    def compare(self, row: Row, key: tuple[bytes, bytes, bytes]) -> Finding | None:
+        prompt, chosen, rejected = key
+        earlier = self.seen.get((prompt, rejected, chosen)) if chosen != rejected else None  # equal sides: PF001's
+        if earlier is None:
+            return None
+        path, line = earlier
+        return self.row_finding(row, f"the same prompt prefers the opposite answer at {_where(path, line, row)}; the two rows cancel out",
+                                related=[Location(path, line)], data={"other_line": line})
 
 
-class DuplicatePair(DatasetRule):
+class DuplicatePair(PairIndexRule):
     """Preference pair repeats an earlier pair (same prompt, chosen and rejected).
 
     ## What it does
@@ -160,22 +170,12 @@ class DuplicatePair(DatasetRule):
     severity = Severity.WARNING
     fixable = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.seen: dict[tuple[bytes, bytes, bytes], tuple[str, int]] = {}
-        self.found: list[Finding] = []
-
-    def observe(self, batch: Batch) -> None:
-        for row, pair in pairs_of(batch.rows):
-            key = pair_key(pair)
-            earlier = self.seen.setdefault(key, (row.path, row.line))
-            if earlier != (row.path, row.line):
-                path, line = earlier
-                self.found.append(self.row_finding(row, f"repeats the preference pair at {_where(path, line, row)}",
-                                                   related=[Location(path, line)], data={"first_line": line}))
-
-    def finish(self) -> Iterable[Finding]:
-        return self.found
+    def compare(self, row: Row, key: tuple[bytes, bytes, bytes]) -> Finding | None:
+        earlier = self.seen.get(key)
+        if earlier is None:
+            return None
+        path, line = earlier
+        return self.row_finding(row, f"repeats the preference pair at {_where(path, line, row)}", related=[Location(path, line)], data={"first_line": line})
 
 
 class ImplicitPromptMismatch(RowRule):
