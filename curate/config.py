@@ -47,6 +47,9 @@ class CurateConfig(BaseModel):
     baseline: str | None = Field(None, description="Baseline file of waived findings.")
     max_row_bytes: int = Field(DEFAULT_MAX_ROW_BYTES, gt=0, description="Rows larger than this are not parsed (SC009).")
     rules: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-rule options by code or name.")
+    exclude: list[str] | None = Field(None, description="Glob patterns skipped when walking a directory (replaces the defaults).")
+    extend_exclude: list[str] = Field(default_factory=list, description="Glob patterns skipped when walking a directory, added to `exclude`.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Field name -> role or format key, e.g. question = \"user\".")
     train: dict[str, Any] = Field(default_factory=dict, description="`curate train` options (validated by the trainer).")
 
 

@@ -33,11 +33,14 @@ import orjson
 from curate.decisions import DecisionJournal, ReplayReport, ReviewState, journal_path
 from curate.engine.findings import Finding, Severity
 from curate.engine.runner import LintResult
-from curate.formats import RowFormat, conversation_to_record, detect_format, normalize
-from curate.io import RawRow, atomic_write_bytes, iter_rows
+from curate.formats import CONVERTIBLE_TO_MESSAGES, RowFormat, conversation_to_record, detect_format, normalize
+from curate.io import InputError, RawRow, atomic_write_bytes, iter_rows
+from curate.sources import apply_column_mapping, output_format_for, write_rows
 from curate.rules.quality import strip_control_characters as strip_controls_from_text
 
-DUPLICATE_CODES = ("DU001", "DU002")
+DUPLICATE_CODES = ("DU001", "DU002", "PF005")
+#: Preference pairs that cannot teach anything as written: dropped like schema errors.
+UNTRAINABLE_PAIR_CODES = ("PF001",)
 CONTROL_CODE = "QL002"
 PLACEHOLDER_CODE = "QL001"
 PII_CODE = "QL006"
@@ -57,6 +60,11 @@ class FixOptions:
     apply_journal: bool = True
     #: Replaces personal data and secrets in one string: (new text, items replaced). None keeps them.
     redact: Callable[[str], tuple[str, int]] | None = None
+    #: `--columns` (mapped rows are written in the canonical format), how to read the sources,
+    #: and the output format per input ("jsonl" or "parquet"; default: `output_format_for`).
+    columns: dict[str, str] = field(default_factory=dict)
+    source_options: Any = None
+    output_formats: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -207,6 +215,8 @@ def plan_row_fixes(result: LintResult, states: dict[str, ReviewState], options: 
             fix.rename_roles.append((finding.data["source"], finding.data["rename"]))
         elif _is_schema_error(finding) and not fix.has_edit:
             fix.drop = fix.drop or finding.code
+        elif finding.code in UNTRAINABLE_PAIR_CODES and not fix.protected:
+            fix.drop = fix.drop or finding.code
         elif options.drop_leaked and finding.code.startswith("LK") and not fix.protected:
             fix.drop = fix.drop or finding.code
         elif finding.code == CONTROL_CODE:
@@ -296,23 +306,30 @@ def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]
         obj, replaced = redact_strings(obj, redact)
         if replaced:
             actions[(PII_CODE, "redacted")] += 1
-    if fix.to_messages and isinstance(obj, dict) and detect_format(obj) not in (None, RowFormat.MESSAGES):
+    if fix.to_messages and isinstance(obj, dict) and detect_format(obj) in CONVERTIBLE_TO_MESSAGES:
         obj = as_messages_record(obj)
         actions[(MIXED_FORMATS_CODE, "converted to messages")] += 1
     return orjson.dumps(obj)
 
 
-def fix_file(path: str, output: str | None, fixes: dict[Key, RowFix], report: FileFix, redact: Callable[[str], tuple[str, int]] | None = None) -> None:
-    """Stream one input file through its fixes; write `output` atomically unless it is None (dry run)."""
+def fix_file(path: str, output: str | None, fixes: dict[Key, RowFix], report: FileFix, redact: Callable[[str], tuple[str, int]] | None = None,
+             options: FixOptions | None = None) -> None:
+    """Stream one input file through its fixes; write `output` atomically unless it is None (dry run).
+    A file whose every row would be dropped is not written (InputError): an empty output is never a result."""
+    options = options or FixOptions()
     lines: list[bytes] = []
-    for row in iter_rows(path):
+    for row in iter_rows(path, options=options.source_options):
         report.rows_in += 1
-        line = fixed_line(row, fixes.get((path, row.line)), report.actions, redact)
+        if options.columns:
+            apply_column_mapping([row], options.columns)
+        line = fixed_line(row, fixes.get((row.path, row.line)), report.actions, redact)
         if line is not None:
             lines.append(line + b"\n")
     report.rows_out = len(lines)
+    if report.rows_in and not lines:
+        raise InputError(f"{path}: all {report.rows_in} rows would be dropped; nothing written (run `curate lint {path}` to see why)")
     if output is not None:
-        atomic_write_bytes(output, b"".join(lines))
+        write_rows(output, lines, options.output_formats.get(path) or output_format_for(path))
 
 
 def load_review_states(paths: Iterable[str], result: LintResult) -> tuple[dict[str, ReviewState], dict[str, ReplayReport]]:
@@ -361,6 +378,6 @@ def run_fix(result: LintResult, outputs: dict[str, str], options: FixOptions, dr
     done = []
     for path, output in outputs.items():
         report = FileFix(path, output, journal=reports.get(path), journal_path=str(journal_path(path)) if path in reports else None)
-        fix_file(path, None if dry_run else output, fixes, report, options.redact)
+        fix_file(path, None if dry_run else output, fixes, report, options.redact, options)
         done.append(report)
     return FixRun(done, findings_left(result, fixes, states))

@@ -5,6 +5,13 @@ Supported shapes:
 - ShareGPT `conversations`: `{"conversations": [{"from": "human", "value": "..."}, ...]}`
 - Alpaca: `{"instruction": ..., "input": ..., "output": ...}` (optional `system`)
 - prompt/completion: `{"prompt": "...", "completion": "..."}` (strings or message lists)
+- TRL's other formats: language modeling `{"text": ...}`, prompt-only `{"prompt": ...}`,
+  preference `{"prompt", "chosen", "rejected"}`, implicit-prompt preference
+  `{"chosen", "rejected"}` and unpaired preference `{"prompt", "completion", "label"}` (KTO);
+  each in its standard (strings) or conversational (message lists) form.
+
+A preference row normalizes to its chosen side (prompt + chosen); `rejected_side`
+gives the other side, so the row rules check both.
 
 Normalization is tolerant: a malformed message is kept with `valid=False`, so the
 schema rules can report it and the other rules skip it.
@@ -23,6 +30,11 @@ class RowFormat(str, Enum):
     SHAREGPT = "sharegpt"
     ALPACA = "alpaca"
     PROMPT_COMPLETION = "prompt-completion"
+    TEXT = "text"
+    PROMPT_ONLY = "prompt-only"
+    PREFERENCE = "preference"
+    IMPLICIT_PREFERENCE = "implicit-preference"
+    UNPAIRED_PREFERENCE = "unpaired-preference"
 
     def __str__(self) -> str:
         return self.value
@@ -51,6 +63,26 @@ FORMAT_KEYS: dict[RowFormat, frozenset[str]] = {
     RowFormat.SHAREGPT: frozenset({"conversations", "system", "tools"}),
     RowFormat.ALPACA: frozenset({"instruction", "input", "output", "system", "history"}),
     RowFormat.PROMPT_COMPLETION: frozenset({"prompt", "completion"}),
+    RowFormat.TEXT: frozenset({"text"}),
+    RowFormat.PROMPT_ONLY: frozenset({"prompt"}),
+    RowFormat.PREFERENCE: frozenset({"prompt", "chosen", "rejected", "score_chosen", "score_rejected", "prompt_id", "messages"}),
+    RowFormat.IMPLICIT_PREFERENCE: frozenset({"chosen", "rejected", "score_chosen", "score_rejected"}),
+    RowFormat.UNPAIRED_PREFERENCE: frozenset({"prompt", "completion", "label"}),
+}
+
+#: Supervised chat formats `curate fix` may rewrite as `messages` rows without losing anything
+#: (a preference pair, a text row or a KTO label has no `messages` equivalent).
+CONVERTIBLE_TO_MESSAGES = frozenset({RowFormat.SHAREGPT, RowFormat.ALPACA, RowFormat.PROMPT_COMPLETION})
+#: Formats whose turns have no roles (TRL's language modeling text, implicit-prompt text pairs
+#: are decided per row by `has_roles`): the rules about roles skip them.
+PREFERENCE_FORMATS = frozenset({RowFormat.PREFERENCE, RowFormat.IMPLICIT_PREFERENCE})
+#: Keys whose values may be message lists, per format (schema checks walk them).
+MESSAGE_LIST_KEYS: dict[RowFormat, tuple[str, ...]] = {
+    RowFormat.PROMPT_COMPLETION: ("prompt", "completion"),
+    RowFormat.UNPAIRED_PREFERENCE: ("prompt", "completion"),
+    RowFormat.PROMPT_ONLY: ("prompt",),
+    RowFormat.PREFERENCE: ("prompt", "chosen", "rejected"),
+    RowFormat.IMPLICIT_PREFERENCE: ("chosen", "rejected"),
 }
 
 #: Message-level keys per format (role key, content key, other allowed keys).
@@ -58,11 +90,12 @@ MESSAGE_KEYS: dict[RowFormat, tuple[str, str, frozenset[str]]] = {
     RowFormat.MESSAGES: ("role", "content", frozenset({"name", "tool_calls", "tool_call_id", "weight", "thinking", "reasoning_content", "reasoning"})),
     RowFormat.SHAREGPT: ("from", "value", frozenset({"name", "weight"})),
 }
-MESSAGE_KEYS[RowFormat.PROMPT_COMPLETION] = MESSAGE_KEYS[RowFormat.MESSAGES]
+for _fmt in MESSAGE_LIST_KEYS:
+    MESSAGE_KEYS[_fmt] = MESSAGE_KEYS[RowFormat.MESSAGES]
 
 #: Formats whose message lists use OpenAI's roles: there, an alias (`bot`, `gpt`, `Assistant`) is not
 #: a role a chat template knows (SC004), where ShareGPT's `from` values are aliases by design.
-OPENAI_ROLE_FORMATS = frozenset({RowFormat.MESSAGES, RowFormat.PROMPT_COMPLETION})
+OPENAI_ROLE_FORMATS = frozenset({RowFormat.MESSAGES, *MESSAGE_LIST_KEYS})
 
 #: Message keys besides role and content that chat templates render (tool calls, the speaker's or the
 #: tool's name, the id a tool result answers, reasoning), kept on the message as `fields`.
@@ -153,14 +186,25 @@ def detect_format(obj: Any) -> RowFormat | None:
     """The row format of a parsed row, or None when it has no known shape."""
     if not isinstance(obj, dict):
         return None
+    if "chosen" in obj and "rejected" in obj:
+        return RowFormat.PREFERENCE if "prompt" in obj else RowFormat.IMPLICIT_PREFERENCE
     if "messages" in obj:
         return RowFormat.MESSAGES
     if "conversations" in obj:
         return RowFormat.SHAREGPT
     if "instruction" in obj or ("output" in obj and "input" in obj):
         return RowFormat.ALPACA
+    return _detect_trl_format(obj)
+
+
+def _detect_trl_format(obj: dict) -> RowFormat | None:
+    """prompt/completion (with a boolean `label`: KTO's unpaired preference), prompt-only, text."""
     if "prompt" in obj and "completion" in obj:
-        return RowFormat.PROMPT_COMPLETION
+        return RowFormat.UNPAIRED_PREFERENCE if isinstance(obj.get("label"), bool) else RowFormat.PROMPT_COMPLETION
+    if "prompt" in obj and not obj.keys() & {"chosen", "rejected"}:
+        return RowFormat.PROMPT_ONLY
+    if "text" in obj and isinstance(obj["text"], str):
+        return RowFormat.TEXT
     return None
 
 
@@ -232,10 +276,114 @@ def normalize(obj: Any, fmt: RowFormat | None = None) -> Conversation | None:
         messages += _normalize_message_list(obj.get("conversations"), fmt, "conversations", len(messages))
     elif fmt is RowFormat.ALPACA:
         messages = _normalize_alpaca(obj)
-    else:
+    elif fmt in (RowFormat.PROMPT_COMPLETION, RowFormat.UNPAIRED_PREFERENCE):
         messages = _normalize_prompt_completion(obj)
+    else:
+        messages = _normalize_trl(obj, fmt)
     tools = obj.get("tools") if "tools" in format_keys else None
     return Conversation(messages, fmt, meta, tools if isinstance(tools, list) else None)
+
+
+def _normalize_trl(obj: dict, fmt: RowFormat) -> list[Message]:
+    """Text rows are one roleless turn; prompt-only rows the prompt; preference rows the chosen side."""
+    if fmt is RowFormat.TEXT:
+        return [_alpaca_turn("assistant", obj.get("text"), 0, "text")]
+    if fmt is RowFormat.PROMPT_ONLY:
+        return _side(obj.get("prompt"), "prompt", "user", 0)
+    pair = preference_pair(obj, fmt)
+    return pair.prompt + pair.chosen
+
+
+def _side(value: Any, key: str, role: str, start: int) -> list[Message]:
+    """A string field as one turn of `role`, or a message list."""
+    if isinstance(value, list):
+        return _normalize_message_list(value, RowFormat.MESSAGES, key, start)
+    return [_alpaca_turn(role, value, start, key)]
+
+
+@dataclass(slots=True)
+class PreferencePair:
+    """A preference row cut into its shared prompt and its two completions."""
+
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    #: The prompt is implicit: the longest shared start of `chosen` and `rejected`.
+    implicit: bool
+    #: Implicit-prompt text pairs (strings) have no roles.
+    roleless: bool = False
+
+    def side(self, name: str) -> list[Message]:
+        return self.chosen if name == "chosen" else self.rejected
+
+
+def preference_pair(obj: dict, fmt: RowFormat) -> PreferencePair:
+    if fmt is RowFormat.PREFERENCE:
+        prompt = _side(obj.get("prompt"), "prompt", "user", 0)
+        return PreferencePair(
+            prompt, _side(obj.get("chosen"), "chosen", "assistant", len(prompt)), _side(obj.get("rejected"), "rejected", "assistant", len(prompt)), False
+        )
+    chosen_value, rejected_value = obj.get("chosen"), obj.get("rejected")
+    if isinstance(chosen_value, list) and isinstance(rejected_value, list):
+        chosen = _normalize_message_list(chosen_value, RowFormat.MESSAGES, "chosen")
+        rejected = _normalize_message_list(rejected_value, RowFormat.MESSAGES, "rejected")
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) - 1 and _same_turn(chosen[shared], rejected[shared]):
+            shared += 1
+        return PreferencePair(chosen[:shared], chosen[shared:], rejected[shared:], True)
+    chosen = [_alpaca_turn("assistant", chosen_value, 0, "chosen")]
+    rejected = [_alpaca_turn("assistant", rejected_value, 0, "rejected")]
+    return PreferencePair([], chosen, rejected, True, roleless=True)
+
+
+def _same_turn(left: Message, right: Message) -> bool:
+    return left.valid and right.valid and left.role == right.role and left.content == right.content
+
+
+def rejected_side(obj: dict, fmt: RowFormat) -> Conversation:
+    """The rejected side of a preference row as a conversation (prompt + rejected)."""
+    pair = preference_pair(obj, fmt)
+    meta = {key: value for key, value in obj.items() if key not in FORMAT_KEYS[fmt]}
+    return Conversation(pair.prompt + pair.rejected, fmt, meta)
+
+
+def has_roles(conversation: Conversation) -> bool:
+    """False for TRL's language-modeling text and implicit-prompt text pairs: no turns, no roles."""
+    if conversation.format is RowFormat.TEXT:
+        return False
+    if conversation.format is RowFormat.IMPLICIT_PREFERENCE:
+        return not (conversation.messages and conversation.messages[0].position < 0)
+    return True
+
+
+#: What `--columns` may map a field onto: a role (the field becomes that turn) or a format key.
+COLUMN_ROLES = ("system", "user", "assistant")
+COLUMN_KEYS = ("messages", "conversations", "instruction", "input", "output", "prompt", "completion", "chosen", "rejected", "text", "label", "system")
+
+
+def column_problems(columns: dict[str, str]) -> list[str]:
+    """One line per mapping whose target is neither a role nor a format key."""
+    allowed = set(COLUMN_ROLES) | set(COLUMN_KEYS)
+    return [
+        f"columns: `{field}` maps to `{target}`, which is not a role ({', '.join(COLUMN_ROLES)}) or a format key ({', '.join(COLUMN_KEYS)})"
+        for field, target in columns.items()
+        if target not in allowed
+    ]
+
+
+def apply_columns(obj: Any, columns: dict[str, str]) -> Any:
+    """A row with `columns` applied: fields mapped to roles become a `messages` list (system, user,
+    assistant), fields mapped to format keys are renamed. Rows without the mapped fields are kept."""
+    if not isinstance(obj, dict) or not columns or columns.keys().isdisjoint(obj):
+        return obj
+    roles = {target: field for field, target in columns.items() if target in COLUMN_ROLES and field in obj and target != "system"}
+    system_field = next((field for field, target in columns.items() if target == "system" and field in obj), None)
+    if roles:
+        turns = ([("system", system_field)] if system_field else []) + [(role, roles[role]) for role in COLUMN_ROLES if role in roles]
+        used = {field for _, field in turns}
+        rest = {key: value for key, value in obj.items() if key not in used}
+        return {"messages": [{"role": role, "content": obj[field]} for role, field in turns], **rest}
+    return {columns.get(key, key): value for key, value in obj.items()}
 
 
 def _alpaca_turn(role: str, value: Any, index: int, source: str) -> Message:
@@ -285,9 +433,9 @@ def raw_message_items(obj: dict, fmt: RowFormat) -> list[tuple[str, Any]]:
         return [(f"messages[{i}]", item) for i, item in enumerate(_as_list(obj.get("messages")))]
     if fmt is RowFormat.SHAREGPT:
         return [(f"conversations[{i}]", item) for i, item in enumerate(_as_list(obj.get("conversations")))]
-    if fmt is RowFormat.PROMPT_COMPLETION:
+    if fmt in MESSAGE_LIST_KEYS:
         pairs = []
-        for key in ("prompt", "completion"):
+        for key in MESSAGE_LIST_KEYS[fmt]:
             if isinstance(obj.get(key), list):
                 pairs += [(f"{key}[{i}]", item) for i, item in enumerate(obj[key])]
         return pairs

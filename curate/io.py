@@ -163,8 +163,17 @@ def iter_json(path: Path) -> Iterator[RawRow]:
         raise InputError(
             f"{name}: expected a JSON array of records (or an object with one array of records)"
         )
-    for index, obj in enumerate(records, start=1):
-        yield RawRow(name, index, None, obj=obj)
+    yield from json_records(name, data, records)
+
+
+def json_records(name: str, data: bytes, records: list) -> Iterator[RawRow]:
+    """The records of a JSON array; `line` is where each object starts when the array is
+    pretty-printed (editors jump there), else the 1-based record number."""
+    from curate.sources import IndexedRow, json_record_lines
+
+    lines = json_record_lines(data, len(records)) if isinstance(records, list) and records is not None else None
+    for index, obj in enumerate(records):
+        yield IndexedRow(name, lines[index] if lines else index + 1, None, obj=obj, index=index)
 
 
 def _records_of(document: Any) -> list | None:
@@ -197,17 +206,22 @@ def _drop_nulls(obj: dict) -> dict:
     return {key: value for key, value in obj.items() if value is not None}
 
 
-def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[RawRow]:
-    """Yield every row of a data file, choosing the reader by extension (`.gz` allowed)."""
-    path = Path(path)
-    _check_path(path)
-    suffix = _data_suffix(path)
-    if suffix == ".parquet":
-        rows: Iterable[RawRow] = iter_parquet(path)
-    elif suffix == ".json":
-        rows = iter_json(path)
-    else:
-        rows = iter_jsonl(path, max_row_bytes)
+def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None) -> Iterator[RawRow]:
+    """Yield every row of a source, choosing the reader by input kind (see `curate.sources`):
+    JSONL / JSON / Parquet here (`.gz` allowed), the other kinds in `curate.sources`."""
+    from curate.sources import SourceOptions, iter_source
+
+    rows: Iterable[RawRow] | None = iter_source(str(path), max_row_bytes, options or SourceOptions())
+    if rows is None:
+        path = Path(path)
+        _check_path(path)
+        suffix = _data_suffix(path)
+        if suffix == ".parquet":
+            rows = iter_parquet(path)
+        elif suffix == ".json":
+            rows = iter_json(path)
+        else:
+            rows = iter_jsonl(path, max_row_bytes)
     empty = True
     for row in rows:
         empty = False
@@ -217,11 +231,11 @@ def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTE
 
 
 def iter_batches(
-    path: str | os.PathLike, batch_size: int, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
+    path: str | os.PathLike, batch_size: int, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None
 ) -> Iterator[list[RawRow]]:
     """Group `iter_rows` into lists of at most `batch_size` rows."""
     batch: list[RawRow] = []
-    for row in iter_rows(path, max_row_bytes):
+    for row in iter_rows(path, max_row_bytes, options):
         batch.append(row)
         if len(batch) >= batch_size:
             yield batch

@@ -158,7 +158,7 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
 
 def test_output_choices_are_checked_before_linting(tmp_path, capsys):
     one = write_jsonl(tmp_path / "one.jsonl", BROKEN_ROWS[:1])
-    two = write_jsonl(tmp_path / "two.jsonl", BROKEN_ROWS[:1])
+    two = write_jsonl(tmp_path / "two.jsonl", BROKEN_ROWS[3:4])
     code, _, err = fix(capsys, str(one), str(two), "-o", str(tmp_path / "out.jsonl"))
     assert code == 2 and "--output-dir" in err and len(err.strip().splitlines()) == 1
     code, _, err = fix(capsys, str(one), "-o", str(one))

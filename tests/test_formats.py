@@ -55,7 +55,60 @@ def test_malformed_messages_are_kept_but_marked_invalid():
     assert [m.valid for m in conversation.messages] == [False, False, True]
 
 
-@pytest.mark.parametrize("row", [[], "text", 3, None, {"text": "no chat shape"}, {"prompt": "only a prompt"}])
+@pytest.mark.parametrize("row", [[], "text", 3, None, {"txt": "no chat shape"}, {"text": 3}, {"prompt": "a prompt", "chosen": "no rejected side"}])
 def test_unknown_shapes(row):
     assert detect_format(row) is None
     assert normalize(row) is None
+
+
+USER = {"role": "user", "content": "What is 2+2?"}
+
+
+def conv(row):
+    return [(m.role, m.content, m.source) for m in normalize(row).messages]
+
+
+@pytest.mark.parametrize(
+    ("row", "fmt", "chosen", "rejected"),
+    [
+        ({"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}, RowFormat.PREFERENCE,
+         [("user", "What is 2+2?", "prompt"), ("assistant", "4", "chosen")], [("user", "What is 2+2?", "prompt"), ("assistant", "5", "rejected")]),
+        ({"prompt": [USER], "chosen": [{"role": "assistant", "content": "4"}], "rejected": [{"role": "assistant", "content": "5"}]}, RowFormat.PREFERENCE,
+         [("user", "What is 2+2?", "prompt[0]"), ("assistant", "4", "chosen[0]")], [("user", "What is 2+2?", "prompt[0]"), ("assistant", "5", "rejected[0]")]),
+        ({"chosen": [USER, {"role": "assistant", "content": "4"}], "rejected": [USER, {"role": "assistant", "content": "5"}]}, RowFormat.IMPLICIT_PREFERENCE,
+         [("user", "What is 2+2?", "chosen[0]"), ("assistant", "4", "chosen[1]")], [("user", "What is 2+2?", "chosen[0]"), ("assistant", "5", "rejected[1]")]),
+    ],
+    ids=["standard", "conversational", "implicit-prompt"],
+)
+def test_preference_rows_normalize_to_both_sides(row, fmt, chosen, rejected):
+    from curate.formats import preference_pair, rejected_side
+
+    assert detect_format(row) is fmt
+    assert conv(row) == chosen
+    assert [(m.role, m.content, m.source) for m in rejected_side(row, fmt).messages] == rejected
+    pair = preference_pair(row, fmt)
+    assert [m.content for m in pair.prompt] == ["What is 2+2?"] and [m.content for m in pair.chosen] == ["4"]
+
+
+def test_trl_text_prompt_only_and_kto_rows():
+    from curate.formats import has_roles
+
+    text = normalize({"text": "The sky is blue."})
+    assert text.format is RowFormat.TEXT and not has_roles(text) and text.messages[0].content == "The sky is blue."
+    prompt_only = {"prompt": [{"role": "user", "content": "Which is bigger, 9.11 or 9.9?"}]}
+    assert detect_format(prompt_only) is RowFormat.PROMPT_ONLY and conv(prompt_only) == [("user", "Which is bigger, 9.11 or 9.9?", "prompt[0]")]
+    kto = {"prompt": "What is 2+2?", "completion": "5", "label": False}
+    assert detect_format(kto) is RowFormat.UNPAIRED_PREFERENCE and conv(kto)[-1] == ("assistant", "5", "completion")
+    assert detect_format({"prompt": "q", "completion": "a", "label": "math"}) is RowFormat.PROMPT_COMPLETION
+    assert has_roles(normalize(prompt_only)) and not has_roles(normalize({"chosen": "Q: hi A: hello", "rejected": "Q: hi A: go away"}))
+
+
+def test_column_mapping_builds_messages_or_renames_keys():
+    from curate.formats import apply_columns, column_problems
+
+    gsm8k = {"question": "Natalia sold 48 clips...", "answer": "She sold 72.\n#### 72", "id": 3}
+    mapped = apply_columns(gsm8k, {"question": "user", "answer": "assistant"})
+    assert mapped == {"messages": [{"role": "user", "content": gsm8k["question"]}, {"role": "assistant", "content": gsm8k["answer"]}], "id": 3}
+    assert apply_columns({"input": "2+2?", "target": "4"}, {"input": "prompt", "target": "completion"}) == {"prompt": "2+2?", "completion": "4"}
+    assert apply_columns({"messages": []}, {"question": "user"}) == {"messages": []}
+    assert column_problems({"question": "asker"}) and not column_problems({"q": "user", "a": "completion"})

@@ -154,6 +154,25 @@ def test_merged_export_matches_base_plus_adapter_and_loads_with_plain_transforme
     assert main(["export", str(run.output), "--merge", "-o", str(out)]) == 2  # never overwrites
 
 
+def test_export_without_merge_copies_a_peft_loadable_adapter_with_tokenizer_and_template(trained, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from curate.cli import main
+
+    run = trained[0]
+    out = tmp_path / "adapter"
+    assert main(["export", str(run.output), "-o", str(out)]) == 0
+    assert (out / "adapter_config.json").is_file() and (out / "manifest.json").is_file()
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(TINY), str(run.output)).eval()
+    copied = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(TINY), str(out)).eval()
+    ids = torch.tensor([run.data.train.examples[0].input_ids.tolist()])
+    with torch.no_grad():
+        assert torch.allclose(copied(input_ids=ids).logits, reference(input_ids=ids).logits)
+    assert AutoTokenizer.from_pretrained(out).chat_template == AutoTokenizer.from_pretrained(run.output).chat_template
+    assert main(["export", str(run.output), "-o", str(out)]) == 2  # never overwrites
+
+
 def test_packing_gives_the_same_per_example_loss_as_unpacked_batches(trained):
     import torch.nn.functional as F
 

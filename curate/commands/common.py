@@ -12,7 +12,7 @@ from curate.engine.settings import LintPlan, LintRequest, plan_lint
 
 def add_lint_options(parser: argparse.ArgumentParser, *, with_paths: bool = True) -> None:
     if with_paths:
-        parser.add_argument("paths", nargs="+", metavar="FILE", help="data files (.jsonl, .json, .parquet, optionally .gz)")
+        parser.add_argument("paths", nargs="+", metavar="INPUT", help="data files (.jsonl, .json, .parquet, .arrow, .csv, .tsv; .gz of the text ones), directories, - (stdin), save_to_disk folders or hf://datasets/ORG/NAME[@REV]")
     group = parser.add_argument_group("rule selection and configuration")
     group.add_argument("--select", type=_csv, default=None, metavar="RULES", help="comma-separated codes, prefixes or names to enable (replaces the config)")
     group.add_argument("--extend-select", type=_csv, default=[], metavar="RULES", help="rules to enable in addition")
@@ -23,6 +23,26 @@ def add_lint_options(parser: argparse.ArgumentParser, *, with_paths: bool = True
     group.add_argument("--set", dest="rule_options", action="append", default=[], metavar="RULE.KEY=VALUE", help="set a rule option, e.g. --set DU002.threshold=0.9")
     group.add_argument("--config", default=None, metavar="FILE", help="config file (default: nearest curate.toml or pyproject.toml with [tool.curate])")
     group.add_argument("--isolated", action="store_true", help="ignore config files")
+    add_input_options(parser)
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inputs")
+    group.add_argument("--stdin-filename", default=None, metavar="NAME", help="name of the data read from `-` (in messages, and where config discovery starts)")
+    group.add_argument("--split", default=None, metavar="SPLIT", help="split of a Hugging Face dataset to read (default: every split)")
+    group.add_argument("--subset", default=None, metavar="NAME", help="config (subset) of a Hugging Face dataset")
+    group.add_argument("--columns", type=parse_columns, default=None, metavar="FIELD=TARGET,...", help="map fields onto roles or format keys, e.g. question=user,answer=assistant")
+
+
+def parse_columns(value: str) -> dict[str, str]:
+    """`question=user,answer=assistant` -> {"question": "user", "answer": "assistant"}."""
+    columns = {}
+    for item in _csv(value):
+        field, sep, target = item.partition("=")
+        if not sep or not field.strip() or not target.strip():
+            raise argparse.ArgumentTypeError(f"expected FIELD=TARGET pairs, e.g. question=user,answer=assistant (got `{item}`)")
+        columns[field.strip()] = target.strip()
+    return columns
 
 
 def _csv(value: str) -> list[str]:
@@ -63,6 +83,10 @@ def request_from_args(args: argparse.Namespace, paths: list[str] | None = None) 
         max_seq_length=args.max_seq_length,
         baseline=getattr(args, "baseline", None),
         rule_options=parse_rule_options(args.rule_options),
+        split=getattr(args, "split", None),
+        subset=getattr(args, "subset", None),
+        stdin_filename=getattr(args, "stdin_filename", None),
+        columns=getattr(args, "columns", None),
     )
 
 

@@ -1,5 +1,7 @@
-"""Merge a trained LoRA adapter into its base model.
+"""Export a trained LoRA adapter, or merge it into its base model.
 
+`curate export RUN_DIR -o DIR` copies the adapter with the tokenizer and the chat
+template used in training (load it with `PeftModel.from_pretrained(base, DIR)`).
 `curate export RUN_DIR --merge -o DIR` loads the base model recorded in the run's
 manifest in full precision, merges the adapter and writes a model folder that
 loads with plain `AutoModelForCausalLM.from_pretrained(DIR)`, with the tokenizer
@@ -20,18 +22,19 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a `curate train` run folder")
     parser.add_argument("--merge", action="store_true", help="merge the adapter into the full-precision base weights")
-    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the merged model (must not exist or be empty)")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the adapter or the merged model (must not exist or be empty)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="weight dtype of the merged model (default: the base model's)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from curate.train.export import ExportError, check_run, merge
+    from curate.train.export import ExportError, copy_adapter, merge
 
     try:
         if not args.merge:
-            check_run(Path(args.run_dir))
-            error(f"nothing to do: {args.run_dir} already holds the adapter (loadable with peft); pass --merge to write a merged model")
-            return 2
+            copied = copy_adapter(Path(args.run_dir), Path(args.output))
+            print(f"wrote {args.output}: the LoRA adapter for {copied['base_model']} with its tokenizer and chat template "
+                  f"({len(copied['files'])} files; load with PeftModel.from_pretrained(base, {args.output!r}), or pass --merge for a merged model)")
+            return 0
         info = merge(Path(args.run_dir), Path(args.output), args.dtype)
     except ExportError as exc:
         error(str(exc))

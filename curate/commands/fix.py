@@ -8,7 +8,10 @@ optionally drops rows that leak eval data (--drop-leaked), and applies the revie
 journal written by `curate review` when there is one. Input files are never changed.
 
 One output per input: `-o FILE` with one input, otherwise `<name>.clean.jsonl`
-beside each input (or in --output-dir). Outputs are always JSON Lines.
+beside each input (or in --output-dir). Outputs keep the input's kind of format: JSON Lines
+for JSONL, JSON, CSV and stdin, Parquet for Parquet, Arrow and datasets (`--output-format`
+chooses). With `--columns`, rows are written in the canonical format they map to. A file
+whose every row would be dropped is not written (exit 2).
 Exit codes: 0 written, 2 usage, configuration or input error.
 """
 
@@ -26,6 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--output", "-o", default=None, metavar="FILE", help="cleaned file (one input only; default: <name>.clean.jsonl beside the input)")
     out.add_argument("--output-dir", default=None, metavar="DIR", help="write <name>.clean.jsonl for every input into DIR")
+    out.add_argument("--output-format", choices=("jsonl", "parquet"), default=None, help="format of the cleaned files (default: JSONL, or Parquet for Parquet, Arrow and dataset inputs)")
     out.add_argument("--drop-leaked", action="store_true", help="also drop rows that leak eval data (LK findings; needs --eval)")
     out.add_argument("--redact-pii", action="store_true", help="replace emails, phone and card numbers, API keys and private keys (QL006) by [EMAIL], [API_KEY], ...")
     out.add_argument("--no-journal", action="store_true", help="ignore the review journals (<file>.curate-review.jsonl)")
@@ -33,20 +37,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--no-progress", action="store_true", help="never show a progress bar")
 
 
-def output_paths(args: argparse.Namespace) -> dict[str, str] | None:
+def output_paths(args: argparse.Namespace, paths: list[str] | None = None) -> dict[str, str] | None:
     """input -> output path, or None after printing why the outputs are not usable."""
-    from curate.decisions import default_clean_path
+    from curate.sources import STDIN, is_hf_url
 
-    if args.output and len(args.paths) > 1:
+    paths = list(args.paths) if paths is None else paths
+    if STDIN in paths:
+        error("curate fix reads its input twice (lint, then write) and cannot re-read stdin; save it to a file first")
+        return None
+    if not args.output and any(is_hf_url(path) for path in paths):
+        error("pass -o FILE to fix an hf://datasets input")
+        return None
+    if args.output and len(paths) > 1:
         error("--output takes one input file; with several inputs use --output-dir DIR (or the default <name>.clean.jsonl)")
         return None
     if args.output:
-        outputs = {args.paths[0]: args.output}
+        outputs = {paths[0]: args.output}
     elif args.output_dir:
-        outputs = {path: str(Path(args.output_dir) / default_clean_path(path).name) for path in args.paths}
+        outputs = {path: str(Path(args.output_dir) / clean_path(path, args.output_format).name) for path in paths}
     else:
-        outputs = {path: str(default_clean_path(path)) for path in args.paths}
-    inputs = {Path(path).resolve() for path in args.paths}
+        outputs = {path: str(clean_path(path, args.output_format)) for path in paths}
+    inputs = {Path(path).resolve() for path in paths}
     targets = [Path(output).resolve() for output in outputs.values()]
     for output in outputs.values():
         if Path(output).resolve() in inputs:
@@ -58,19 +69,30 @@ def output_paths(args: argparse.Namespace) -> dict[str, str] | None:
     return outputs
 
 
+def clean_path(path: str, output_format: str | None) -> Path:
+    """`<name>.clean.jsonl`, or `<name>.clean.parquet` when the output is Parquet."""
+    from curate.sources import data_suffix, output_format_for
+
+    source = Path(path.rstrip("/"))
+    suffix, gzipped = data_suffix(source)
+    stem = source.name[: len(source.name) - len(suffix) - (3 if gzipped else 0)] if suffix else source.name
+    extension = ".parquet" if (output_format or output_format_for(path)) == "parquet" else ".jsonl"
+    return source.with_name(f"{stem}.clean{extension}")
+
+
 def run(args: argparse.Namespace) -> int:
     from curate.commands.lint import progress_bar
     from curate.engine.runner import run_lint
     from curate.fix import FixOptions, run_fix
     from curate.io import InputError
 
-    outputs = output_paths(args)
-    if outputs is None:
-        return 2
     if args.drop_leaked and not args.eval:
         sys.stderr.write("curate: note: --drop-leaked without --eval drops only what the config's eval files find\n")
     plan = plan_from_args(args)
     if plan is None:
+        return 2
+    outputs = output_paths(args, plan.paths)
+    if outputs is None:
         return 2
     with progress_bar(sys.stderr.isatty() and not args.no_progress) as on_progress:
         result = run_lint(plan, on_progress=on_progress, keep_row_hashes=True)
@@ -80,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         error("nothing written: fix the problems above first")
         return 2
     try:
-        options = FixOptions(drop_leaked=args.drop_leaked, apply_journal=not args.no_journal, redact=pii_redactor(plan) if args.redact_pii else None)
+        options = FixOptions(drop_leaked=args.drop_leaked, apply_journal=not args.no_journal, redact=pii_redactor(plan) if args.redact_pii else None,
+                             columns=plan.columns, source_options=plan.source_options,
+                             output_formats={path: args.output_format for path in outputs if args.output_format})
         fixed = run_fix(result, outputs, options, dry_run=args.dry_run)
     except InputError as exc:
         error(str(exc))

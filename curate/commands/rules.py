@@ -64,5 +64,19 @@ def options_doc(rule) -> str:
     lines = ["", "", "## Options", ""]
     for name, field in fields.items():
         key = field.alias or name
-        lines.append(f"- `{key}` (default `{field.default!r}`): {field.description or ''}")
+        lines.append(f"- `{key}` ({default_text(field)}): {field.description or ''}")
     return "\n".join(lines)
+
+
+def default_text(field) -> str:
+    """`default 0.85`, `default ["id", "label"]` (from a default factory too), or `required`."""
+    if field.is_required():
+        return "required"
+    import json
+
+    value = field.get_default(call_default_factory=True)
+    try:
+        shown = json.dumps(value, ensure_ascii=False)
+    except TypeError:
+        shown = repr(value)
+    return f"default `{shown}`"

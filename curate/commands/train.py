@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             error(problem)
             return EXIT_ERROR
     for path in (args.data, config.eval_file):
-        if path and not Path(path).is_file():
+        if path and not _readable_source(path):
             error(f"{path}: no such file")
             return EXIT_ERROR
 
@@ -98,6 +98,13 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args, config, gate)
     return _train(args, config, gate, output)
+
+
+def _readable_source(path: str) -> bool:
+    """A data file, a `save_to_disk` folder or an hf://datasets input (what lint reads too)."""
+    from curate.sources import source_kind
+
+    return Path(path).is_file() or source_kind(path) in ("hf", "dataset")
 
 
 def _resolve_config(args: argparse.Namespace, flags: dict):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from curate.formats import Conversation, RowFormat, detect_format, field_texts, normalize
+from curate.formats import PREFERENCE_FORMATS, Conversation, RowFormat, detect_format, field_texts, has_roles, normalize, rejected_side
 from curate.io import RawRow
 
 if TYPE_CHECKING:
@@ -21,6 +21,8 @@ class Row:
     raw: RawRow
     format: RowFormat | None
     conversation: Conversation | None
+    #: "rejected" for the rejected side of a preference row (row rules check both sides).
+    side: str = ""
 
     @property
     def path(self) -> str:
@@ -54,6 +56,25 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def rejected_sides(self) -> Batch | None:
+        """The rejected sides of the batch's preference rows, as a batch for the row rules, or None."""
+        sides = [
+            Row(row.raw, row.format, rejected_side(row.raw.obj, row.format), "rejected")
+            for row in self.rows
+            if row.format in PREFERENCE_FORMATS and row.conversation is not None
+        ]
+        return Batch(sides) if sides else None
+
+    def without_preference_rows(self) -> tuple[Batch, int]:
+        """(the batch without preference rows, how many were left out)."""
+        kept = [row for row in self.rows if row.format not in PREFERENCE_FORMATS]
+        return (self, 0) if len(kept) == len(self.rows) else (Batch(kept), len(self.rows) - len(kept))
+
+    def with_roles(self) -> tuple[Batch, int]:
+        """(the batch without rows whose turns have no roles, how many were left out)."""
+        kept = [row for row in self.rows if row.conversation is None or has_roles(row.conversation)]
+        return (self, 0) if len(kept) == len(self.rows) else (Batch(kept), len(self.rows) - len(kept))
 
     @property
     def conversations(self) -> list[tuple[Row, Conversation]]:

@@ -174,6 +174,8 @@ class RowRule(Rule):
 
     #: Rows without a conversation (parse errors, unknown shapes) are skipped unless False.
     needs_conversation: ClassVar[bool] = True
+    #: Rows whose turns have no roles (TRL's `text` rows) are skipped when True; lint says so.
+    needs_roles: ClassVar[bool] = False
 
     def check(self, row: Row) -> Iterable[Finding]:
         raise NotImplementedError
@@ -187,6 +189,11 @@ class RowRule(Rule):
 
 class DatasetRule(Rule):
     """A rule that observes every batch, then reports once at the end."""
+
+    #: Preference rows are left out when True: rules that compare conversations by prompt and
+    #: answer (duplicates) would call two pairs that share a prompt and a chosen answer copies;
+    #: the PF rules compare pairs instead. Lint says how many rows were left out.
+    skips_preference_rows: ClassVar[bool] = False
 
     def observe(self, batch: Batch) -> None:
         raise NotImplementedError

@@ -18,6 +18,7 @@ from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Rule, RowRule, RuleSetupError
 from curate.engine.settings import LintPlan, severity_fails
 from curate.io import InputError, RawRow, file_size, iter_batches, row_hash
+from curate.sources import IndexedRow, apply_column_mapping, source_kind
 
 DEFAULT_BATCH_SIZE = 20_000
 
@@ -91,6 +92,64 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+class BatchViews:
+    """Filtered views of one batch (`with_roles`, `without_preference_rows`), each built once;
+    `view` counts the rows a rule did not see, per rule code, for the lint summary."""
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+        self._built: dict[str, tuple[Batch, int]] = {}
+
+    def view(self, name: str, code: str, left_out: Counter[str]) -> Batch:
+        if name not in self._built:
+            self._built[name] = getattr(self.batch, name)()
+        view, count = self._built[name]
+        if count:
+            left_out[code] += count
+        return view
+
+
+def check_row_rules(row_rules: list[RowRule], batch: Batch, roleless: Counter[str]) -> list[Finding]:
+    """Every row rule on the batch, and on the rejected sides of its preference rows (a finding
+    the rejected side shares with the chosen side, such as one about the prompt, is kept once).
+    Rules that need roles skip roleless rows; `roleless` counts them per rule."""
+    views = BatchViews(batch)
+    found: list[Finding] = []
+    for rule in row_rules:
+        found.extend(rule.check_batch(views.view("with_roles", rule.code, roleless) if rule.needs_roles else batch))
+    rejected = batch.rejected_sides()
+    if rejected is not None:
+        seen = {(f.code, f.line, f.message) for f in found}
+        for rule in row_rules:
+            side = rejected.with_roles()[0] if rule.needs_roles else rejected
+            found.extend(f for f in rule.check_batch(side) if (f.code, f.line, f.message) not in seen)
+    return found
+
+
+def observe_dataset_rules(dataset_rules: list[DatasetRule], batch: Batch, left_out: Counter[str]) -> None:
+    """Every dataset rule observes the batch; rules that skip preference rows see it without them."""
+    views = BatchViews(batch)
+    for rule in dataset_rules:
+        rule.observe(views.view("without_preference_rows", rule.code, left_out) if rule.skips_preference_rows else batch)
+
+
+def add_row_indexes(findings: list[Finding], json_indexes: dict[tuple[str, int], int]) -> None:
+    """Findings on rows that are not JSONL lines carry the row's 0-based `row_index` too: JSON
+    arrays (whose `line` is where the object starts) and tables (Parquet, CSV, Arrow, datasets)."""
+    tables: dict[str, bool] = {}
+    for finding in findings:
+        if finding.line is None or "row_index" in finding.data:
+            continue
+        index = json_indexes.get((finding.path, finding.line))
+        if index is None:
+            table = tables.get(finding.path)
+            if table is None:
+                table = tables[finding.path] = source_kind(finding.path) not in ("jsonl", "json", "stdin")
+            index = finding.line - 1 if table else None
+        if index is not None:
+            finding.data["row_index"] = index
+
+
 def run_lint(
     plan: LintPlan,
     on_progress: ProgressCallback | None = None,
@@ -123,16 +182,20 @@ def _run_lint(
     total_bytes = sum(file_size(path) for path in plan.paths)
     done_bytes = 0
     files_read = []
+    roleless: Counter[str] = Counter()
+    left_out: Counter[str] = Counter()
+    json_indexes: dict[tuple[str, int], int] = {}
     for path in plan.paths:
         try:
-            for raw_rows in iter_batches(path, batch_size, plan.max_row_bytes):
+            for raw_rows in iter_batches(path, batch_size, plan.max_row_bytes, plan.source_options):
+                if plan.columns:
+                    apply_column_mapping(raw_rows, plan.columns)
                 batch = Batch.from_raw(raw_rows)
                 rows += len(batch)
-                for rule in row_rules:
-                    findings.extend(rule.check_batch(batch))
-                for rule in dataset_rules:
-                    rule.observe(batch)
+                findings.extend(check_row_rules(row_rules, batch, roleless))
+                observe_dataset_rules(dataset_rules, batch, left_out)
                 formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
+                json_indexes.update(((raw.path, raw.line), raw.index) for raw in raw_rows if isinstance(raw, IndexedRow))
                 if keep_row_hashes:
                     row_hashes.update(((raw.path, raw.line), row_hash(raw)) for raw in raw_rows)
                 if on_rows:
@@ -143,6 +206,11 @@ def _run_lint(
             files_read.append(path)
         except InputError as exc:
             errors.append(str(exc))
+    skipped = dict(plan.skipped)
+    for code, count in roleless.items():
+        skipped[code] = f"{count} {'row has' if count == 1 else 'rows have'} no roles (TRL text format)"
+    for code, count in left_out.items():
+        skipped[code] = f"{count} preference {'row is' if count == 1 else 'rows are'} compared by the PF rules instead"
     stats: dict[str, dict[str, int]] = {"row formats": dict(formats.most_common())} if rows else {}
     for position, rule in enumerate(dataset_rules, start=1):
         if on_progress:
@@ -155,12 +223,13 @@ def _run_lint(
     if on_progress:
         on_progress(Progress("finish", len(dataset_rules), len(dataset_rules), rows, "done"))
     findings.sort(key=Finding.sort_key)
+    add_row_indexes(findings, json_indexes)
     return LintResult(
         findings=findings,
         rows=rows,
         files=files_read,
         errors=errors,
-        skipped=plan.skipped,
+        skipped=skipped,
         stats=stats,
         seconds=time.perf_counter() - started,
         row_hashes=row_hashes,

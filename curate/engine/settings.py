@@ -22,6 +22,8 @@ from curate.config import (
 from curate.engine.findings import Severity
 from curate.engine.rule import REGISTRY, Rule, RunContext, load_builtin_rules
 from curate.engine.selection import explicitly_named, select_codes, unknown_selectors
+from curate.formats import column_problems
+from curate.sources import STDIN, SourceOptions, expand_sources, is_hf_url
 
 
 @dataclass
@@ -42,6 +44,12 @@ class LintRequest:
     max_row_bytes: int | None = None
     #: Per-rule option overrides, e.g. {"DU002": {"threshold": 0.9}}.
     rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Hugging Face dataset split / config (subset) to read; stdin's name for messages and config.
+    split: str | None = None
+    subset: str | None = None
+    stdin_filename: str | None = None
+    #: Field name -> role or format key, e.g. {"question": "user", "answer": "assistant"}.
+    columns: dict[str, str] | None = None
 
 
 @dataclass
@@ -56,6 +64,8 @@ class LintPlan:
     fail_on: str
     baseline: str | None
     max_row_bytes: int
+    source_options: SourceOptions = field(default_factory=SourceOptions)
+    columns: dict[str, str] = field(default_factory=dict)
 
 
 def rule_by_key(key: str, registry: dict[str, type[Rule]]) -> type[Rule] | None:
@@ -95,7 +105,7 @@ def plan_lint(request: LintRequest) -> LintPlan:
     elif request.config_path:
         config_path = Path(request.config_path)
     else:
-        config_path = find_config(Path(request.paths[0]) if request.paths else Path.cwd())
+        config_path = find_config(config_start(request))
     config, config_path = load_config(config_path)
     where = str(config_path) if config_path else "config"
     base = config_path.parent if config_path else Path.cwd()
@@ -123,6 +133,8 @@ def plan_lint(request: LintRequest) -> LintPlan:
         root=base,
     )
     options = _rule_options(config, request, where, registry, problems)
+    columns = request.columns if request.columns is not None else dict(config.columns)
+    problems += column_problems(columns)
     rules: list[Rule] = []
     skipped: dict[str, str] = {}
     for code in codes:
@@ -138,7 +150,7 @@ def plan_lint(request: LintRequest) -> LintPlan:
     if problems:
         raise ConfigError(problems)
     return LintPlan(
-        paths=list(request.paths),
+        paths=expand_sources(request.paths, config.exclude, config.extend_exclude),
         config=config,
         config_path=config_path,
         rules=rules,
@@ -147,7 +159,19 @@ def plan_lint(request: LintRequest) -> LintPlan:
         fail_on=fail_on,
         baseline=baseline,
         max_row_bytes=request.max_row_bytes or config.max_row_bytes,
+        source_options=SourceOptions(split=request.split, subset=request.subset, stdin_name=request.stdin_filename),
+        columns=columns,
     )
+
+
+def config_start(request: LintRequest) -> Path:
+    """Where config discovery starts: the first local input (stdin: `--stdin-filename`), else cwd."""
+    for source in request.paths:
+        if source == STDIN:
+            return Path(request.stdin_filename) if request.stdin_filename else Path.cwd()
+        if not is_hf_url(source):
+            return Path(source)
+    return Path.cwd()
 
 
 def severity_fails(severity: Severity, fail_on: str) -> bool:

@@ -156,6 +156,7 @@ class ExactDuplicate(DatasetRule):
     code = "DU001"
     name = "exact-duplicate"
     severity = Severity.WARNING
+    skips_preference_rows = True
     fixable = True
 
     def __init__(self, *args, **kwargs):
@@ -273,6 +274,7 @@ class NearDuplicate(DatasetRule):
     code = "DU002"
     name = "near-duplicate"
     severity = Severity.WARNING
+    skips_preference_rows = True
     fixable = True
     Options = NearDuplicateOptions
 
@@ -483,6 +485,7 @@ class ConflictingResponses(DatasetRule):
     code = "DU003"
     name = "conflicting-responses"
     severity = Severity.ERROR
+    skips_preference_rows = True
     Options = ConflictingResponsesOptions
 
     COLUMNS = ("prompt_key", "answer_key", "answer_final", "answer_marked", "answer_numbers", "answer_short", "answer_polarity", "answer_call")

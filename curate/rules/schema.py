@@ -77,7 +77,7 @@ class UnknownRowFormat(RowRule):
     needs_conversation = False
     fixable = True
 
-    KNOWN_KEYS = ("messages", "conversations", "instruction", "input", "output", "prompt", "completion")
+    KNOWN_KEYS = ("messages", "conversations", "instruction", "input", "output", "prompt", "completion", "chosen", "rejected", "text")
 
     def check(self, row: Row) -> Iterable[Finding]:
         if not row.raw.ok or row.format is not None:
@@ -87,7 +87,7 @@ class UnknownRowFormat(RowRule):
             kind = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(type(obj), "null")
             yield self.row_finding(row, f"row is {kind}, expected a JSON object with `messages`, `conversations`, `instruction` or `prompt`")
             return
-        hints = [f"`{key}`{suggest(key, self.KNOWN_KEYS)}" for key in sorted(obj)][:5]
+        hints = [f"`{key}`{'' if key in self.KNOWN_KEYS else suggest(key, set(self.KNOWN_KEYS) - set(obj))}" for key in sorted(obj)][:5]
         yield self.row_finding(row, f"no known row format; keys are {', '.join(hints) or 'none'}")
 
 
@@ -295,8 +295,11 @@ class MissingAssistantTurn(RowRule):
     name = "missing-assistant-turn"
     severity = Severity.ERROR
     fixable = True
+    needs_roles = True
 
     def check(self, row: Row) -> Iterable[Finding]:
+        if row.format is RowFormat.PROMPT_ONLY:
+            return  # prompt-only data (GRPO, online DPO) has no completion by design
         if not row.conversation.messages:
             container = InvalidMessage.LIST_CONTAINERS.get(row.format)
             if container is None or isinstance(row.obj.get(container), list):  # SC003 reports a non-list
@@ -337,6 +340,7 @@ class RoleOrder(RowRule):
     code = "SC007"
     name = "role-order"
     severity = Severity.ERROR
+    needs_roles = True
 
     ALLOWED_NEXT = {
         None: {"system", "user"},
@@ -417,7 +421,7 @@ class UnexpectedKey(RowRule):
     def _all_keys(self, row: Row, fmt: RowFormat, known: set[str]) -> Iterator[Finding]:
         for key in row.obj:
             if key not in known:
-                yield self.row_finding(row, f"unexpected key `{key}` for the {fmt} format{suggest(key, FORMAT_KEYS[fmt])}", data={"key": key})
+                yield self.row_finding(row, f"unexpected key `{key}` for the {fmt} format{suggest(key, FORMAT_KEYS[fmt] - row.obj.keys())}", data={"key": key})
         yield from self._message_keys(row, fmt)
 
     def _message_keys(self, row: Row, fmt: RowFormat) -> Iterator[Finding]:
@@ -427,7 +431,7 @@ class UnexpectedKey(RowRule):
                 if isinstance(item, dict) and not known_keys.issuperset(item):
                     for key in item:
                         if key not in known_keys:
-                            yield self.finding(row.path, row.line, f"{source}: unexpected key `{key}`{suggest(key, known_keys)}", data={"key": key, "source": source})
+                            yield self.finding(row.path, row.line, f"{source}: unexpected key `{key}`{suggest(key, known_keys - item.keys())}", data={"key": key, "source": source})
 
 
 class OversizedRow(RowRule):

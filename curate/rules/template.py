@@ -129,6 +129,7 @@ class RenderedRowRule(RowRule):
     """A CT row rule: works on the batch as the shared renderer rendered it."""
 
     requires = ("model",)
+    needs_roles = True  # a chat template renders turns; TRL text rows have none
 
     def setup(self) -> None:
         self.renderer = batch_renderer(self.context)

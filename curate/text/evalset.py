@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from curate.engine.findings import Location
-from curate.formats import detect_format, normalize
+from curate.formats import detect_format, has_roles, normalize
 from curate.io import InputError, iter_rows
 
 
@@ -65,7 +65,7 @@ def row_texts(obj: Any) -> list[tuple[str, str]]:
     """(field, text) pairs of one eval row."""
     fmt = detect_format(obj)
     conversation = normalize(obj, fmt) if fmt else None
-    if conversation is not None and conversation.messages:
+    if conversation is not None and conversation.messages and has_roles(conversation):
         prompt = "\n".join(m.content for m in conversation.messages if m.role == "user" and m.valid)
         pairs = [("prompt", prompt)]
         answer = conversation.final_answer

@@ -1,5 +1,6 @@
-"""Merge a run's LoRA adapter into its base model, in full precision, as a plain
-transformers model folder (written to a staging folder and renamed into place).
+"""Export a run: copy its LoRA adapter (default), or merge it into its base model, in
+full precision, as a plain transformers model folder (`--merge`). Either is written to a
+staging folder and renamed into place.
 
 QLoRA trains the adapter against the 4-bit base; merging it into the original
 full-precision weights is the usual way to ship it, and what vLLM, llama.cpp
@@ -26,11 +27,36 @@ def check_run(run: Path) -> dict:
     return read_manifest(run)
 
 
+#: Files of a run folder that are not part of the adapter (training records, checkpoints).
+NOT_ADAPTER = frozenset({"metrics.jsonl", "loss.png"})
+
+
+def copy_adapter(run: Path, output: Path) -> dict:
+    """Copy the adapter (adapter_config.json, weights), the tokenizer with its training chat
+    template, and manifest.json: a folder `PeftModel.from_pretrained(base, output)` loads."""
+    manifest = check_run(run)
+    _check_target(output)
+    staging = output.with_name(f".{output.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    files = sorted(path for path in run.iterdir() if path.is_file() and not path.is_symlink() and path.name not in NOT_ADAPTER)
+    for path in files:
+        shutil.copy2(path, staging / path.name)
+    if output.exists():
+        output.rmdir()
+    os.replace(staging, output)
+    return {"base_model": manifest["base_model"], "files": [path.name for path in files]}
+
+
+def _check_target(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ExportError(f"{output} exists and is not an empty folder; choose a new -o")
+
+
 def merge(run: Path, output: Path, dtype: str = "auto") -> dict:
     """Write the merged model and the run's tokenizer (with its training chat template) to `output`."""
     manifest = check_run(run)
-    if output.exists() and any(output.iterdir()):
-        raise ExportError(f"{output} exists and is not empty; choose a new -o")
+    _check_target(output)
     from curate.train.model import quiet_libraries
 
     quiet_libraries()

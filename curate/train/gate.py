@@ -24,9 +24,10 @@ class GateOutcome:
 
 
 def lint_gate(plan: LintPlan, *, force: bool, report_to: IO[str] | None) -> tuple[GateOutcome, LintResult]:
-    """Run lint with `plan`; print the report to `report_to` when the gate refuses (or is forced)."""
+    """Run lint with `plan`; print a summary (findings per rule, and the command that lists
+    them) to `report_to` when the gate refuses (or is forced)."""
     from curate.engine.findings import Severity
-    from curate.engine.report import summary_dict, write_report
+    from curate.engine.report import summary_dict
     from curate.engine.runner import run_lint
 
     result = run_lint(plan)
@@ -34,10 +35,35 @@ def lint_gate(plan: LintPlan, *, force: bool, report_to: IO[str] | None) -> tupl
     passed = errors == 0 and not result.errors
     outcome = GateOutcome(passed=passed, forced=force and not passed, summary=summary_dict(result), setup_errors=list(result.errors))
     if not passed and report_to is not None:
-        write_report(result, "text", report_to, color=False)
+        report_to.write(gate_summary(result, plan))
         for problem in result.errors:
             report_to.write(f"lint could not run: {problem}\n")
     return outcome, result
+
+
+def gate_summary(result: LintResult, plan: LintPlan) -> str:
+    """Findings per rule, worst first, and the `curate lint` command that lists every finding."""
+    import shlex
+
+    from curate.engine.rule import REGISTRY
+
+    if not result.findings:
+        return ""
+    severities: dict[str, str] = {}
+    for finding in result.findings:
+        severities.setdefault(finding.code, finding.severity.value)
+    order = {"error": 0, "warning": 1, "info": 2}
+    lines = [f"lint found {len(result.findings)} findings in {result.rows} rows:"]
+    for code, count in sorted(result.by_code.items(), key=lambda item: (order[severities[item[0]]], -item[1], item[0])):
+        name = REGISTRY[code].name if code in REGISTRY else ""
+        lines.append(f"  {code} {name} [{severities[code]}]: {count}")
+    command = ["curate", "lint", *plan.paths]
+    if plan.context.model:
+        command += ["--model", plan.context.model]
+    for path in plan.context.eval_paths:
+        command += ["--eval", path]
+    lines.append(f"see every finding with: {shlex.join(command)}")
+    return "\n".join(lines) + "\n"
 
 
 def refusal_message(outcome: GateOutcome, data_path: str) -> str:
