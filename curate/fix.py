@@ -190,7 +190,9 @@ def plan_row_fixes(result: LintResult, states: dict[str, ReviewState], options: 
             fix.drop = fix.drop or finding.code
         elif finding.code == CONTROL_CODE:
             fix.strip_controls = True
-        elif finding.code == PII_CODE and options.redact is not None and not fix.protected:
+        elif finding.code == PII_CODE and options.redact is not None:
+            # A keep (or an edit) is about the row, not a verdict on its secrets: only waiving
+            # the QL006 finding itself (filtered out of `live` above) exempts a row from redaction.
             fix.redact = True
         elif finding.code == PLACEHOLDER_CODE and not fix.protected:
             # A placeholder Alpaca `input` means "no input": clear it. A placeholder turn
@@ -251,7 +253,12 @@ def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]
         return None
     if fix is not None and fix.has_edit:
         actions[(REVIEW, "edited")] += 1
-        return orjson.dumps(fix.edited)
+        edited = fix.edited
+        if fix.redact and redact is not None:
+            edited, replaced = redact_strings(edited, redact)
+            if replaced:
+                actions[(PII_CODE, "redacted")] += 1
+        return orjson.dumps(edited)
     if not row.ok:
         # Unparsed rows are always SC findings and dropped above; be safe if SC is deselected.
         actions[("unparsed", "dropped")] += 1
@@ -298,7 +305,8 @@ def load_review_states(paths: Iterable[str], result: LintResult) -> tuple[dict[s
         if not journal_path(path).exists():
             continue
         hashes = {line: digest for (row_path, line), digest in result.row_hashes.items() if row_path == path}
-        with DecisionJournal.open(path, hashes) as journal:
+        # Read-only: fix never takes the review lock nor changes the journal (not even a torn last entry).
+        with DecisionJournal.open(path, hashes, read_only=True) as journal:
             states[path], reports[path] = journal.state, journal.report
     return states, reports
 
@@ -320,7 +328,7 @@ def findings_left(result: LintResult, fixes: dict[Key, RowFix], states: dict[str
         if finding.path in states and states[finding.path].is_waived(finding.line, finding.code):
             continue
         fix = fixes.get((finding.path, finding.line)) if finding.line is not None else None
-        if fix is not None and (fix.drop or fix.protected):
+        if fix is not None and (fix.drop or (fix.protected and finding.code != PII_CODE)):
             continue
         if finding.code in REPAIRED_CODES or (finding.line is not None and _is_schema_error(finding)):
             continue

@@ -37,6 +37,11 @@ def check_paths(path: str, output: str | None) -> str | None:
     folder = data.resolve().parent
     if not os.access(folder, os.W_OK):
         return f"{folder}: not writable, so the review journal cannot be kept beside {data.name}; copy the file somewhere writable"
+    from curate.decisions import in_use_message, journal_holder, journal_path
+
+    holder = journal_holder(path)
+    if holder is not None:
+        return in_use_message(journal_path(path), holder)
     return None
 
 

@@ -19,7 +19,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from curate.decisions import Action
+from curate.decisions import Action, JournalWriteError
 from curate.engine.findings import Finding
 from curate.engine.runner import Progress
 from curate.io import InputError
@@ -306,7 +306,9 @@ class ReviewScreen(Screen):
         self.app.push_screen(EditScreen(text, check, f"Edit line {line} of {self.session.data_name}"), done)
 
     def _journal_failed(self, exc: OSError) -> None:
-        self.notify(f"Could not write the journal {self.session.journal_name}: {exc}. The decision was not made.", severity="error", timeout=10)
+        """A journal write failed: the journal already cut the entry back (or says it could not), so nothing changed."""
+        message = str(exc) if isinstance(exc, JournalWriteError) else f"Could not write the journal {self.session.journal_name}: {exc}. Nothing was recorded."
+        self.notify(message[:1].upper() + message[1:] + ".", title="Not recorded", severity="error", timeout=10)
 
     def action_undo(self) -> None:
         self._replay_step(self.session.undo, "undo")
