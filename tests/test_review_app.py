@@ -117,7 +117,8 @@ async def test_drop_then_undo_and_redo_are_journalled(data):
         await pilot.press("d")
         assert app.session.status_of(first) == "dropped"
         assert table.current.line != first.line  # advanced to the next row's finding
-        assert journal_entries(data)[-1]["decisions"][0] == {"action": "drop", "line": first.line, "hash": app.session.result.row_hashes[(str(data), first.line)]}
+        digest = app.session.result.row_hashes[(str(data), first.line)]
+        assert journal_entries(data)[-1]["decisions"][0] == {"action": "drop", "line": first.line, "hash": digest, "occurrence": 0, "copies": 1}
         await pilot.press("u")
         assert app.session.status_of(first) == ""
         assert table.current.line == first.line
@@ -318,3 +319,43 @@ async def test_open_filter_hides_decided_findings_without_skipping_the_next(data
         findings = list(app.session.visible)
         await pilot.press("d")
         assert table.current is findings[1] and findings[0] not in app.session.visible
+
+
+async def test_a_failed_journal_write_is_reported_and_changes_nothing(data, monkeypatch):
+    import os
+
+    async with reviewing(data) as (app, pilot, screen, table):
+        await pilot.press("d")
+        before = journal_path(data).read_bytes()
+        real_write = os.write
+
+        def disk_full(fd, payload):
+            real_write(fd, bytes(payload)[:10])
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "write", disk_full)
+        current = table.current
+        await pilot.press("d")
+        await pilot.press("u")
+        monkeypatch.undo()
+        await pilot.pause()
+        messages = [str(n.message) for n in app._notifications]
+        assert sum("journal is unchanged" in m and "No space left" in m for m in messages) == 2
+        assert any("decision was not recorded" in m for m in messages) and any("undo was not recorded" in m for m in messages)
+        assert journal_path(data).read_bytes() == before
+        assert app.session.status_of(current) == "" and app.session.journal.decision_count == 1
+        assert app.session.changes_since_save == 1  # only the first, acknowledged drop
+
+
+def test_review_refuses_a_file_another_session_is_reviewing(data, capsys):
+    import os
+
+    from curate.decisions import DecisionJournal
+
+    holder = DecisionJournal.open(data, {})
+    try:
+        assert main(["review", str(data), "--isolated"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"pid {os.getpid()}" in err and "curate-review.jsonl" in err
+    finally:
+        holder.close()
