@@ -346,16 +346,3 @@ async def test_a_failed_journal_write_is_reported_and_changes_nothing(data, monk
         assert app.session.status_of(current) == "" and app.session.journal.decision_count == 1
         assert app.session.changes_since_save == 1  # only the first, acknowledged drop
 
-
-def test_review_refuses_a_file_another_session_is_reviewing(data, capsys):
-    import os
-
-    from curate.decisions import DecisionJournal
-
-    holder = DecisionJournal.open(data, {})
-    try:
-        assert main(["review", str(data), "--isolated"]) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"pid {os.getpid()}" in err and "curate-review.jsonl" in err
-    finally:
-        holder.close()
