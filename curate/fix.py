@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from curate.decisions import DecisionJournal, ReplayReport, ReviewState, journal_path
+from curate.decisions import DecisionJournal, ReplayReport, ReviewState, journal_holder, journal_path
 from curate.engine.findings import Finding, Severity
 from curate.engine.runner import LintResult
 from curate.formats import RowFormat, conversation_to_record, detect_format, normalize
@@ -85,6 +85,8 @@ class FileFix:
     actions: Counter[tuple[str, str]] = field(default_factory=Counter)
     journal: ReplayReport | None = None
     journal_path: str | None = None
+    #: Who is still reviewing the file ("pid 123") when fix read its journal.
+    journal_holder: str | None = None
 
 
 # -- small repairs -------------------------------------------------------------------------
@@ -344,7 +346,8 @@ def run_fix(result: LintResult, outputs: dict[str, str], options: FixOptions, dr
     fixes = plan_row_fixes(result, states, options)
     done = []
     for path, output in outputs.items():
-        report = FileFix(path, output, journal=reports.get(path), journal_path=str(journal_path(path)) if path in reports else None)
+        report = FileFix(path, output, journal=reports.get(path), journal_path=str(journal_path(path)) if path in reports else None,
+                         journal_holder=journal_holder(path) if path in reports else None)
         fix_file(path, None if dry_run else output, fixes, report, options.redact)
         done.append(report)
     return FixRun(done, findings_left(result, fixes, states))

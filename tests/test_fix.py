@@ -115,6 +115,19 @@ def test_fix_applies_the_review_journal(tmp_path, capsys):
     assert len(lines_of(tmp_path / "raw.jsonl")) == 4
 
 
+def test_fix_reads_the_journal_of_a_review_still_open_and_says_so(tmp_path, capsys):
+    import os
+
+    data = write_jsonl(tmp_path / "data.jsonl", [chat(f"question {i}", f"answer {i}") for i in range(1, 5)])
+    hashes = {row.line: row_hash(row) for row in read_rows(data)}
+    with DecisionJournal.open(data, hashes) as journal:
+        journal.record([Decision(Action.DROP, 2, hashes[2])])
+        code, out, _ = fix(capsys, str(data))
+        assert code == 0 and f"`curate review` (pid {os.getpid()}) still has it open" in out
+        assert len(lines_of(tmp_path / "data.clean.jsonl")) == 3
+        journal.record([Decision(Action.DROP, 3, hashes[3])])  # the session goes on unharmed
+
+
 def test_dry_run_writes_nothing(tmp_path, capsys):
     data = write_jsonl(tmp_path / "data.jsonl", BROKEN_ROWS)
     code, out, _ = fix(capsys, str(data), "--dry-run")
