@@ -14,9 +14,10 @@ later need no change here:
   only a placeholder (QL001) are dropped, and a placeholder Alpaca `input` is cleared;
 - unexpected keys (SC008) are removed, and when a file mixes row formats
   (SC010) its rows are rewritten in the `messages` format;
-- a review journal beside the data is applied first: the reviewer's drop,
-  keep, edit and waive win over the automatic choices above (except that a
-  row that cannot be parsed is never written).
+- a review journal beside the data is applied first (read-only): the reviewer's
+  drop, keep, edit and waive win over the automatic choices above, except that a
+  row that cannot be parsed is never written and a kept or edited row is still
+  redacted (only waiving its QL006 finding exempts it).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Lint runs in the background when the app opens. Every decision is written at once
 to `<file>.curate-review.jsonl` beside the data, so nothing is lost on a crash;
-reopening the same file resumes. `s` writes the cleaned file (default
+reopening the same file resumes. One session per file: a second one is refused
+with the pid of the first. `s` writes the cleaned file (default
 `<name>.clean.jsonl`); the input is never changed. `curate fix` applies the same
 journal without the UI.
 
