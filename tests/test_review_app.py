@@ -346,3 +346,23 @@ async def test_a_failed_journal_write_is_reported_and_changes_nothing(data, monk
         assert app.session.status_of(current) == "" and app.session.journal.decision_count == 1
         assert app.session.changes_since_save == 1  # only the first, acknowledged drop
 
+
+
+async def test_reopening_after_a_decided_row_changed_reports_it_and_undo_still_works(data):
+    from curate.decisions import Action, Decision, DecisionJournal
+    from curate.io import read_rows, row_hash
+
+    hashes = {row.line: row_hash(row) for row in read_rows(data)}
+    with DecisionJournal.open(data, hashes) as journal:
+        journal.record([Decision(Action.KEEP, 3, hashes[3])])
+        journal.record([Decision(Action.DROP, 6, hashes[6])])
+    rows = list(REVIEW_ROWS)
+    rows[5] = chat("Which cards do you accept?", "Visa and Mastercard only.")  # the dropped row was edited by hand
+    write_jsonl(data, rows)
+    async with reviewing(data) as (app, pilot, screen, table):
+        messages = [str(n.message) for n in app._notifications]
+        assert any("rows changed" in m and "6" in m for m in messages)
+        assert app.session.journal.decision_count == 1
+        await pilot.press("u")  # the emptied step
+        await pilot.press("u")  # the keep on line 3
+        assert app.session.journal.state.rows == {} and isinstance(app.screen, ReviewScreen)

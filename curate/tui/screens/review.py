@@ -158,9 +158,11 @@ class ReviewScreen(Screen):
     def _resume_position(self) -> None:
         """Reopened with decisions: put the cursor on the first open finding after the last decision."""
         journal = self.session.journal
-        if journal is None or not journal.applied:
+        # Steps whose rows changed in the data are empty after replay (reported as stale).
+        last = next((step[-1] for step in reversed(journal.applied) if step), None) if journal else None
+        if last is None:
             return
-        last_line = journal.applied[-1][-1].line
+        last_line = last.line
         visible = self.session.visible
         after = [i for i, f in enumerate(visible) if f.line is not None and f.line > last_line and not self.session.status_of(f)]
         index = after[0] if after else next((i for i, f in enumerate(visible) if not self.session.status_of(f)), None)
@@ -324,6 +326,9 @@ class ReviewScreen(Screen):
             return
         if step is None:
             self.notify(f"Nothing to {verb}.", timeout=2)
+            return
+        if not step:
+            self.notify(f"{verb.capitalize()}: a step whose rows changed in the data since it was made (nothing to show).", timeout=3)
             return
         lines = {decision.line for decision in step}
         self._after_change(lines)
