@@ -498,7 +498,9 @@ class DecisionJournal:
             self._lock_fd = None
 
     def __del__(self) -> None:
-        self.close()
+        # A journal dropped without close() (a test, a crash path) must not keep the lock.
+        if getattr(self, "_fd", None) is not None or getattr(self, "_lock_fd", None) is not None:
+            self.close()
 
     def __enter__(self) -> DecisionJournal:
         return self
