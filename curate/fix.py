@@ -15,9 +15,10 @@ later need no change here:
   only a placeholder (QL001) are dropped, and a placeholder Alpaca `input` is cleared;
 - unexpected keys (SC008) are removed, and when a file mixes row formats
   (SC010) its rows are rewritten in the `messages` format;
-- a review journal beside the data is applied first: the reviewer's drop,
-  keep, edit and waive win over the automatic choices above (except that a
-  row that cannot be parsed is never written).
+- a review journal beside the data is applied first (read-only): the reviewer's
+  drop, keep, edit and waive win over the automatic choices above, except that a
+  row that cannot be parsed is never written and a kept or edited row is still
+  redacted (only waiving its QL006 finding exempts it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from curate.decisions import DecisionJournal, ReplayReport, ReviewState, journal_path
+from curate.decisions import DecisionJournal, ReplayReport, ReviewState, journal_holder, journal_path
 from curate.engine.findings import Finding, Severity
 from curate.engine.runner import LintResult
 from curate.formats import CONVERTIBLE_TO_MESSAGES, RowFormat, conversation_to_record, detect_format, normalize
@@ -97,6 +98,8 @@ class FileFix:
     actions: Counter[tuple[str, str]] = field(default_factory=Counter)
     journal: ReplayReport | None = None
     journal_path: str | None = None
+    #: Who is still reviewing the file ("pid 123") when fix read its journal.
+    journal_holder: str | None = None
 
 
 # -- small repairs -------------------------------------------------------------------------
@@ -221,7 +224,9 @@ def plan_row_fixes(result: LintResult, states: dict[str, ReviewState], options: 
             fix.drop = fix.drop or finding.code
         elif finding.code == CONTROL_CODE:
             fix.strip_controls = True
-        elif finding.code == PII_CODE and options.redact is not None and not fix.protected:
+        elif finding.code == PII_CODE and options.redact is not None:
+            # A keep (or an edit) is about the row, not a verdict on its secrets: only waiving
+            # the QL006 finding itself (filtered out of `live` above) exempts a row from redaction.
             fix.redact = True
         elif finding.code == PLACEHOLDER_CODE and not fix.protected:
             # A placeholder Alpaca `input` means "no input": clear it. A placeholder turn
@@ -282,7 +287,12 @@ def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]
         return None
     if fix is not None and fix.has_edit:
         actions[(REVIEW, "edited")] += 1
-        return orjson.dumps(fix.edited)
+        edited = fix.edited
+        if fix.redact and redact is not None:
+            edited, replaced = redact_strings(edited, redact)
+            if replaced:
+                actions[(PII_CODE, "redacted")] += 1
+        return orjson.dumps(edited)
     if not row.ok:
         # Unparsed rows are always SC findings and dropped above; be safe if SC is deselected.
         actions[("unparsed", "dropped")] += 1
@@ -339,7 +349,8 @@ def load_review_states(paths: Iterable[str], result: LintResult) -> tuple[dict[s
         if not journal_path(path).exists():
             continue
         hashes = {line: digest for (row_path, line), digest in result.row_hashes.items() if row_path == path}
-        with DecisionJournal.open(path, hashes) as journal:
+        # Read-only: fix never takes the review lock nor changes the journal (not even a torn last entry).
+        with DecisionJournal.open(path, hashes, read_only=True) as journal:
             states[path], reports[path] = journal.state, journal.report
     return states, reports
 
@@ -361,7 +372,7 @@ def findings_left(result: LintResult, fixes: dict[Key, RowFix], states: dict[str
         if finding.path in states and states[finding.path].is_waived(finding.line, finding.code):
             continue
         fix = fixes.get((finding.path, finding.line)) if finding.line is not None else None
-        if fix is not None and (fix.drop or fix.protected):
+        if fix is not None and (fix.drop or (fix.protected and finding.code != PII_CODE)):
             continue
         if finding.code in REPAIRED_CODES or (finding.line is not None and _is_schema_error(finding)):
             continue
@@ -377,7 +388,8 @@ def run_fix(result: LintResult, outputs: dict[str, str], options: FixOptions, dr
     fixes = plan_row_fixes(result, states, options)
     done = []
     for path, output in outputs.items():
-        report = FileFix(path, output, journal=reports.get(path), journal_path=str(journal_path(path)) if path in reports else None)
+        report = FileFix(path, output, journal=reports.get(path), journal_path=str(journal_path(path)) if path in reports else None,
+                         journal_holder=journal_holder(path) if path in reports else None)
         fix_file(path, None if dry_run else output, fixes, report, options.redact, options)
         done.append(report)
     return FixRun(done, findings_left(result, fixes, states))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -256,11 +257,46 @@ def file_size(path: str | os.PathLike) -> int:
         return 0
 
 
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temp files that earlier writes of `path` left behind when their process died
+    (kill -9, power loss). Only ours: named `.<name>.<pid>.<random>.tmp` by `atomic_write_bytes`,
+    with a pid that is no longer running; anything else in the folder is left alone."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]+\.tmp")
+    removed = []
+    try:
+        entries = [entry.name for entry in os.scandir(path.parent) if entry.name.startswith(f".{path.name}.")]
+    except OSError:
+        return removed
+    for name in entries:
+        match = pattern.fullmatch(name)
+        if match and not _pid_alive(int(match.group(1))):
+            try:
+                (path.parent / name).unlink()
+            except OSError:
+                continue
+            removed.append(path.parent / name)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid we can judge: keep the file
+    return True
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same folder and a rename."""
+    """Write `data` to `path` through a temp file in the same folder and a rename.
+    The temp's name carries our pid, so the next write cleans it up if we are killed mid-write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

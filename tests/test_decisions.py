@@ -188,3 +188,316 @@ def test_headless_core_and_fix_never_import_textual(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "EXIT=0" in proc.stdout and "TEXTUAL=False" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+# -- decisions stay on the row they were made on, duplicates included --------------------------
+
+
+def sixty_rows() -> list[dict]:
+    """60 support rows where line 51 is a copy of line 1 (a real dataset's duplicate)."""
+    rows = [chat(f"How do I change setting {i}?", f"Open the menu and pick option {i}.") for i in range(1, 61)]
+    rows[50] = rows[0]
+    return rows
+
+
+def test_a_decision_on_a_copy_never_lands_on_the_other_copy(tmp_path, capsys):
+    from curate.cli import main
+
+    rows = sixty_rows()
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    hashes = hashes_of(data)
+    assert hashes[1] == hashes[51]
+    with DecisionJournal.open(data, hashes) as journal:
+        decide(journal, hashes, Action.DROP, 51)
+    rows[50] = chat("How do I change setting 1?", "Someone rewrote this copy by hand.")
+    write_jsonl(data, rows)
+    with DecisionJournal.open(data, hashes_of(data)) as reopened:
+        assert reopened.state.rows == {}  # line 1 is untouched
+        assert [d.line for d in reopened.report.ambiguous] == [51]
+        assert any("identical copies" in problem and "51" in problem for problem in reopened.report.problems())
+    assert main(["fix", str(data), "--isolated", "--no-progress", "--select", "SC001", "-o", str(tmp_path / "out.jsonl")]) == 0
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(written) == 60 and written[0] == rows[0]
+    assert "identical copies" in capsys.readouterr().out
+
+
+def test_decisions_on_both_copies_follow_their_rows_when_rows_are_inserted_above(tmp_path):
+    rows = sixty_rows()
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    hashes = hashes_of(data)
+    with DecisionJournal.open(data, hashes) as journal:
+        decide(journal, hashes, Action.DROP, 1)
+        decide(journal, hashes, Action.EDIT, 51, row=chat("How do I change setting 1?", "The reviewed answer."))
+    inserted = [chat(f"A new question {i}", f"A new answer {i}") for i in range(30)]
+    write_jsonl(data, inserted + rows)
+    with DecisionJournal.open(data, hashes_of(data)) as reopened:
+        assert sorted(reopened.state.rows) == [31, 81]
+        assert reopened.state.rows[31].dropped and reopened.state.rows[81].has_edit
+        assert sorted(reopened.report.moved) == [(1, 31), (51, 81)] and not reopened.report.ambiguous
+
+
+def test_copies_moved_by_deletions_and_edits_elsewhere_keep_their_decisions(tmp_path):
+    same = chat("Where is my order?", "It ships within two days.")
+    rows = [chat("Hello", "Hi, how can I help?"), same, chat("Do you ship abroad?", "Yes."), chat("Refunds?", "Thirty days."), same]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    hashes = hashes_of(data)
+    with DecisionJournal.open(data, hashes) as journal:
+        decide(journal, hashes, Action.KEEP, 2)
+        decide(journal, hashes, Action.DROP, 5)
+        decide(journal, hashes, Action.DROP, 3)
+    # line 1 deleted, line 4 edited: the copies are now lines 1 and 4, in the same order
+    write_jsonl(data, [same, chat("Do you ship abroad?", "Yes."), chat("Refunds?", "Within thirty days."), same])
+    with DecisionJournal.open(data, hashes_of(data)) as reopened:
+        state = reopened.state
+        assert state.rows[1].action is Action.KEEP and state.rows[4].dropped and state.rows[2].dropped
+        assert sorted(state.rows) == [1, 2, 4]
+
+
+def test_a_new_copy_of_a_decided_row_makes_the_decision_stale_not_doubled(tmp_path):
+    rows = [chat(f"question {i}", f"answer {i}") for i in range(1, 6)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    hashes = hashes_of(data)
+    with DecisionJournal.open(data, hashes) as journal:
+        decide(journal, hashes, Action.DROP, 2)
+        decide(journal, hashes, Action.DROP, 4)
+    write_jsonl(data, [rows[1]] + rows)  # a copy of line 2 inserted on top
+    with DecisionJournal.open(data, hashes_of(data)) as reopened:
+        assert sorted(reopened.state.rows) == [5]  # line 4 moved to 5; neither copy of line 2 is dropped
+        assert [d.line for d in reopened.report.ambiguous] == [2]
+
+
+def test_entries_without_copy_counts_apply_only_on_their_own_line(data):
+    hashes = hashes_of(data)
+    entries = [{"op": "header", "version": 1, "data": "data.jsonl"},
+               {"op": "decide", "decisions": [{"action": "drop", "line": 2, "hash": hashes[2]}]},
+               {"op": "decide", "decisions": [{"action": "drop", "line": 5, "hash": hashes[3]}]}]
+    journal_path(data).write_bytes(b"".join(orjson.dumps(entry) + b"\n" for entry in entries))
+    with DecisionJournal.open(data, hashes) as reopened:
+        assert sorted(reopened.state.rows) == [2] and [d.line for d in reopened.report.ambiguous] == [5]
+
+
+# -- one session at a time; a failed write is never replayed -----------------------------------
+
+
+def test_a_second_session_is_refused_and_told_who_holds_the_journal(data, capsys):
+    import os
+
+    from curate.cli import main
+    from curate.decisions import JournalLocked, journal_holder
+
+    hashes = hashes_of(data)
+    first = DecisionJournal.open(data, hashes)
+    decide(first, hashes, Action.DROP, 1)
+    with pytest.raises(JournalLocked, match=f"pid {os.getpid()}"):
+        DecisionJournal.open(data, hashes)
+    assert journal_holder(data) == f"pid {os.getpid()}"
+    assert main(["review", str(data), "--isolated"]) == 2
+    err = capsys.readouterr().err
+    assert f"pid {os.getpid()}" in err and "close that session" in err and err.count("\n") == 1
+    with DecisionJournal.open(data, hashes, read_only=True) as reader:  # curate fix may still read it
+        assert reader.state.rows[1].dropped
+    first.undo()  # only the lock holder can pop a step
+    first.close()
+    assert journal_holder(data) is None
+    with DecisionJournal.open(data, hashes) as second:
+        assert second.state.rows == {} and second.undo() is None
+
+
+class FailingWrites:
+    """os.write / os.fsync that fail on chosen calls (counted from 1); a failing write first
+    writes half its bytes, as a full disk does."""
+
+    def __init__(self, monkeypatch, fail_writes=(), fail_fsyncs=(), fail_truncate=False):
+        import os
+
+        self.writes = self.fsyncs = 0
+        self.fail_writes, self.fail_fsyncs = set(fail_writes), set(fail_fsyncs)
+        real_write, real_fsync, real_ftruncate = os.write, os.fsync, os.ftruncate
+
+        def write(fd, data):
+            self.writes += 1
+            if self.writes in self.fail_writes:
+                real_write(fd, bytes(data)[: max(1, len(data) // 2)])
+                raise OSError(28, "No space left on device")
+            return real_write(fd, data)
+
+        def fsync(fd):
+            self.fsyncs += 1
+            if self.fsyncs in self.fail_fsyncs:
+                raise OSError(5, "Input/output error")
+            return real_fsync(fd)
+
+        def ftruncate(fd, size):
+            if fail_truncate:
+                raise OSError(5, "Input/output error")
+            return real_ftruncate(fd, size)
+
+        monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "ftruncate", ftruncate)
+
+
+def test_a_failed_write_leaves_the_journal_as_it_was_and_is_never_replayed(data, monkeypatch):
+    from curate.decisions import JournalWriteError
+
+    hashes = hashes_of(data)
+    with DecisionJournal.open(data, hashes) as journal:
+        decide(journal, hashes, Action.DROP, 1)
+        before = journal_path(data).read_bytes()
+        faults = FailingWrites(monkeypatch, fail_writes={1}, fail_fsyncs={2})
+        with pytest.raises(JournalWriteError, match="journal is unchanged"):
+            decide(journal, hashes, Action.DROP, 2)  # the write fails half way
+        assert journal_path(data).read_bytes() == before and 2 not in journal.state.rows
+        with pytest.raises(JournalWriteError, match="undo was not recorded"):
+            journal.undo()  # written, but the fsync fails
+        assert journal_path(data).read_bytes() == before and journal.state.rows[1].dropped
+        decide(journal, hashes, Action.DROP, 3)  # the disk is back
+        assert faults.writes == 3
+    reopened = DecisionJournal.open(data, hashes)
+    assert sorted(reopened.state.rows) == [1, 3] and reopened.report.problems() == []
+    reopened.close()
+
+
+def test_a_journal_that_cannot_be_cut_back_refuses_further_writes(data, monkeypatch):
+    from curate.decisions import JournalWriteError
+
+    hashes = hashes_of(data)
+    with DecisionJournal.open(data, hashes) as journal:
+        decide(journal, hashes, Action.DROP, 1)
+        FailingWrites(monkeypatch, fail_writes={1}, fail_truncate=True)
+        with pytest.raises(JournalWriteError, match="nor cut back"):
+            decide(journal, hashes, Action.DROP, 2)
+        with pytest.raises(JournalWriteError, match="Quit and reopen"):
+            decide(journal, hashes, Action.DROP, 3)
+        assert sorted(journal.state.rows) == [1]
+    monkeypatch.undo()
+    with DecisionJournal.open(data, hashes) as reopened:  # the torn entry is cut on reopen, never applied
+        assert sorted(reopened.state.rows) == [1] and reopened.report.truncated_tail
+
+
+# -- fault injection: fail every write, crash at every byte; replay holds what was acknowledged --
+
+
+FAULT_ROWS = [
+    chat("Where is my order?", "It ships within two days."),
+    chat("Can I pay by card?", "Visa and Mastercard."),
+    chat("Where is my order?", "It ships within two days."),
+    {"instruction": "Summarise", "input": "<noinput>", "output": "N/A"},
+    chat("Do you ship abroad?", "To 30 countries."),
+]
+
+
+def fault_sequence(hashes: dict[int, str]) -> list[tuple]:
+    """decide / undo / redo / save steps, with a multi-row step and a write of the cleaned file in between."""
+    return [
+        ("decide", [Decision(Action.DROP, 3, hashes[3])]),
+        ("decide", [Decision(Action.KEEP, 1, hashes[1]), Decision(Action.DROP, 3, hashes[3])]),
+        ("undo",),
+        ("save",),
+        ("decide", [Decision(Action.EDIT, 4, hashes[4], row=chat("Summarise", "A summary."))]),
+        ("undo",),
+        ("redo",),
+        ("decide", [Decision(Action.WAIVE, 5, hashes[5], code="QL001")]),
+        ("save",),
+        ("undo",),
+        ("decide", [Decision(Action.DROP, 2, hashes[2])]),
+    ]
+
+
+class Model:
+    """An independent model of what acknowledged steps mean: two stacks of steps."""
+
+    def __init__(self):
+        self.applied: list[list[Decision]] = []
+        self.undone: list[list[Decision]] = []
+
+    def ack(self, op: tuple) -> None:
+        if op[0] == "decide":
+            self.applied.append(op[1])
+            self.undone.clear()
+        elif op[0] == "undo" and self.applied:
+            self.undone.append(self.applied.pop())
+        elif op[0] == "redo" and self.undone:
+            self.applied.append(self.undone.pop())
+
+    def rows(self) -> dict:
+        rows: dict[int, dict] = {}
+        for step in self.applied:
+            for decision in step:
+                row = rows.setdefault(decision.line, {"action": None, "edited": None, "waived": set()})
+                if decision.action is Action.WAIVE:
+                    row["waived"].add(decision.code)
+                elif decision.action is Action.EDIT:
+                    row["action"], row["edited"] = Action.KEEP, decision.row
+                else:
+                    row["action"] = decision.action
+        return rows
+
+
+def observed(journal: DecisionJournal) -> dict:
+    return {line: {"action": s.action, "edited": s.edited, "waived": s.waived} for line, s in journal.state.rows.items()}
+
+
+def run_sequence(data, hashes, ops, model: Model, on_ack=None) -> int:
+    """Run `ops`; a step that raises was not acknowledged and must leave no trace. Returns the failures."""
+    out, failures = default_clean_path(data), 0
+    with DecisionJournal.open(data, hashes) as journal:
+        for op in ops:
+            try:
+                if op[0] == "decide":
+                    journal.record(op[1])
+                elif op[0] == "undo":
+                    journal.undo()
+                elif op[0] == "redo":
+                    journal.redo()
+                else:
+                    write_reviewed(read_rows(data), journal.state, out)
+            except OSError:
+                assert observed(journal) == model.rows()  # the UI's state did not move either
+                failures += 1
+                continue
+            model.ack(op)
+            assert observed(journal) == model.rows()
+            if on_ack is not None:
+                on_ack(op)
+    return failures
+
+
+@pytest.mark.parametrize("fault", ["write", "fsync"])
+def test_failing_any_single_write_loses_nothing_acknowledged_and_replays_nothing_else(tmp_path, monkeypatch, fault):
+    data = write_jsonl(tmp_path / "data.jsonl", FAULT_ROWS)
+    hashes = hashes_of(data)
+    ops = fault_sequence(hashes)
+    counter = FailingWrites(monkeypatch)
+    assert run_sequence(data, hashes, ops, Model()) == 0  # count the calls of a run without faults
+    total = counter.writes if fault == "write" else counter.fsyncs
+    assert total >= len(ops) - 2  # one per journal entry (and per saved file for fsync)
+    monkeypatch.undo()
+    for n in range(1, total + 1):
+        journal_path(data).unlink()
+        default_clean_path(data).unlink(missing_ok=True)
+        FailingWrites(monkeypatch, **{f"fail_{fault}s": {n}})
+        model = Model()
+        assert run_sequence(data, hashes, ops, model) == 1, f"{fault} {n} was not reported as a failure"
+        monkeypatch.undo()
+        with DecisionJournal.open(data, hashes) as reopened:
+            assert observed(reopened) == model.rows(), f"{fault} {n} failed"
+            assert reopened.report.problems() == []
+
+
+def test_a_crash_at_any_byte_replays_exactly_the_acknowledged_steps(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", FAULT_ROWS)
+    hashes = hashes_of(data)
+    model = Model()
+    checkpoints = [(0, {})]  # (journal size when a step was acknowledged, state then)
+
+    def acknowledged(op) -> None:
+        checkpoints.append((journal_path(data).stat().st_size, model.rows()))
+
+    run_sequence(data, hashes, fault_sequence(hashes), model, acknowledged)
+    written = journal_path(data).read_bytes()
+    for size in range(len(written) + 1):
+        journal_path(data).write_bytes(written[:size])  # what a kill -9 after `size` bytes leaves
+        expected = [state for end, state in checkpoints if end <= size][-1]
+        with DecisionJournal.open(data, hashes) as reopened:
+            assert observed(reopened) == expected, f"crash after {size} bytes"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from curate.cli import main
-from curate.decisions import Action, Decision, DecisionJournal
+from curate.decisions import Action, Decision, DecisionJournal, journal_path
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import load_builtin_rules
 from curate.engine.runner import LintResult
@@ -149,6 +149,19 @@ def test_fix_applies_the_review_journal(tmp_path, capsys):
     assert len(lines_of(tmp_path / "raw.jsonl")) == 4
 
 
+def test_fix_reads_the_journal_of_a_review_still_open_and_says_so(tmp_path, capsys):
+    import os
+
+    data = write_jsonl(tmp_path / "data.jsonl", [chat(f"question {i}", f"answer {i}") for i in range(1, 5)])
+    hashes = {row.line: row_hash(row) for row in read_rows(data)}
+    with DecisionJournal.open(data, hashes) as journal:
+        journal.record([Decision(Action.DROP, 2, hashes[2])])
+        code, out, _ = fix(capsys, str(data))
+        assert code == 0 and f"`curate review` (pid {os.getpid()}) still has it open" in out
+        assert len(lines_of(tmp_path / "data.clean.jsonl")) == 3
+        journal.record([Decision(Action.DROP, 3, hashes[3])])  # the session goes on unharmed
+
+
 def test_dry_run_writes_nothing(tmp_path, capsys):
     data = write_jsonl(tmp_path / "data.jsonl", BROKEN_ROWS)
     code, out, _ = fix(capsys, str(data), "--dry-run")
@@ -248,3 +261,77 @@ def test_fix_redacts_pii_only_when_asked(tmp_path, capsys):
     assert answers[3] == "Thirty days from delivery."
     assert "QL006  pii-or-secret  redacted" in out and out.split("redacted")[1].split()[0] == "3"
     assert not [f for f in _lint_file(tmp_path / "redacted.jsonl").findings if f.code == "QL006"]
+
+
+def journal_with(data, *decisions: tuple) -> None:
+    hashes = {row.line: row_hash(row) for row in read_rows(data)}
+    with DecisionJournal.open(data, hashes) as journal:
+        for action, line, *rest in decisions:
+            kwargs = rest[0] if rest else {}
+            journal.record([Decision(action, line, hashes[line], **kwargs)])
+
+
+def test_a_reviewers_keep_does_not_turn_off_redaction_nor_hide_secrets(tmp_path, capsys):
+    rows = [*PII_ROWS, chat("How do I reach billing?", "Mail dana.whitfield@gmail.com or call.")]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    # k on row 1 and 2 (for another finding, say), an edit of row 5 that keeps the address
+    journal_with(data, (Action.KEEP, 1), (Action.KEEP, 2), (Action.EDIT, 5, {"row": chat("How do I reach billing?", "Write to dana.whitfield@gmail.com.")}))
+    code, out, _ = fix(capsys, str(data), "--select", "QL006", "--redact-pii", "-o", str(tmp_path / "redacted.jsonl"))
+    assert code == 0
+    answers = [row["messages"][1]["content"] for row in lines_of(tmp_path / "redacted.jsonl")]
+    assert answers[0] == "Invoices go to [EMAIL]; cc [EMAIL] too." and answers[1].startswith("Your key [API_KEY]")
+    assert answers[4] == "Write to [EMAIL]."
+    assert "dana.whitfield" not in (tmp_path / "redacted.jsonl").read_text()
+    code, out, _ = fix(capsys, str(data), "--select", "QL006", "-o", str(tmp_path / "kept.jsonl"))
+    assert "findings left for `curate review`: QL006 4" in out  # kept rows still show their secrets
+
+
+def test_only_waiving_the_secret_itself_exempts_a_row_from_redaction(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "data.jsonl", PII_ROWS)
+    journal_with(data, (Action.WAIVE, 1, {"code": "QL006"}))
+    fix(capsys, str(data), "--select", "QL006", "--redact-pii", "-o", str(tmp_path / "out.jsonl"))
+    answers = [row["messages"][1]["content"] for row in lines_of(tmp_path / "out.jsonl")]
+    assert "dana.whitfield@gmail.com" in answers[0] and "[API_KEY]" in answers[1]
+
+
+def test_dry_run_leaves_the_journal_byte_for_byte(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "data.jsonl", BROKEN_ROWS)
+    journal_with(data, (Action.DROP, 1), (Action.KEEP, 4))
+    path = journal_path(data)
+    with path.open("ab") as handle:
+        handle.write(b'{"op": "decide", "decisions": [{"action": "dr')  # a review killed mid-write
+    before = path.read_bytes()
+    code, out, _ = fix(capsys, str(data), "--dry-run")
+    assert code == 0 and "would write 1 rows" in out and "incomplete" in out
+    assert path.read_bytes() == before and not (tmp_path / "data.clean.jsonl").exists()
+    code, out, _ = fix(capsys, str(data))  # a real run does not change the review's journal either
+    assert code == 0 and path.read_bytes() == before
+
+
+def test_a_fix_killed_mid_write_leaves_a_temp_that_the_next_run_removes(tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    data = write_jsonl(tmp_path / "data.jsonl", BROKEN_ROWS)
+    script = (
+        "import os, signal\n"
+        "from curate.cli import main\n"
+        "os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # die between the temp and the rename\n"
+        f"main(['fix', {str(data)!r}, '--isolated', '--no-progress'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    left = list(tmp_path.glob(".data.clean.jsonl.*.tmp"))
+    assert len(left) == 1 and not (tmp_path / "data.clean.jsonl").exists()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        busy = tmp_path / f".data.clean.jsonl.{alive.pid}.abcd1234.tmp"  # a write still in progress
+        busy.write_text("partial")
+        foreign = tmp_path / ".data.clean.jsonl.backup.tmp"  # not a name we make
+        foreign.write_text("someone's file")
+        code, out, _ = fix(capsys, str(data))
+        alive.kill()
+    assert code == 0 and len(lines_of(tmp_path / "data.clean.jsonl")) == 2
+    assert not left[0].exists() and busy.exists() and foreign.exists()

@@ -110,7 +110,8 @@ async def test_drop_then_undo_and_redo_are_journalled(data):
         await pilot.press("d")
         assert app.session.status_of(first) == "dropped"
         assert table.current.line != first.line  # advanced to the next row's finding
-        assert journal_entries(data)[-1]["decisions"][0] == {"action": "drop", "line": first.line, "hash": app.session.result.row_hashes[(str(data), first.line)]}
+        digest = app.session.result.row_hashes[(str(data), first.line)]
+        assert journal_entries(data)[-1]["decisions"][0] == {"action": "drop", "line": first.line, "hash": digest, "occurrence": 0, "copies": 1}
         await pilot.press("u")
         assert app.session.status_of(first) == ""
         assert table.current.line == first.line
@@ -307,3 +308,50 @@ async def test_open_filter_hides_decided_findings_without_skipping_the_next(data
         findings = list(app.session.visible)
         await pilot.press("d")
         assert table.current is findings[1] and findings[0] not in app.session.visible
+
+
+async def test_a_failed_journal_write_is_reported_and_changes_nothing(data, monkeypatch):
+    import os
+
+    async with reviewing(data) as (app, pilot, screen, table):
+        await pilot.press("d")
+        before = journal_path(data).read_bytes()
+        real_write = os.write
+
+        def disk_full(fd, payload):
+            real_write(fd, bytes(payload)[:10])
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "write", disk_full)
+        current = table.current
+        await pilot.press("d")
+        await pilot.press("u")
+        monkeypatch.undo()
+        await pilot.pause()
+        messages = [str(n.message) for n in app._notifications]
+        assert sum("journal is unchanged" in m and "No space left" in m for m in messages) == 2
+        assert any("decision was not recorded" in m for m in messages) and any("undo was not recorded" in m for m in messages)
+        assert journal_path(data).read_bytes() == before
+        assert app.session.status_of(current) == "" and app.session.journal.decision_count == 1
+        assert app.session.changes_since_save == 1  # only the first, acknowledged drop
+
+
+
+async def test_reopening_after_a_decided_row_changed_reports_it_and_undo_still_works(data):
+    from curate.decisions import Action, Decision, DecisionJournal
+    from curate.io import read_rows, row_hash
+
+    hashes = {row.line: row_hash(row) for row in read_rows(data)}
+    with DecisionJournal.open(data, hashes) as journal:
+        journal.record([Decision(Action.KEEP, 3, hashes[3])])
+        journal.record([Decision(Action.DROP, 6, hashes[6])])
+    rows = list(REVIEW_ROWS)
+    rows[5] = chat("Which cards do you accept?", "Visa and Mastercard only.")  # the dropped row was edited by hand
+    write_jsonl(data, rows)
+    async with reviewing(data) as (app, pilot, screen, table):
+        messages = [str(n.message) for n in app._notifications]
+        assert any("rows changed" in m and "6" in m for m in messages)
+        assert app.session.journal.decision_count == 1
+        await pilot.press("u")  # the emptied step
+        await pilot.press("u")  # the keep on line 3
+        assert app.session.journal.state.rows == {} and isinstance(app.screen, ReviewScreen)

@@ -267,6 +267,87 @@ def test_resume_refuses_changed_settings(tmp_path):
         changed.setup()
 
 
+def _losses(metrics: list[dict]) -> list[tuple]:
+    return [(m["step"], "loss" if "loss" in m else "eval", m.get("loss", m.get("eval_loss"))) for m in metrics]
+
+
+def _ctrl_c(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_after_the_last_step_leaves_a_run_that_resume_finishes(tmp_path, monkeypatch):
+    """save-every 0 (any run shorter than save-every): Ctrl-C in the stop check, in the final eval,
+    or in the last step's eval still leaves the adapter and a checkpoint, and --resume completes
+    the run exactly as a straight one."""
+    from curate.train import stopcheck
+    from curate.train.model import lora_state
+    from curate.train.recipe import Interrupted, Reporter, Run
+
+    straight = make_run(tmp_path, "straight")
+    straight.setup()
+    straight.train()
+    expected, expected_metrics = lora_state(straight.model), _losses(straight.metrics)
+    monkeypatch.setattr(stopcheck, "stop_check", _ctrl_c)
+    with pytest.raises(Interrupted) as caught:
+        straight.save()
+    monkeypatch.undo()
+    straight.cleanup()
+    assert caught.value.step == 6 and caught.value.checkpoint.name == "step-0000006" and "--resume" in str(caught.value)
+    assert (straight.output / "adapter_model.safetensors").exists() and not (straight.output / "manifest.json").exists()
+
+    def resumed(run) -> Run:
+        again = Run(config(), run.data_path, run.output, gate=None, resume=True, reporter=Reporter(progress=False, out=io.StringIO()))
+        again.setup()
+        return again
+
+    finishing = resumed(straight)
+    assert finishing.step == 6
+    finishing.train()  # nothing left to train
+    monkeypatch.setattr(finishing, "evaluate", _ctrl_c)
+    with pytest.raises(Interrupted, match="adapter is saved"):
+        finishing.save()
+    monkeypatch.undo()
+    manifest = finishing.save()
+    assert manifest["training"]["steps"] == 6 and manifest["results"]["final_eval_loss"] is not None and manifest["stop_check"]
+    assert (straight.output / "manifest.json").exists() and _losses(finishing.metrics) == pytest.approx(expected_metrics)
+    for name, tensor in lora_state(finishing.model).items():
+        assert torch.equal(tensor, expected[name]), name
+    finishing.cleanup()
+
+    cut = make_run(tmp_path, "cut")
+    cut.setup()
+    evaluate = cut.evaluate
+    monkeypatch.setattr(cut, "evaluate", lambda: _ctrl_c() if cut.step == 6 else evaluate())
+    with pytest.raises(Interrupted) as caught:
+        cut.train()  # Ctrl-C in the eval of the last step
+    monkeypatch.undo()
+    cut.cleanup()
+    assert caught.value.checkpoint.name == "step-0000006"
+    again = resumed(cut)
+    again.train()  # the missed eval is made up for, nothing is trained twice
+    assert _losses(again.metrics) == pytest.approx(expected_metrics)
+    for name, tensor in lora_state(again.model).items():
+        assert torch.allclose(tensor, expected[name], atol=1e-6), name
+    again.cleanup()
+
+
+def test_resume_refuses_a_changed_eval_file(tmp_path):
+    from curate.train.recipe import Interrupted, Reporter, Run, TrainError
+
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", DEMO_ROWS[40:])
+    run = make_run(tmp_path, "run", rows=DEMO_ROWS[:40], save_every=2, eval_file=str(eval_file))
+    run.on_step = lambda step: _ctrl_c() if step == 2 else None
+    run.setup()
+    with pytest.raises(Interrupted):
+        run.train()
+    run.cleanup()
+    write_jsonl(eval_file, DEMO_ROWS[41:])
+    changed = Run(config(save_every=2, eval_file=str(eval_file)), run.data_path, run.output, gate=None, resume=True,
+                  reporter=Reporter(progress=False, out=io.StringIO()))
+    with pytest.raises(TrainError, match=r"eval.jsonl changed since the checkpoint"):
+        changed.setup()
+
+
 def test_lint_gate_refuses_data_with_errors_before_loading_a_model(tmp_path, capsys):
     from curate.cli import main
 

@@ -133,6 +133,8 @@ def print_report(fixed, *, dry_run: bool, out=None) -> None:
         out.write(f"{report.path}: {report.rows_in} rows read\n")
         if report.journal is not None:
             out.write(f"  applied the review journal {Path(report.journal_path).name}\n")
+            if report.journal_holder:
+                out.write(f"  note: a `curate review` ({report.journal_holder}) still has it open; applied the decisions recorded so far\n")
             for problem in report.journal.problems():
                 out.write(f"  note: {problem}\n")
         rows = [(code, REGISTRY[code].name if code in REGISTRY else "", verb, count) for (code, verb), count in sorted(report.actions.items())]

@@ -2,7 +2,8 @@
 
 Lint runs in the background when the app opens. Every decision is written at once
 to `<file>.curate-review.jsonl` beside the data, so nothing is lost on a crash;
-reopening the same file resumes. `s` writes the cleaned file (default
+reopening the same file resumes. One session per file: a second one is refused
+with the pid of the first. `s` writes the cleaned file (default
 `<name>.clean.jsonl`); the input is never changed. `curate fix` applies the same
 journal without the UI.
 
@@ -37,6 +38,11 @@ def check_paths(path: str, output: str | None) -> str | None:
     folder = data.resolve().parent
     if not os.access(folder, os.W_OK):
         return f"{folder}: not writable, so the review journal cannot be kept beside {data.name}; copy the file somewhere writable"
+    from curate.decisions import in_use_message, journal_holder, journal_path
+
+    holder = journal_holder(path)
+    if holder is not None:
+        return in_use_message(journal_path(path), holder)
     return None
 
 

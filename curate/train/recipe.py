@@ -3,9 +3,11 @@
     setup   tokenizer -> data (template, labels) -> mask audit (hard gate) -> 4-bit base
             -> LoRA -> probes (packing, output head) -> optimizer, schedule -> resume
     train   micro-batches in a seeded order; loss on assistant tokens; gradient
-            accumulation; eval, early stopping, checkpoints; Ctrl-C saves a checkpoint
-    save    adapter + tokenizer (with the exact chat template), metrics.jsonl, loss
-            curve, "does it stop" check, manifest.json
+            accumulation; eval, early stopping, checkpoints; Ctrl-C saves a checkpoint;
+            the last step is always checkpointed
+    save    adapter + tokenizer (with the exact chat template) and metrics.jsonl first,
+            then final eval, "does it stop" check, loss curve, manifest.json; Ctrl-C
+            here leaves the adapter and the last checkpoint, and --resume finishes
     cleanup free the model
 
 Data parallel runs come from `accelerate launch -m curate train ...`: every process
@@ -49,12 +51,18 @@ class Refused(TrainError):
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training, after the checkpoint was written."""
+    """Ctrl-C during training (after the checkpoint was written) or while saving (after the adapter was)."""
 
-    def __init__(self, step: int, checkpoint: Path):
-        super().__init__(f"interrupted at step {step}; checkpoint saved to {checkpoint}; continue with --resume")
+    def __init__(self, step: int, checkpoint: Path | None, adapter: Path | None = None):
+        if adapter is None:
+            message = f"interrupted at step {step}; checkpoint saved to {checkpoint}; continue with --resume"
+        else:
+            message = (f"interrupted after the last step ({step}) while finishing the run; the adapter is saved in {adapter} "
+                       f"and the checkpoint in {checkpoint}; --resume runs the final eval and writes the manifest")
+        super().__init__(message)
         self.step = step
         self.checkpoint = checkpoint
+        self.adapter = adapter
 
 
 @dataclass
@@ -217,6 +225,7 @@ class Run:
             self.reporter.say("curate: no CUDA device: training on the CPU (slow; fine for samples/tiny-chat, not for a real model)")
 
         self.data_sha256 = file_sha256(self.data_path)
+        self.eval_sha256 = file_sha256(config.eval_file) if config.eval_file else None
         self.tokenizer = builders.load_tokenizer(config.model)
         self.data = prepare_data(config, self.tokenizer, self.data_path)
         if self.data.train.problems or self.data.evaluation.problems:
@@ -266,6 +275,8 @@ class Run:
         self.train_seconds = 0.0
         self.trained_tokens_seen = 0
         self.tokens_seen = 0
+        self.stopped_early = False
+        self.checkpointed_step: int | None = None
         if self.resume:
             self._resume()
         elif self.data.evaluation.examples:
@@ -287,12 +298,15 @@ class Run:
             raise TrainError(f"--resume: {self.output} was trained with other settings ({'; '.join(differences)}); use the same settings or a new run folder")
         if state["data_sha256"] != self.data_sha256:
             raise TrainError(f"--resume: {self.data_path} changed since the checkpoint (sha256 differs); resume with the same data or start a new run")
+        if state.get("eval_sha256") != self.eval_sha256:
+            raise TrainError(f"--resume: {self.config.eval_file} changed since the checkpoint (sha256 differs); resume with the same eval file or start a new run")
         load_lora_state(self.model, loaded["lora"])
         self.optimizer.load_state_dict(loaded["optimizer"])
         self.scheduler.load_state_dict(loaded["scheduler"])
         restore_rng(loaded["rng"])
         self.best_lora = loaded["best_lora"]
-        self.step = state["step"]
+        self.step = self.checkpointed_step = state["step"]
+        self.stopped_early = bool(state.get("stopped_early", False))
         self.metrics = state["metrics"]
         for key in ("best_eval_loss", "best_step", "evals_since_best", "base_eval_loss", "train_seconds", "tokens_seen", "trained_tokens_seen"):
             setattr(self, key, state[key])
@@ -311,12 +325,13 @@ class Run:
         stream = micro_batch_stream(lengths, config, self.packing, self.step * schedule.micro_batches_per_step)
         accumulation = config.gradient_accumulation
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.stopped_early = False
         self.loss_module.train()
         rng_at_step_start = rng_state()
         with self._progress() as progress:
             try:
-                while self.step < schedule.total_steps:
+                if self._eval_missed():
+                    self._scheduled_eval()  # a Ctrl-C during the last eval: do it now, as a straight run would have
+                while self.step < schedule.total_steps and not self.stopped_early:
                     window = [next(stream) for _ in range(schedule.micro_batches_per_step)]
                     # Normalize by the trained tokens of the whole window (all processes), so every
                     # trained token weighs the same whatever micro-batch it fell in.
@@ -362,24 +377,33 @@ class Run:
                     progress(record)
 
                     if self._eval_due():
-                        eval_loss = self.evaluate()
-                        self.metrics.append({"step": self.step, "eval_loss": round(eval_loss, 6)})
-                        self.reporter.say(f"step {self.step}: eval loss {eval_loss:.4f}")
-                        if self._early_stop(eval_loss):
-                            self.stopped_early = True
+                        self._scheduled_eval()
                     if self.on_step:
                         self.on_step(self.step)
                     if config.save_every and self.step % config.save_every == 0 and self.step < schedule.total_steps:
                         self.checkpoint(rng_at_step_start)
                     if self.stopped_early:
                         self.reporter.say(f"curate: early stop at step {self.step}: eval loss did not improve for {config.patience} evals (best {self.best_eval_loss:.4f} at step {self.best_step})")
-                        break
+                # The last step is checkpointed too, so a Ctrl-C while saving leaves a run to --resume.
+                if self.checkpointed_step != self.step:
+                    self.checkpoint(rng_at_step_start)
             except KeyboardInterrupt:
                 # Weights only change at optimizer steps, so the state after the last full step
                 # is consistent; the RNG goes back to where that step left it.
                 self.optimizer.zero_grad(set_to_none=True)
                 path = self.checkpoint(rng_at_step_start)
                 raise Interrupted(self.step, path) from None
+
+    def _scheduled_eval(self) -> None:
+        eval_loss = self.evaluate()
+        self.metrics.append({"step": self.step, "eval_loss": round(eval_loss, 6)})
+        self.reporter.say(f"step {self.step}: eval loss {eval_loss:.4f}")
+        if self._early_stop(eval_loss):
+            self.stopped_early = True
+
+    def _eval_missed(self) -> bool:
+        """Resumed from a checkpoint written while the eval of its step was interrupted."""
+        return bool(self.step) and self._eval_due() and not any(m["step"] == self.step and "eval_loss" in m for m in self.metrics)
 
     def _eval_due(self) -> bool:
         if not self.data.evaluation.examples:
@@ -434,26 +458,46 @@ class Run:
             "train_seconds": self.train_seconds,
             "tokens_seen": self.tokens_seen,
             "trained_tokens_seen": self.trained_tokens_seen,
+            "eval_sha256": self.eval_sha256,
+            "stopped_early": self.stopped_early,
         }
         path = save_checkpoint(self.output, self.step, lora=lora_state(self.model), best_lora=self.best_lora,
                                optimizer=self.optimizer, scheduler=self.scheduler, rng=rng, state=state,
                                keep=self.config.keep_checkpoints)
+        self.checkpointed_step = self.step
         self._write_metrics()
         return path
 
     # ------------------------------------------------------------------ save
     def save(self) -> dict:
-        """Write the adapter, tokenizer, metrics, loss curve and manifest; returns the manifest."""
-        from curate.train.manifest import versions, write_manifest
+        """Write the adapter, tokenizer and metrics first, then evaluate, check stopping and write
+        the loss curve and manifest; returns the manifest. A Ctrl-C on the way raises Interrupted:
+        the checkpoint of the last step (see `train`) lets --resume finish the run."""
         from curate.train.model import load_lora_state
+
+        adapter_saved = False
+        try:
+            if self.config.patience and self.best_lora is not None:
+                load_lora_state(self.model, self.best_lora)
+            if self.rank == 0:
+                self.output.mkdir(parents=True, exist_ok=True)
+                self.model.save_pretrained(self.output, safe_serialization=True)
+                # The saved tokenizer carries the exact chat template the labels were made with.
+                self.tokenizer.save_pretrained(self.output)
+                self._write_metrics()
+                adapter_saved = True
+            return self._finish()
+        except KeyboardInterrupt:
+            raise Interrupted(self.step, latest_checkpoint(self.output), self.output if adapter_saved else None) from None
+
+    def _finish(self) -> dict:
+        """Final eval, stop check, loss curve and manifest, after the adapter is safe on disk."""
+        from curate.train.manifest import versions, write_manifest
         from curate.train.plot import write_loss_curve
         from curate.train.stopcheck import stop_check
 
         config = self.config
-        adapter_step = self.step
-        if config.patience and self.best_lora is not None:
-            load_lora_state(self.model, self.best_lora)
-            adapter_step = self.best_step
+        adapter_step = self.best_step if config.patience and self.best_lora is not None else self.step
         final_eval = self.evaluate() if self.data.evaluation.examples else None
         peak_memory = self._peak_memory()
         end_of_turn_ids = [self.tokenizer.convert_tokens_to_ids(token) for token in self.audit.end_of_turn_tokens]
@@ -468,11 +512,6 @@ class Run:
             self.reporter.say(check.line())
         if self.rank != 0:
             return {}
-        self.output.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(self.output, safe_serialization=True)
-        # The saved tokenizer carries the exact chat template the labels were made with.
-        self.tokenizer.save_pretrained(self.output)
-        self._write_metrics()
         write_loss_curve(self.output / "loss.png", self.metrics, f"{Path(self.data_path).name} on {Path(config.model).name}")
         train_losses = [m["loss"] for m in self.metrics if "loss" in m]
         manifest = {

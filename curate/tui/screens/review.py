@@ -19,7 +19,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from curate.decisions import Action
+from curate.decisions import Action, JournalWriteError
 from curate.engine.findings import Finding
 from curate.engine.runner import Progress
 from curate.io import InputError
@@ -158,9 +158,11 @@ class ReviewScreen(Screen):
     def _resume_position(self) -> None:
         """Reopened with decisions: put the cursor on the first open finding after the last decision."""
         journal = self.session.journal
-        if journal is None or not journal.applied:
+        # Steps whose rows changed in the data are empty after replay (reported as stale).
+        last = next((step[-1] for step in reversed(journal.applied) if step), None) if journal else None
+        if last is None:
             return
-        last_line = journal.applied[-1][-1].line
+        last_line = last.line
         visible = self.session.visible
         after = [i for i, f in enumerate(visible) if f.line is not None and f.line > last_line and not self.session.status_of(f)]
         index = after[0] if after else next((i for i, f in enumerate(visible) if not self.session.status_of(f)), None)
@@ -306,7 +308,9 @@ class ReviewScreen(Screen):
         self.app.push_screen(EditScreen(text, check, f"Edit line {line} of {self.session.data_name}"), done)
 
     def _journal_failed(self, exc: OSError) -> None:
-        self.notify(f"Could not write the journal {self.session.journal_name}: {exc}. The decision was not made.", severity="error", timeout=10)
+        """A journal write failed: the journal already cut the entry back (or says it could not), so nothing changed."""
+        message = str(exc) if isinstance(exc, JournalWriteError) else f"Could not write the journal {self.session.journal_name}: {exc}. Nothing was recorded."
+        self.notify(message[:1].upper() + message[1:] + ".", title="Not recorded", severity="error", timeout=10)
 
     def action_undo(self) -> None:
         self._replay_step(self.session.undo, "undo")
@@ -322,6 +326,9 @@ class ReviewScreen(Screen):
             return
         if step is None:
             self.notify(f"Nothing to {verb}.", timeout=2)
+            return
+        if not step:
+            self.notify(f"{verb.capitalize()}: a step whose rows changed in the data since it was made (nothing to show).", timeout=3)
             return
         lines = {decision.line for decision in step}
         self._after_change(lines)
