@@ -32,6 +32,18 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+class TemplateBudgetConfig(BaseModel):
+    """`[tool.curate.template-budget]`: what rendering an untrusted chat template may cost."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True)
+
+    row_seconds: float = Field(2.0, gt=0, description="CPU seconds one row may take to render (over: CT001).")
+    row_chars: int = Field(4 * 1024 * 1024, gt=0, description="Characters one row may render to (over: CT001; never tokenized).")
+    run_seconds: float = Field(300.0, gt=0, description="CPU seconds rendering may take in one run (over: exit 2).")
+    run_chars: int = Field(4 * 1024**3, gt=0, description="Characters rendered in one run (over: exit 2).")
+    max_template_bytes: int = Field(1024 * 1024, gt=0, description="Largest chat template accepted.")
+
+
 class CurateConfig(BaseModel):
     """The `[tool.curate]` table."""
 
@@ -46,6 +58,7 @@ class CurateConfig(BaseModel):
     max_seq_length: int | None = Field(None, gt=0, description="Token budget per row (CT003, train).")
     baseline: str | None = Field(None, description="Baseline file of waived findings.")
     max_row_bytes: int = Field(DEFAULT_MAX_ROW_BYTES, gt=0, description="Rows larger than this are not parsed (SC009).")
+    template_budget: TemplateBudgetConfig = Field(default_factory=TemplateBudgetConfig, description="Render budget of the chat template (CT rules).")
     rules: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-rule options by code or name.")
     train: dict[str, Any] = Field(default_factory=dict, description="`curate train` options (validated by the trainer).")
 

@@ -128,8 +128,13 @@ def _run_lint(
             for raw_rows in iter_batches(path, batch_size, plan.max_row_bytes):
                 batch = Batch.from_raw(raw_rows)
                 rows += len(batch)
-                for rule in row_rules:
-                    findings.extend(rule.check_batch(batch))
+                for rule in list(row_rules):
+                    try:
+                        findings.extend(rule.check_batch(batch))
+                    except RuleSetupError as exc:  # the rule cannot go on (a template over its run budget)
+                        row_rules.remove(rule)
+                        if str(exc) not in errors:
+                            errors.append(str(exc))
                 for rule in dataset_rules:
                     rule.observe(batch)
                 formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
