@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from curate.commands.common import error
+from curate.commands.common import error, refuse_overwriting_inputs
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -27,6 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from curate.train.export import ExportError, check_run, merge
 
+    if refuse_overwriting_inputs([args.output], [args.run_dir], folders=True):
+        return 2
     try:
         if not args.merge:
             check_run(Path(args.run_dir))

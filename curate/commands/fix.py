@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from curate.commands.common import add_lint_options, error, plan_from_args
+from curate.commands.common import add_lint_options, error, lint_inputs, plan_from_args, refuse_overwriting_inputs
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.drop_leaked and not args.eval:
         sys.stderr.write("curate: note: --drop-leaked without --eval drops only what the config's eval files find\n")
     plan = plan_from_args(args)
-    if plan is None:
+    if plan is None or refuse_overwriting_inputs(outputs.values(), lint_inputs(plan)):
         return 2
     with progress_bar(sys.stderr.isatty() and not args.no_progress) as on_progress:
         result = run_lint(plan, on_progress=on_progress, keep_row_hashes=True)

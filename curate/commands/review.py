@@ -15,7 +15,7 @@ import argparse
 import os
 from pathlib import Path
 
-from curate.commands.common import add_lint_options, error, plan_from_args
+from curate.commands.common import add_lint_options, error, lint_inputs, plan_from_args, refuse_overwriting_inputs
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         error(problem)
         return 2
     plan = plan_from_args(args, paths=[args.path])
-    if plan is None:
+    if plan is None or refuse_overwriting_inputs([args.output], lint_inputs(plan)):
         return 2
     from curate.tui.app import build_app  # Textual is imported only when the UI really starts
 

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from curate.commands.common import add_lint_options, error, request_from_args
+from curate.commands.common import add_lint_options, error, model_files, refuse_overwriting_inputs, request_from_args
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         error("no model: pass --model PATH_OR_NAME or set `model` in [tool.curate.train]")
         return EXIT_ERROR
     output = Path(args.output) if args.output else None
+    if refuse_overwriting_inputs([output], [args.data, config.eval_file, *model_files(config.model)], folders=True):
+        return EXIT_ERROR
     if output is not None and not args.dry_run:
         problem = _output_problem(output, args.resume)
         if problem:
