@@ -9,6 +9,7 @@ and every error is collected before failing, so one run shows them all.
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -65,9 +66,12 @@ class CurateConfig(BaseModel):
 
 def find_config(start: Path) -> Path | None:
     """The nearest curate.toml, or pyproject.toml with [tool.curate], from `start` upwards."""
-    folder = start.resolve()
-    if folder.is_file() or not folder.exists():
-        folder = folder.parent
+    try:
+        folder = start.resolve()
+        if folder.is_file() or not folder.exists():
+            folder = folder.parent
+    except (OSError, RuntimeError):  # a symlink loop or a name too long: the reader reports it
+        folder = Path(os.path.abspath(start)).parent
     for candidate in (folder, *folder.parents):
         own = candidate / "curate.toml"
         if own.is_file():
@@ -85,6 +89,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: invalid TOML: nested too deeply"]) from None
 
 
 def table_of(path: Path) -> dict[str, Any]:

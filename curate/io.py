@@ -79,7 +79,7 @@ def object_hash(obj: Any) -> str:
     return hashlib.blake2b(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
-def _check_path(path: Path) -> None:
+def check_input_file(path: Path) -> None:
     """Refuse, before opening it, anything but a regular file: a FIFO would block on open, a
     device (/dev/zero) never ends, a directory is not data."""
     try:
@@ -251,8 +251,38 @@ def iter_parquet(path: Path) -> Iterator[RawRow]:
         frame = pl.read_parquet(path)
     except Exception as exc:  # polars raises several error types for bad files
         raise InputError(f"{name}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
+    unusual = {column for column, dtype in frame.schema.items() if any(kind in str(dtype) for kind in _NON_JSON_DTYPES)}
     for index, obj in enumerate(frame.iter_rows(named=True), start=1):
+        if unusual:
+            obj = {key: (jsonable(value) if key in unusual else value) for key, value in obj.items()}
         yield RawRow(name, index, None, obj=_drop_nulls(obj))
+
+
+#: Parquet types whose Python values JSON cannot hold (bytes, Decimal, timedelta, objects).
+_NON_JSON_DTYPES = ("Binary", "Decimal", "Duration", "Object")
+
+
+def jsonable(value: Any) -> Any:
+    """A Parquet value as JSON can hold it: bytes as text (base64 when not UTF-8), Decimal and
+    durations as strings, containers converted item by item."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            return "base64:" + base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [jsonable(item) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    try:
+        orjson.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
 
 
 def _drop_nulls(obj: dict) -> dict:
@@ -263,7 +293,7 @@ def _drop_nulls(obj: dict) -> dict:
 def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[RawRow]:
     """Yield every row of a data file, choosing the reader by extension (`.gz` allowed)."""
     path = Path(path)
-    _check_path(path)
+    check_input_file(path)
     suffix = _data_suffix(path)
     if suffix == ".parquet":
         rows: Iterable[RawRow] = iter_parquet(path)

@@ -21,10 +21,21 @@ def add_lint_options(parser: argparse.ArgumentParser, *, with_paths: bool = True
     group.add_argument("--ignore", type=_csv, default=[], metavar="RULES", help="rules to disable")
     group.add_argument("--model", default=None, metavar="PATH_OR_NAME", help="tokenizer folder or hub name whose chat template to check (CT rules)")
     group.add_argument("--eval", action="append", default=None, metavar="FILE", help="eval file to check for leakage (repeatable; LK rules)")
-    group.add_argument("--max-seq-length", type=int, default=None, metavar="N", help="token budget per row")
+    group.add_argument("--max-seq-length", type=positive_int, default=None, metavar="N", help="token budget per row")
     group.add_argument("--set", dest="rule_options", action="append", default=[], metavar="RULE.KEY=VALUE", help="set a rule option, e.g. --set DU002.threshold=0.9")
     group.add_argument("--config", default=None, metavar="FILE", help="config file (default: nearest curate.toml or pyproject.toml with [tool.curate])")
     group.add_argument("--isolated", action="store_true", help="ignore config files")
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number above zero."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, not `{value}`") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {number}")
+    return number
 
 
 def _csv(value: str) -> list[str]:

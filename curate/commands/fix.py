@@ -46,15 +46,6 @@ def output_paths(args: argparse.Namespace) -> dict[str, str] | None:
         outputs = {path: str(Path(args.output_dir) / default_clean_path(path).name) for path in args.paths}
     else:
         outputs = {path: str(default_clean_path(path)) for path in args.paths}
-    inputs = {Path(path).resolve() for path in args.paths}
-    targets = [Path(output).resolve() for output in outputs.values()]
-    for output in outputs.values():
-        if Path(output).resolve() in inputs:
-            error(f"{output}: the output would overwrite an input file; choose another name with -o")
-            return None
-    if len(set(targets)) < len(targets):
-        error("two inputs would be written to the same output name; use -o for one file at a time")
-        return None
     return outputs
 
 
