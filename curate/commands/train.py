@@ -84,9 +84,14 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             error(problem)
             return EXIT_ERROR
+    from curate.io import InputError, check_input_file
+
     for path in (args.data, config.eval_file):
-        if path and not Path(path).is_file():
-            error(f"{path}: no such file")
+        try:
+            if path:
+                check_input_file(Path(path))
+        except InputError as exc:
+            error(str(exc))
             return EXIT_ERROR
 
     gate = _lint_gate(args, config, lint_config_path)
@@ -192,7 +197,11 @@ def _dry_run(args: argparse.Namespace, config, gate) -> int:
     if data.train.problems or data.evaluation.problems:
         print(template_problems_text(data))
         return EXIT_REFUSED
-    lines, audit, _ = dry_run_report(config, tokenizer, data)
+    try:
+        lines, audit, _ = dry_run_report(config, tokenizer, data)
+    except TrainError as exc:
+        error(str(exc))
+        return EXIT_ERROR
     print("\n".join(lines))
     if not data.train.examples:
         error(f"truncation at max-seq-length {config.max_seq_length} cuts every assistant token of every training example; raise --max-seq-length")
