@@ -146,7 +146,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         best_lora = load_file(str(best)) if best.is_file() else None
         tensors = load_file(str(path / TRAINER_TENSORS))
     except FileNotFoundError as exc:
-        raise CheckpointError(f"{Path(exc.filename).name} is missing") from None
+        raise CheckpointError(f"{Path(exc.filename).name} is missing" if exc.filename else "a file is missing") from None
     except (OSError, ValueError, RecursionError, SafetensorError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
         raise CheckpointError(" ".join(str(exc).split())[:200]) from None
     if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS) or not isinstance(state["config"], dict):
