@@ -48,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_USAGE
+    from curate.io import InputError
+
     try:
         return int(args.run(args) or 0)
+    except InputError as exc:  # a file problem no command caught itself (an output over `ulimit -f`): one line
+        sys.stderr.write(f"curate: error: {exc}\n")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("curate: interrupted\n")
         return 130

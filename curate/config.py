@@ -9,6 +9,7 @@ and every error is collected before failing, so one run shows them all.
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,18 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+class TemplateBudgetConfig(BaseModel):
+    """`[tool.curate.template-budget]`: what rendering an untrusted chat template may cost."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True)
+
+    row_seconds: float = Field(2.0, gt=0, description="CPU seconds one row may take to render (over: CT001).")
+    row_chars: int = Field(4 * 1024 * 1024, gt=0, description="Characters one row may render to (over: CT001; never tokenized).")
+    run_seconds: float = Field(300.0, gt=0, description="CPU seconds rendering may take in one run (over: exit 2).")
+    run_chars: int = Field(4 * 1024**3, gt=0, description="Characters rendered in one run (over: exit 2).")
+    max_template_bytes: int = Field(1024 * 1024, gt=0, description="Largest chat template accepted.")
+
+
 class CurateConfig(BaseModel):
     """The `[tool.curate]` table."""
 
@@ -46,6 +59,7 @@ class CurateConfig(BaseModel):
     max_seq_length: int | None = Field(None, gt=0, description="Token budget per row (CT003, train).")
     baseline: str | None = Field(None, description="Baseline file of waived findings.")
     max_row_bytes: int = Field(DEFAULT_MAX_ROW_BYTES, gt=0, description="Rows larger than this are not parsed (SC009).")
+    template_budget: TemplateBudgetConfig = Field(default_factory=TemplateBudgetConfig, description="Render budget of the chat template (CT rules).")
     rules: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-rule options by code or name.")
     exclude: list[str] | None = Field(None, description="Glob patterns skipped when walking a directory (replaces the defaults).")
     extend_exclude: list[str] = Field(default_factory=list, description="Glob patterns skipped when walking a directory, added to `exclude`.")
@@ -55,9 +69,12 @@ class CurateConfig(BaseModel):
 
 def find_config(start: Path) -> Path | None:
     """The nearest curate.toml, or pyproject.toml with [tool.curate], from `start` upwards."""
-    folder = start.resolve()
-    if folder.is_file() or not folder.exists():
-        folder = folder.parent
+    try:
+        folder = start.resolve()
+        if folder.is_file() or not folder.exists():
+            folder = folder.parent
+    except (OSError, RuntimeError):  # a symlink loop or a name too long: the reader reports it
+        folder = Path(os.path.abspath(start)).parent
     for candidate in (folder, *folder.parents):
         own = candidate / "curate.toml"
         if own.is_file():
@@ -75,6 +92,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: invalid TOML: nested too deeply"]) from None
 
 
 def table_of(path: Path) -> dict[str, Any]:

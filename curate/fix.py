@@ -339,7 +339,7 @@ def fix_file(path: str, output: str | None, fixes: dict[Key, RowFix], report: Fi
     if report.rows_in and not lines:
         raise InputError(f"{path}: all {report.rows_in} rows would be dropped; nothing written (run `curate lint {path}` to see why)")
     if output is not None:
-        write_rows(output, lines, options.output_formats.get(path) or output_format_for(path))
+        write_rows(output, lines, options.output_formats.get(path) or output_format_for(path, output))
 
 
 def load_review_states(paths: Iterable[str], result: LintResult) -> tuple[dict[str, ReviewState], dict[str, ReplayReport]]:

@@ -12,7 +12,9 @@ import gzip
 import hashlib
 import os
 import re
+import stat
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +27,21 @@ DEFAULT_MAX_ROW_BYTES = 10 * 1024 * 1024
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
+#: A gzipped JSON document (read whole) may decompress to this many times its size, plus
+#: `GZIP_FLOOR_BYTES`; beyond that it is refused as a likely gz bomb.
+GZIP_MAX_RATIO = 50
+GZIP_FLOOR_BYTES = 64 * 1024 * 1024
+#: How much of an oversized line is read at a time while skipping to its end.
+_SKIP_CHUNK = 1024 * 1024
 
 
 class InputError(Exception):
     """A problem with a whole input file; the message is one line naming the file."""
+
+
+class OutputError(InputError):
+    """An output that cannot be written (a directory, a full disk, a file-size limit); one line naming it."""
 
 
 @dataclass(slots=True)
@@ -67,11 +80,54 @@ def object_hash(obj: Any) -> str:
     return hashlib.blake2b(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
-def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
+def check_input_file(path: Path) -> None:
+    """Refuse, before opening it, anything but a regular file: a FIFO would block on open, a
+    device (/dev/zero) never ends, a directory is not data."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:  # a symlink loop, a name too long, no permission
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
         raise InputError(f"{path}: is a directory; pass the data files inside it")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        raise InputError(f"{path}: is {kind}, not a regular file; pass a data file (or - for stdin)")
+
+
+def encoding_problem(name: str, head: bytes) -> str | None:
+    """What is wrong with a file that starts with `head`, when it is not UTF-8 (or UTF-8 with a BOM)."""
+    for boms, label in ((_UTF32_BOMS, "UTF-32"), (_UTF16_BOMS, "UTF-16")):
+        if head.startswith(boms):
+            return f"{name}: file is {label} encoded; convert it to UTF-8 (iconv -f {label} -t UTF-8 {name} > out.jsonl)"
+    return None
+
+
+def iter_bounded_lines(handle: IO[bytes], max_bytes: int) -> Iterator[tuple[bytes | None, int]]:
+    """Each line of a binary stream as (bytes without the line ending, bytes it took), or
+    (None, bytes it took) when it holds more than `max_bytes`: such a line is never held in
+    memory; reading skips to its newline. Memory stays bounded by `max_bytes` whatever the
+    stream holds (one 4 GB line in a .gz)."""
+    cap = max_bytes + 3  # the row, a CRLF, and one byte that says "longer"
+    readline = handle.readline
+    while True:
+        raw = readline(cap)
+        if not raw:
+            return
+        if len(raw) == cap and not raw.endswith(b"\n"):
+            size = len(raw)
+            del raw
+            while True:
+                chunk = readline(_SKIP_CHUNK)
+                size += len(chunk)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            yield None, size
+            continue
+        size = len(raw)
+        raw = raw.rstrip(b"\r\n")
+        yield (raw if len(raw) <= max_bytes else None), size
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -87,10 +143,9 @@ def _data_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _parse_line(path: str, line_no: int, raw: bytes, max_row_bytes: int) -> RawRow:
-    size = len(raw) + 1
-    if len(raw) > max_row_bytes:
-        return RawRow(path, line_no, None, oversized=len(raw), size=size)
+def _parse_line(path: str, line_no: int, raw: bytes | None, size: int) -> RawRow:
+    if raw is None:
+        return RawRow(path, line_no, None, oversized=size, size=size)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -119,23 +174,25 @@ def iter_jsonl(path: Path, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterat
     name = str(path)
     try:
         with _open_binary(path) as handle:
-            first = True
-            for line_no, raw in enumerate(handle, start=1):
-                if first:
-                    first = False
-                    if raw.startswith(_UTF16_BOMS):
-                        raise InputError(
-                            f"{name}: file is UTF-16 encoded; convert it to UTF-8 "
-                            f"(iconv -f UTF-16 -t UTF-8 {name} > out.jsonl)"
-                        )
-                    if raw.startswith(_UTF8_BOM):
-                        raw = raw[len(_UTF8_BOM) :]
-                raw = raw.rstrip(b"\r\n")
-                if not raw.strip():
-                    continue
-                yield _parse_line(name, line_no, raw, max_row_bytes)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            yield from iter_jsonl_stream(name, handle, max_row_bytes)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{name}: cannot read: {exc}") from None
+
+
+def iter_jsonl_stream(name: str, handle: IO[bytes], max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[RawRow]:
+    """The rows of a JSON Lines byte stream (a file, stdin), never holding a line over `max_row_bytes`."""
+    first = True
+    for line_no, (raw, size) in enumerate(iter_bounded_lines(handle, max_row_bytes), start=1):
+        if first:
+            first = False
+            problem = encoding_problem(name, raw or b"")
+            if problem:
+                raise InputError(problem)
+            if raw and raw.startswith(_UTF8_BOM):
+                raw = raw[len(_UTF8_BOM) :]
+        if raw is not None and not raw.strip():
+            continue
+        yield _parse_line(name, line_no, raw, size)
 
 
 def iter_json(path: Path) -> Iterator[RawRow]:
@@ -144,11 +201,22 @@ def iter_json(path: Path) -> Iterator[RawRow]:
     A `.json` file that is really JSON Lines is read as JSONL.
     """
     name = str(path)
+    limit = None
+    if path.suffix == ".gz":
+        limit = file_size(path) * GZIP_MAX_RATIO + GZIP_FLOOR_BYTES
     try:
         with _open_binary(path) as handle:
-            data = handle.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            data = handle.read() if limit is None else handle.read(limit + 1)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{name}: cannot read: {exc}") from None
+    if limit is not None and len(data) > limit:
+        raise InputError(
+            f"{name}: decompresses to over {limit:,} bytes ({GZIP_MAX_RATIO}x its size); refusing a likely gz bomb "
+            "(store large data as JSON Lines, which is read line by line)"
+        )
+    problem = encoding_problem(name, data[:4])
+    if problem:
+        raise InputError(problem)
     if data.startswith(_UTF8_BOM):
         data = data[len(_UTF8_BOM) :]
     try:
@@ -198,8 +266,38 @@ def iter_parquet(path: Path) -> Iterator[RawRow]:
         frame = pl.read_parquet(path)
     except Exception as exc:  # polars raises several error types for bad files
         raise InputError(f"{name}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
+    unusual = {column for column, dtype in frame.schema.items() if any(kind in str(dtype) for kind in _NON_JSON_DTYPES)}
     for index, obj in enumerate(frame.iter_rows(named=True), start=1):
+        if unusual:
+            obj = {key: (jsonable(value) if key in unusual else value) for key, value in obj.items()}
         yield RawRow(name, index, None, obj=_drop_nulls(obj))
+
+
+#: Parquet types whose Python values JSON cannot hold (bytes, Decimal, timedelta, objects).
+_NON_JSON_DTYPES = ("Binary", "Decimal", "Duration", "Object")
+
+
+def jsonable(value: Any) -> Any:
+    """A Parquet value as JSON can hold it: bytes as text (base64 when not UTF-8), Decimal and
+    durations as strings, containers converted item by item."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            return "base64:" + base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [jsonable(item) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    try:
+        orjson.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
 
 
 def _drop_nulls(obj: dict) -> dict:
@@ -215,7 +313,7 @@ def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTE
     rows: Iterable[RawRow] | None = iter_source(str(path), max_row_bytes, options or SourceOptions())
     if rows is None:
         path = Path(path)
-        _check_path(path)
+        check_input_file(path)
         suffix = _data_suffix(path)
         if suffix == ".parquet":
             rows = iter_parquet(path)
@@ -290,19 +388,42 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (from /proc where there is one)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder and a rename.
     The temp's name carries our pid, so the next write cleans it up if we are killed mid-write."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; name a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the user's umask
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # EFBIG under `ulimit -f`, ENOSPC, EISDIR...
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

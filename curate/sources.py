@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from curate.io import InputError, RawRow, _parse_line, _UTF8_BOM
+from curate.io import InputError, RawRow, check_input_file
 
 STDIN = "-"
 HF_SCHEME = "hf://datasets/"
@@ -58,9 +58,17 @@ def is_hf_url(source: str) -> bool:
     return source.startswith(HF_SCHEME)
 
 
+def is_folder(path: Path) -> bool:
+    """`path.is_dir()`, False for names the OS cannot even look up (too long, a loop): their reader says why."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def is_dataset_folder(path: Path) -> bool:
     """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
-    return path.is_dir() and ((path / "state.json").is_file() and (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file())
+    return is_folder(path) and ((path / "state.json").is_file() and (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file())
 
 
 def data_suffix(path: Path) -> tuple[str, bool]:
@@ -79,7 +87,7 @@ def source_kind(source: str) -> str:
     if is_hf_url(source):
         return "hf"
     path = Path(source)
-    if path.is_dir():
+    if is_folder(path):
         return "dataset" if is_dataset_folder(path) else "dir"
     suffix, gzipped = data_suffix(path)
     if suffix in DATA_SUFFIXES and (not gzipped or suffix in GZIP_OK):
@@ -102,7 +110,7 @@ def expand_sources(sources: Iterable[str], exclude: Iterable[str] | None = None,
     patterns = [*(DEFAULT_EXCLUDE if exclude is None else exclude), *extend_exclude]
     expanded: list[str] = []
     for source in sources:
-        if source == STDIN or is_hf_url(source) or not Path(source).is_dir() or is_dataset_folder(Path(source)):
+        if source == STDIN or is_hf_url(source) or not is_folder(Path(source)) or is_dataset_folder(Path(source)):
             expanded.append(source)
             continue
         found = walk_data_files(Path(source), patterns)
@@ -162,14 +170,10 @@ def git_ignored(root: Path, paths: list[Path]) -> set[Path]:
 
 
 def iter_stdin(name: str, max_row_bytes: int) -> Iterator[Any]:
-    """JSON Lines from standard input; rows are named after `--stdin-filename` (or `-`)."""
-    handle = sys.stdin.buffer
-    for line_no, raw in enumerate(handle, start=1):
-        if line_no == 1 and raw.startswith(_UTF8_BOM):
-            raw = raw[len(_UTF8_BOM) :]
-        raw = raw.rstrip(b"\r\n")
-        if raw.strip():
-            yield _parse_line(name, line_no, raw, max_row_bytes)
+    """JSON Lines from standard input, bounded like a file; rows are named after `--stdin-filename` (or `-`)."""
+    from curate.io import iter_jsonl_stream
+
+    return iter_jsonl_stream(name, sys.stdin.buffer, max_row_bytes)
 
 
 # --- tables: CSV / TSV, Arrow ----------------------------------------------------------
@@ -336,15 +340,15 @@ def iter_source(source: str, max_row_bytes: int, options: SourceOptions) -> Iter
         return iter_hub(source, options)
     if kind == "dataset":
         return iter_saved(Path(source), options)
-    if kind in ("csv", "tsv", "arrow") and not Path(source).is_file():
-        raise InputError(f"{source}: no such file")
+    if kind in ("csv", "tsv", "arrow", "unsupported"):
+        check_input_file(Path(source))  # missing, a FIFO, a device: say that before judging the name
     if kind in ("csv", "tsv"):
         return iter_csv(Path(source), "," if kind == "csv" else "\t")
     if kind == "arrow":
         return iter_arrow(Path(source))
     if kind == "dir":
         raise InputError(f"{source}: is a directory with no data files (.jsonl, .json, .parquet, .arrow, .csv, .tsv)")
-    if kind == "unsupported" and Path(source).exists():
+    if kind == "unsupported":
         raise InputError(unsupported_message(source))
     return None
 
@@ -426,8 +430,15 @@ def apply_column_mapping(rows: list[Any], columns: dict[str, str]) -> None:
 OUTPUT_FORMATS = ("jsonl", "parquet")
 
 
-def output_format_for(source: str) -> str:
-    """What `curate fix` writes for a source: Parquet for tables (Parquet, Arrow, datasets), else JSONL."""
+def output_format_for(source: str, output: str | None = None) -> str:
+    """What `curate fix` writes for a source: what the output's name says (`.parquet`, `.jsonl`),
+    else Parquet for tables (Parquet, Arrow, datasets) and JSONL for the rest."""
+    if output is not None:
+        suffix, _ = data_suffix(Path(output))
+        if suffix == ".parquet":
+            return "parquet"
+        if suffix in (".jsonl", ".json", ".ndjson"):
+            return "jsonl"
     return "parquet" if source_kind(source) in ("parquet", "arrow", "dataset", "hf") else "jsonl"
 
 

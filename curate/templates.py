@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -91,6 +92,201 @@ class RenderError(TemplateError):
         self.kind = kind
 
 
+# --------------------------------------------------------------------------- render budget
+
+
+@dataclass(frozen=True)
+class RenderBudget:
+    """What rendering one chat template may cost (`[tool.curate.template-budget]`).
+
+    A template from a hub tokenizer is code from a stranger: rows get a CPU-time and an
+    output-size cap, the whole run another, and the template source a size cap."""
+
+    row_seconds: float = 2.0
+    row_chars: int = 4 * 1024 * 1024
+    run_seconds: float = 300.0
+    run_chars: int = 4 * 1024**3
+    template_bytes: int = 1024 * 1024
+    #: A template that blows its budget on this many rows before rendering any within it is
+    #: broken for the whole run (one error line instead of a finding per row).
+    failures_before_giving_up: int = 3
+
+
+class BudgetExceeded(Exception):
+    """Raised inside the sandbox when one render goes over its budget."""
+
+
+class TemplateBudgetExhausted(TemplateError):
+    """The template cannot render this run within its budget (every row tried, or the run's total)."""
+
+
+#: How many sandbox events (calls, attribute reads, loop iterations, output blocks) pass
+#: between two reads of the CPU clock.
+_CLOCK_EVERY = 64
+#: Integers beyond this many bits are refused as operands of `*` and `**` (CPU-bound bignums).
+_MAX_INT_BITS = 1 << 16
+_DIGIT_RUN = re.compile(r"\d{6,}")
+
+
+class _Meter:
+    """The budget of the render in progress: a CPU deadline and a character allowance."""
+
+    __slots__ = ("deadline", "seconds", "chars", "used", "ticks")
+
+    def __init__(self, seconds: float, chars: int):
+        self.seconds = seconds
+        self.deadline = time.thread_time() + seconds
+        self.chars = chars
+        self.used = 0
+        self.ticks = _CLOCK_EVERY
+
+    def tick(self) -> None:
+        self.ticks -= 1
+        if self.ticks <= 0:
+            self.ticks = _CLOCK_EVERY
+            if time.thread_time() > self.deadline:
+                raise BudgetExceeded(f"rendering took over {self.seconds:g} s of CPU time (template-budget.row-seconds)")
+
+    def too_large(self, what: str, size: int) -> BudgetExceeded:
+        return BudgetExceeded(f"{what} of {size:,} characters is over the {self.chars:,}-character cap (template-budget.row-chars)")
+
+    def output(self, size: int) -> None:
+        self.used += size
+        if self.used > self.chars:
+            raise self.too_large("output", self.used)
+        self.tick()
+
+    def value(self, value: Any, what: str = "a value") -> Any:
+        """Refuse a string or container larger than the row's output cap."""
+        if isinstance(value, (str, bytes, list, tuple, dict)) and len(value) > self.chars:
+            raise self.too_large(what, len(value))
+        return value
+
+    def size(self, size: int, what: str) -> None:
+        if size > self.chars:
+            raise self.too_large(what, size)
+
+    def arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > self.chars:
+                raise BudgetExceeded(f"argument {value:,} is over the {self.chars:,}-character cap (template-budget.row-chars)")
+
+    def format_spec(self, text: Any) -> None:
+        """A `%` or `.format` string whose widths would pad past the cap (`%999999999d`)."""
+        if isinstance(text, str):
+            for run in _DIGIT_RUN.findall(text):
+                if int(run) > self.chars:
+                    raise BudgetExceeded(f"format width {int(run):,} is over the {self.chars:,}-character cap (template-budget.row-chars)")
+
+    def replacement(self, text: Any, old: Any, new: Any) -> None:
+        if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+            hits = text.count(old) if old else len(text) + 1
+            self.size(len(text) + hits * len(new), "a replace() result")
+
+
+_METER: ContextVar[_Meter | None] = ContextVar("curate_render_meter", default=None)
+
+
+def _check_call(function: Any, args: Sequence[Any], kwargs: Mapping[str, Any], meter: _Meter) -> None:
+    """Budget checks before a call the sandbox lets through: size-like integers, and the str
+    methods whose result can dwarf their inputs."""
+    meter.tick()
+    meter.arguments(args, kwargs)
+    bound = getattr(getattr(function, "__wrapped__", function), "__self__", None)
+    if isinstance(bound, str):
+        name = getattr(function, "__name__", "")
+        if name in ("format", "format_map"):
+            meter.format_spec(bound)
+        elif name == "replace" and len(args) >= 2:
+            meter.replacement(bound, args[0], args[1])
+        elif name == "join" and args and isinstance(args[0], (list, tuple)):
+            meter.size(len(bound) * len(args[0]) + sum(len(item) for item in args[0] if isinstance(item, str)), "a join() result")
+        elif name == "expandtabs":
+            meter.size(bound.count("\t") * int(args[0] if args else kwargs.get("tabsize", 8)) + len(bound), "an expandtabs() result")
+
+
+def _budgeted_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """A jinja filter that checks the render budget before and after it runs."""
+    import functools
+
+    skip = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        meter = _METER.get()
+        if meter is None:  # jinja folds constant filter calls while compiling: not outside a budget
+            raise BudgetExceeded("filters run only while rendering")
+        meter.tick()
+        meter.arguments(args[skip + 1 :], kwargs)
+        value = args[skip] if len(args) > skip else None
+        rest = args[skip + 1 :]
+        if name == "indent" and isinstance(value, str):
+            width = rest[0] if rest else kwargs.get("width", 4)
+            meter.size(len(value) + (value.count("\n") + 1) * (width if isinstance(width, int) else len(str(width))), "an indent() result")
+        elif name == "replace" and len(rest) >= 2:
+            meter.replacement(str(value), rest[0], rest[1])
+        elif name == "format":
+            meter.format_spec(value)
+        elif name == "join" and value is not None and not isinstance(value, (str, jinja2_undefined())):
+            items = list(value)
+            separator = rest[0] if rest else kwargs.get("d", "")
+            meter.size(len(items) * len(str(separator)) + sum(len(item) for item in items if isinstance(item, str)), "a join result")
+            args = (*args[:skip], items, *rest)
+        result = function(*args, **kwargs)
+        meter.value(result, f"the {name} filter's result")
+        return result
+
+    return guarded
+
+
+def jinja2_undefined() -> type:
+    import jinja2
+
+    return jinja2.Undefined
+
+
+def _loop_guard(iterable: Any) -> Any:
+    """What every `{% for %}` iterates over: the same items, with the budget checked per item."""
+    return _GuardedIterable(iterable)
+
+
+class _GuardedIterable:
+    __slots__ = ("_iterable",)
+
+    def __init__(self, iterable: Any):
+        self._iterable = iterable
+
+    def __len__(self) -> int:
+        return len(self._iterable)
+
+    def __iter__(self) -> Iterator[Any]:
+        meter = _METER.get()
+        for item in self._iterable:
+            if meter is not None:
+                meter.tick()
+            yield item
+
+
+#: `tojson`'s indent and separators are capped: json.dumps cannot be interrupted.
+MAX_JSON_INDENT = 64
+
+
+def _check_binop(operator: str, left: Any, right: Any, meter: _Meter) -> None:
+    if operator == "*":
+        for sequence, count in ((left, right), (right, left)):
+            if isinstance(count, int) and isinstance(sequence, (str, bytes, list, tuple)):
+                meter.size(len(sequence) * max(count, 0), "a repeated sequence (*)")
+        if isinstance(left, int) and isinstance(right, int) and max(left.bit_length(), right.bit_length()) > _MAX_INT_BITS:
+            raise BudgetExceeded("an integer product too large to compute")
+    elif operator == "**":
+        if isinstance(left, int) and isinstance(right, int) and right > 0 and max(left.bit_length(), 1) * right > _MAX_INT_BITS:
+            raise BudgetExceeded("a power too large to compute")
+    elif operator == "%":
+        meter.format_spec(left)
+    elif operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+        meter.size(len(left) + len(right), "a sum (+)")
+
+
 # --------------------------------------------------------------------------- jinja environment
 
 
@@ -131,6 +327,9 @@ def _environment() -> jinja2.Environment:
 
     def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False) -> str:
         # transformers' override: jinja's own tojson escapes HTML characters.
+        width = indent if isinstance(indent, int) else len(str(indent or ""))
+        if width > MAX_JSON_INDENT or any(len(str(part)) > MAX_JSON_INDENT for part in separators or ()):
+            raise BudgetExceeded(f"tojson indent or separators over {MAX_JSON_INDENT} characters")
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     def strftime_now(format: str) -> str:
@@ -157,6 +356,10 @@ def _environment() -> jinja2.Environment:
 
         def __setitem__(self, name: str, value: Any) -> None:
             TemplateNamespace._check_name(name)
+            meter = _METER.get()
+            if meter is not None:
+                meter.tick()
+                meter.value(value, f"namespace value `{name}`")
             jinja2.utils.Namespace.__setitem__(self, name, value)
 
         @staticmethod
@@ -164,8 +367,72 @@ def _environment() -> jinja2.Environment:
             if isinstance(name, str) and name.startswith("_"):
                 raise jinja2.exceptions.SecurityError(f"chat templates cannot store underscore attributes on a namespace ({name!r})")
 
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[AssistantTracker, jinja2.ext.loopcontrols])
+    class BudgetedSandbox(ImmutableSandboxedEnvironment):
+        """transformers' sandbox, metered: every call, attribute read, loop iteration, string
+        concatenation and risky operator checks the render budget of the row being rendered
+        (`_METER`), and operations whose result would dwarf the budget are refused before they
+        run, since one C-level operation cannot be interrupted."""
+
+        intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+        def _parse(self, source: str, name: str | None, filename: str | None) -> jinja2.nodes.Template:
+            tree = super()._parse(source, name, filename)
+            for loop in list(tree.find_all(jinja2.nodes.For)):
+                loop.iter = jinja2.nodes.Call(jinja2.nodes.EnvironmentAttribute("loop_guard"), [loop.iter], [], None, None, lineno=loop.lineno)
+            for concat in list(tree.find_all(jinja2.nodes.Concat)):
+                concat.nodes = [jinja2.nodes.Call(jinja2.nodes.EnvironmentAttribute("concat_guard"), list(concat.nodes), [], None, None, lineno=concat.lineno)]
+            return tree
+
+        loop_guard = staticmethod(_loop_guard)
+
+        @staticmethod
+        def concat_guard(*parts: Any) -> str:
+            texts = [str(part) for part in parts]
+            meter = _METER.get()
+            if meter is not None:
+                meter.size(sum(map(len, texts)), "a concatenation (~)")
+            return "".join(texts)
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (jinja's signature)
+            meter = _METER.get()
+            if meter is not None:
+                _check_call(__obj, args, kwargs, meter)
+            result = ImmutableSandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
+            if meter is not None:
+                meter.value(result, "a call's result")
+            return result
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            meter = _METER.get()
+            if meter is not None:
+                meter.tick()
+            return super().getattr(obj, attribute)
+
+        def getitem(self, obj: Any, argument: Any) -> Any:
+            meter = _METER.get()
+            if meter is not None:
+                meter.tick()
+            return super().getitem(obj, argument)
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            meter = _METER.get()
+            if meter is not None:
+                meter.tick()
+                _check_binop(operator, left, right, meter)
+            return super().call_binop(context, operator, left, right)
+
+    def lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002 (jinja's names)
+        meter = _METER.get()
+        if meter is not None:
+            meter.size(int(n) * int(max) * 12, "lipsum() text")
+        return jinja2.utils.generate_lorem_ipsum(n, html, min, max)
+
+    # optimized=False: jinja's optimizer folds constant expressions (filters included) while
+    # compiling, outside any budget; `{{ 'x'|center(10**9) }}` would run at load time.
+    environment = BudgetedSandbox(trim_blocks=True, lstrip_blocks=True, optimized=False, extensions=[AssistantTracker, jinja2.ext.loopcontrols])
     environment.filters["tojson"] = tojson
+    environment.filters = {name: _budgeted_filter(name, function) for name, function in environment.filters.items()}
+    environment.globals["lipsum"] = lipsum
     environment.globals["raise_exception"] = raise_exception
     environment.globals["strftime_now"] = strftime_now
     environment.globals["dict"] = TemplateDict()
@@ -256,8 +523,14 @@ class SpecialTokens:
     control: tuple[str, ...]
 
 
+#: Tokenizer JSON files larger than this are refused unread (real ones are a few MB).
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+
+
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise TemplateError(f"{path}: {what} is over {MAX_CONFIG_BYTES // 2**20} MB; refusing to read it")
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"cannot read {path}: {exc}") from None
@@ -347,9 +620,21 @@ class ChatTemplate:
         added_tokens: Mapping[str, bool] | None = None,
         model_max_length: int | None = None,
         tokenizer_file: Path | None = None,
+        budget: RenderBudget | None = None,
     ):
         self.source = source
         self.origin = origin
+        self.budget = budget or RenderBudget()
+        if len(source) > self.budget.template_bytes:
+            raise TemplateError(
+                f"{origin}: chat template is {len(source):,} characters, over the {self.budget.template_bytes:,} "
+                "limit (template-budget.max-template-bytes); real chat templates are a few KB"
+            )
+        self._spent_seconds = 0.0
+        self._spent_chars = 0
+        self._rendered = 0
+        self._over_budget = 0
+        self._exhausted: str | None = None
         try:
             self._compiled = compile_template(source)
         except TemplateError as exc:
@@ -363,14 +648,15 @@ class ChatTemplate:
     # ----------------------------------------------------------------- loading
 
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike[str], template_name: str | None = None) -> ChatTemplate:
+    def load(cls, name_or_path: str | os.PathLike[str], template_name: str | None = None, budget: RenderBudget | None = None) -> ChatTemplate:
         """Load from a local model folder or a hub name already in the local cache.
 
         `template_name` picks one of several named templates (default: `default`)."""
         folder = resolve_model_folder(name_or_path)
         config_path = folder / TOKENIZER_CONFIG
         config = _read_json(config_path, "tokenizer config") if config_path.is_file() else {}
-        source, origin = _pick_template(folder, config, template_name, str(name_or_path))
+        budget = budget or RenderBudget()
+        source, origin = _pick_template(folder, config, template_name, str(name_or_path), budget.template_bytes)
         special_map_path = folder / SPECIAL_TOKENS_MAP
         special_map = _read_json(special_map_path, "special tokens map") if special_map_path.is_file() else {}
         named = {}
@@ -401,6 +687,7 @@ class ChatTemplate:
             added_tokens=added,
             model_max_length=int(length) if isinstance(length, (int, float)) and 0 < length < UNBOUNDED_LENGTH else None,
             tokenizer_file=tokenizer_file if tokenizer_file.is_file() else None,
+            budget=budget,
         )
 
     # ----------------------------------------------------------------- properties
@@ -480,11 +767,11 @@ class ChatTemplate:
         }
 
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False, tools: list | None = None) -> str:
-        """The text `apply_chat_template(messages, tokenize=False)` gives; RenderError if the template raises."""
-        try:
-            return self._compiled.render(self._variables(messages, add_generation_prompt, tools))
-        except Exception as exc:  # anything the template raises is about this conversation
-            raise _render_error(exc) from None
+        """The text `apply_chat_template(messages, tokenize=False)` gives; RenderError if the template
+        raises or goes over its budget, TemplateBudgetExhausted when it cannot render this run."""
+        blocks: list[str] = []
+        self._generate(self._variables(messages, add_generation_prompt, tools), blocks)
+        return "".join(blocks)
 
     def render_with_spans(
         self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = False, tools: list | None = None
@@ -493,13 +780,40 @@ class ChatTemplate:
         (empty when it has no markers): what transformers' assistant masks are built from."""
         blocks: list[str] = []
         spans: list[Span] = []
-        try:
-            with _tracking_generation(blocks, spans):
-                for block in self._compiled.generate(self._variables(messages, add_generation_prompt, tools)):
-                    blocks.append(block)
-        except Exception as exc:
-            raise _render_error(exc) from None
+        with _tracking_generation(blocks, spans):
+            self._generate(self._variables(messages, add_generation_prompt, tools), blocks)
         return "".join(blocks), spans
+
+    def _generate(self, variables: dict[str, Any], blocks: list[str]) -> None:
+        """Render into `blocks` under the row's budget (what is left of the run's, if less)."""
+        budget = self.budget
+        if self._exhausted is None and (self._spent_seconds >= budget.run_seconds or self._spent_chars >= budget.run_chars):
+            self._exhausted = (
+                f"{self.origin}: rendering used the run's budget ({budget.run_seconds:g} s of CPU, "
+                f"{budget.run_chars:,} characters; template-budget.run-seconds / run-chars) after {self._rendered:,} rows"
+            )
+        if self._exhausted is not None:
+            raise TemplateBudgetExhausted(self._exhausted)
+        meter = _Meter(min(budget.row_seconds, budget.run_seconds - self._spent_seconds), min(budget.row_chars, budget.run_chars - self._spent_chars))
+        token = _METER.set(meter)
+        started = time.thread_time()
+        try:
+            for block in self._compiled.generate(variables):
+                meter.output(len(block))
+                blocks.append(block)
+        except BudgetExceeded as exc:
+            self._over_budget += 1
+            if not self._rendered and self._over_budget >= budget.failures_before_giving_up:
+                self._exhausted = f"{self.origin}: the chat template goes over its render budget on every row tried ({exc})"
+                raise TemplateBudgetExhausted(self._exhausted) from None
+            raise RenderError(f"render budget exceeded: {exc}", _template_line(exc), "budget") from None
+        except Exception as exc:  # anything else the template raises is about this conversation
+            raise _render_error(exc) from None
+        finally:
+            _METER.reset(token)
+            self._spent_seconds += time.thread_time() - started
+            self._spent_chars += meter.used
+        self._rendered += 1
 
     # ----------------------------------------------------------------- tokens
 
@@ -572,17 +886,17 @@ def _components(component: Any, children_key: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _pick_template(folder: Path, config: Mapping[str, Any], template_name: str | None, shown: str) -> tuple[str, str]:
+def _pick_template(folder: Path, config: Mapping[str, Any], template_name: str | None, shown: str, max_bytes: int) -> tuple[str, str]:
     """(template source, where it came from), by transformers' precedence: template files
     override `tokenizer_config.json`; a named set picks `template_name` or `default`."""
     templates: dict[str, tuple[str, str]] = {}
     default_file = folder / CHAT_TEMPLATE_FILE
     if default_file.is_file():
-        templates["default"] = (_read_text(default_file), str(default_file))
+        templates["default"] = (_read_text(default_file, max_bytes), str(default_file))
     extra_dir = folder / CHAT_TEMPLATE_DIR
     if extra_dir.is_dir():
         for path in sorted(extra_dir.glob("*.jinja")):
-            templates[path.name.removesuffix(".jinja")] = (_read_text(path), str(path))
+            templates[path.name.removesuffix(".jinja")] = (_read_text(path, max_bytes), str(path))
     if not templates:
         templates = _config_templates(config, str(folder / TOKENIZER_CONFIG))
     if not templates and (folder / LEGACY_CHAT_TEMPLATE_JSON).is_file():
@@ -622,8 +936,15 @@ def _config_templates(config: Mapping[str, Any], origin: str) -> dict[str, tuple
     return {}
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, max_bytes: int) -> str:
+    """A template file, refused unread when it is larger than the template size cap."""
     try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise TemplateError(
+                f"{path}: chat template is {size:,} bytes, over the {max_bytes:,} limit "
+                "(template-budget.max-template-bytes); real chat templates are a few KB"
+            )
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"cannot read {path}: {exc}") from None

@@ -175,7 +175,7 @@ def test_output_choices_are_checked_before_linting(tmp_path, capsys):
     code, _, err = fix(capsys, str(one), str(two), "-o", str(tmp_path / "out.jsonl"))
     assert code == 2 and "--output-dir" in err and len(err.strip().splitlines()) == 1
     code, _, err = fix(capsys, str(one), "-o", str(one))
-    assert code == 2 and "overwrite an input" in err
+    assert code == 2 and "overwrite the input" in err
     code, out, _ = fix(capsys, str(one), str(two), "--output-dir", str(tmp_path / "clean"))
     assert code == 0 and (tmp_path / "clean" / "one.clean.jsonl").exists() and (tmp_path / "clean" / "two.clean.jsonl").exists()
 

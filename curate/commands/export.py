@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from curate.commands.common import error
+from curate.commands.common import error, refuse_overwriting_inputs
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -29,6 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from curate.train.export import ExportError, copy_adapter, merge
 
+    if refuse_overwriting_inputs([args.output], [args.run_dir], folders=True):
+        return 2
     try:
         if not args.merge:
             copied = copy_adapter(Path(args.run_dir), Path(args.output))

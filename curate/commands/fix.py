@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from curate.commands.common import add_lint_options, error, plan_from_args
+from curate.commands.common import add_lint_options, error, lint_inputs, plan_from_args, refuse_overwriting_inputs
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,12 +57,7 @@ def output_paths(args: argparse.Namespace, paths: list[str] | None = None) -> di
         outputs = {path: str(Path(args.output_dir) / clean_path(path, args.output_format).name) for path in paths}
     else:
         outputs = {path: str(clean_path(path, args.output_format)) for path in paths}
-    inputs = {Path(path).resolve() for path in paths}
     targets = [Path(output).resolve() for output in outputs.values()]
-    for output in outputs.values():
-        if Path(output).resolve() in inputs:
-            error(f"{output}: the output would overwrite an input file; choose another name with -o")
-            return None
     if len(set(targets)) < len(targets):
         error("two inputs would be written to the same output name; use -o for one file at a time")
         return None
@@ -92,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if plan is None:
         return 2
     outputs = output_paths(args, plan.paths)
-    if outputs is None:
+    if outputs is None or refuse_overwriting_inputs(outputs.values(), lint_inputs(plan)):
         return 2
     with progress_bar(sys.stderr.isatty() and not args.no_progress) as on_progress:
         result = run_lint(plan, on_progress=on_progress, keep_row_hashes=True)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from contextlib import contextmanager
 
-from curate.commands.common import add_lint_options, error, plan_from_args
+from curate.commands.common import add_lint_options, error, lint_inputs, plan_from_args, refuse_overwriting_inputs
 
 FORMATS = ("text", "json", "github", "sarif")
 
@@ -57,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
     plan = plan_from_args(args)
     if plan is None:
+        return 2
+    inputs = lint_inputs(plan)
+    if refuse_overwriting_inputs([args.output, args.write_baseline], inputs) or refuse_overwriting_inputs(
+        [args.write_baseline], [path for path in inputs if path != plan.baseline]
+    ):
         return 2
     baseline = None
     try:

@@ -16,7 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
-from curate.commands.common import add_lint_options, error, plan_from_args
+from curate.commands.common import add_lint_options, error, lint_inputs, plan_from_args, refuse_overwriting_inputs
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,16 +26,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--output", "-o", default=None, metavar="FILE", help="where `s` writes the cleaned file (default: <name>.clean.jsonl)")
 
 
-def check_paths(path: str, output: str | None) -> str | None:
+def check_paths(path: str) -> str | None:
     """One sentence about what is wrong with the paths, or None; checked before the UI starts."""
+    from curate.io import InputError, check_input_file
+
     data = Path(path)
-    if not data.exists():
-        return f"{path}: no such file"
-    if data.is_dir():
-        return f"{path}: is a directory; review one data file at a time"
-    if output and Path(output).resolve() == data.resolve():
-        return f"{output}: the cleaned file would overwrite the input; choose another name with -o"
-    folder = data.resolve().parent
+    try:
+        check_input_file(data)
+    except InputError as exc:
+        return str(exc)
+    folder = Path(os.path.realpath(data)).parent
     if not os.access(folder, os.W_OK):
         return f"{folder}: not writable, so the review journal cannot be kept beside {data.name}; copy the file somewhere writable"
     from curate.decisions import in_use_message, journal_holder, journal_path
@@ -47,12 +47,12 @@ def check_paths(path: str, output: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = check_paths(args.path, args.output)
+    problem = check_paths(args.path)
     if problem:
         error(problem)
         return 2
     plan = plan_from_args(args, paths=[args.path])
-    if plan is None:
+    if plan is None or refuse_overwriting_inputs([args.output], lint_inputs(plan)):
         return 2
     from curate.tui.app import build_app  # Textual is imported only when the UI really starts
 

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from curate.commands.common import add_lint_options, error, request_from_args
+from curate.commands.common import add_lint_options, error, model_files, refuse_overwriting_inputs, request_from_args
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -77,14 +77,23 @@ def run(args: argparse.Namespace) -> int:
         error("no model: pass --model PATH_OR_NAME or set `model` in [tool.curate.train]")
         return EXIT_ERROR
     output = Path(args.output) if args.output else None
+    if refuse_overwriting_inputs([output], [args.data, config.eval_file, *model_files(config.model)], folders=True):
+        return EXIT_ERROR
     if output is not None and not args.dry_run:
         problem = _output_problem(output, args.resume)
         if problem:
             error(problem)
             return EXIT_ERROR
+    from curate.io import InputError, check_input_file
+
     for path in (args.data, config.eval_file):
         if path and not _readable_source(path):
-            error(f"{path}: no such file")
+            try:
+                check_input_file(Path(path))  # says why: missing, a directory, a FIFO, ...
+            except InputError as exc:
+                error(str(exc))
+            else:
+                error(f"{path}: not a data file curate can read")
             return EXIT_ERROR
 
     gate = _lint_gate(args, config, lint_config_path)
@@ -197,7 +206,11 @@ def _dry_run(args: argparse.Namespace, config, gate) -> int:
     if data.train.problems or data.evaluation.problems:
         print(template_problems_text(data))
         return EXIT_REFUSED
-    lines, audit, _ = dry_run_report(config, tokenizer, data)
+    try:
+        lines, audit, _ = dry_run_report(config, tokenizer, data)
+    except TrainError as exc:
+        error(str(exc))
+        return EXIT_ERROR
     print("\n".join(lines))
     if not data.train.examples:
         error(f"truncation at max-seq-length {config.max_seq_length} cuts every assistant token of every training example; raise --max-seq-length")

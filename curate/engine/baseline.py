@@ -36,11 +36,16 @@ def read_baseline(path: str) -> set[str]:
         document = orjson.loads(Path(path).read_bytes())
     except FileNotFoundError:
         raise InputError(f"{path}: baseline file not found (create it with --write-baseline {path})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a baseline file") from None
     except (OSError, orjson.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read baseline: {exc}") from None
     if not isinstance(document, dict) or document.get("version") != BASELINE_VERSION:
         raise InputError(f"{path}: not a curate baseline (expected version {BASELINE_VERSION})")
-    return set(document.get("waived", []))
+    waived = document.get("waived", [])
+    if not isinstance(waived, list) or not all(isinstance(key, str) for key in waived):
+        raise InputError(f"{path}: `waived` must be a list of finding keys (strings); rewrite it with --write-baseline {path}")
+    return set(waived)
 
 
 def apply_baseline(

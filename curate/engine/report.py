@@ -16,6 +16,67 @@ from curate.engine.runner import LintResult
 
 JSON_VERSION = 1
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+#: What one finding carries in a report: at most this many related locations and items per
+#: `data` list; what is cut is counted in `related_left_out` / `<key>_left_out`, so 200k rows
+#: that share one prompt make a report that grows linearly, not with the square.
+MAX_ITEMS_PER_FINDING = 10
+
+
+def capped_items(items: list, limit: int = MAX_ITEMS_PER_FINDING) -> tuple[list, int]:
+    """The first `limit` items and how many were left out."""
+    return (items, 0) if len(items) <= limit else (items[:limit], len(items) - limit)
+
+
+def capped_data(data: dict) -> dict:
+    """A finding's `data` with each list cut to MAX_ITEMS_PER_FINDING, plus `<key>_left_out` counts."""
+    if not any(isinstance(value, list) and len(value) > MAX_ITEMS_PER_FINDING for value in data.values()):
+        return data
+    capped: dict = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            value, left_out = capped_items(value)
+            capped[key] = value
+            if left_out:
+                capped[f"{key}_left_out"] = left_out
+        else:
+            capped[key] = value
+    return capped
+
+
+def finding_dict(finding: Finding) -> dict:
+    """A finding as the JSON report writes it: `Finding.to_dict` with its lists capped."""
+    related, left_out = capped_items(finding.related)
+    document = {**finding.to_dict(), "related": [location.to_dict() for location in related], "data": capped_data(finding.data)}
+    if left_out:
+        document["related_left_out"] = left_out
+    return document
+
+
+def dumps(document: object) -> str:
+    """Indented JSON text; a non-UTF-8 file name (a surrogate escape) is written backslash-escaped."""
+    try:
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
+    except TypeError:
+        return orjson.dumps(printable(document), option=orjson.OPT_INDENT_2).decode()
+
+
+def printable(value: object) -> object:
+    """`value` with every string made valid UTF-8 (undecodable bytes of file names as `\\xff`)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape" if _only_escapes(value) else "backslashreplace").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {printable(key): printable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable(item) for item in value]
+    return value
+
+
+def _only_escapes(text: str) -> bool:
+    return all(not 0xD800 <= ord(char) <= 0xDFFF or 0xDC80 <= ord(char) <= 0xDCFF for char in text)
 
 
 def summary_dict(result: LintResult) -> dict:
@@ -30,10 +91,10 @@ def summary_dict(result: LintResult) -> dict:
 def write_json(result: LintResult, out: IO[str]) -> None:
     document = {
         "version": JSON_VERSION,
-        "findings": [finding.to_dict() for finding in result.findings],
+        "findings": [finding_dict(finding) for finding in result.findings],
         "summary": summary_dict(result),
     }
-    out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    out.write(dumps(document) + "\n")
 
 
 def _github_escape(text: str, *, property_value: bool = False) -> str:
@@ -90,13 +151,14 @@ def sarif_document(result: LintResult) -> dict:
             "message": {"text": finding.message},
             "locations": [_sarif_location(finding.path, finding.line)],
         }
-        if finding.related:
+        related, left_out = capped_items(finding.related)
+        if related:
             item["relatedLocations"] = [
                 {"id": position, **_sarif_location(loc.path, loc.line)}
-                for position, loc in enumerate(finding.related)
+                for position, loc in enumerate(related)
             ]
-        if finding.data:
-            item["properties"] = finding.data
+        if finding.data or left_out:
+            item["properties"] = {**capped_data(finding.data), **({"related_left_out": left_out} if left_out else {})}
         results.append(item)
     return {
         "$schema": SARIF_SCHEMA,
@@ -118,7 +180,7 @@ def sarif_document(result: LintResult) -> dict:
 
 
 def write_sarif(result: LintResult, out: IO[str]) -> None:
-    out.write(orjson.dumps(sarif_document(result), option=orjson.OPT_INDENT_2).decode() + "\n")
+    out.write(dumps(sarif_document(result)) + "\n")
 
 
 SEVERITY_STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "blue"}

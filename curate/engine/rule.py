@@ -54,6 +54,8 @@ class RunContext:
     eval_paths: list[str] = field(default_factory=list)
     max_seq_length: int | None = None
     root: Path = field(default_factory=Path.cwd)
+    #: What rendering the chat template may cost (a `curate.templates.RenderBudget`; None: defaults).
+    template_budget: Any = None
     _resources: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def resource(self, key: str, factory: Callable[[], Any]) -> Any:

@@ -109,21 +109,32 @@ class BatchViews:
         return view
 
 
-def check_row_rules(row_rules: list[RowRule], batch: Batch, roleless: Counter[str]) -> list[Finding]:
+def check_row_rules(row_rules: list[RowRule], batch: Batch, roleless: Counter[str], errors: list[str]) -> list[Finding]:
     """Every row rule on the batch, and on the rejected sides of its preference rows (a finding
     the rejected side shares with the chosen side, such as one about the prompt, is kept once).
-    Rules that need roles skip roleless rows; `roleless` counts them per rule."""
+    Rules that need roles skip roleless rows; `roleless` counts them per rule. A rule that cannot
+    go on (RuleSetupError: a template over its run budget) leaves `row_rules`, its reason in `errors`."""
     views = BatchViews(batch)
     found: list[Finding] = []
-    for rule in row_rules:
-        found.extend(rule.check_batch(views.view("with_roles", rule.code, roleless) if rule.needs_roles else batch))
+    for rule in list(row_rules):
+        found.extend(_checked(rule, views.view("with_roles", rule.code, roleless) if rule.needs_roles else batch, row_rules, errors))
     rejected = batch.rejected_sides()
     if rejected is not None:
         seen = {(f.code, f.line, f.message) for f in found}
-        for rule in row_rules:
+        for rule in list(row_rules):
             side = rejected.with_roles()[0] if rule.needs_roles else rejected
-            found.extend(f for f in rule.check_batch(side) if (f.code, f.line, f.message) not in seen)
+            found.extend(f for f in _checked(rule, side, row_rules, errors) if (f.code, f.line, f.message) not in seen)
     return found
+
+
+def _checked(rule: RowRule, batch: Batch, row_rules: list[RowRule], errors: list[str]) -> list[Finding]:
+    try:
+        return list(rule.check_batch(batch))
+    except RuleSetupError as exc:
+        row_rules.remove(rule)
+        if str(exc) not in errors:
+            errors.append(str(exc))
+        return []
 
 
 def observe_dataset_rules(dataset_rules: list[DatasetRule], batch: Batch, left_out: Counter[str]) -> None:
@@ -192,7 +203,7 @@ def _run_lint(
                     apply_column_mapping(raw_rows, plan.columns)
                 batch = Batch.from_raw(raw_rows)
                 rows += len(batch)
-                findings.extend(check_row_rules(row_rules, batch, roleless))
+                findings.extend(check_row_rules(row_rules, batch, roleless, errors))
                 observe_dataset_rules(dataset_rules, batch, left_out)
                 formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
                 json_indexes.update(((raw.path, raw.line), raw.index) for raw in raw_rows if isinstance(raw, IndexedRow))

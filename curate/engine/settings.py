@@ -97,6 +97,14 @@ def _rule_options(config: CurateConfig, request: LintRequest, where: str, regist
     return options
 
 
+def render_budget(config: CurateConfig):
+    """The chat template's render budget from `[tool.curate.template-budget]`."""
+    from curate.templates import RenderBudget
+
+    budget = config.template_budget
+    return RenderBudget(budget.row_seconds, budget.row_chars, budget.run_seconds, budget.run_chars, budget.max_template_bytes)
+
+
 def plan_lint(request: LintRequest) -> LintPlan:
     """Resolve config + request into a plan; raises ConfigError listing every problem."""
     registry = load_builtin_rules()
@@ -131,6 +139,7 @@ def plan_lint(request: LintRequest) -> LintPlan:
         eval_paths=eval_paths,
         max_seq_length=request.max_seq_length or config.max_seq_length,
         root=base,
+        template_budget=render_budget(config),
     )
     options = _rule_options(config, request, where, registry, problems)
     columns = request.columns if request.columns is not None else dict(config.columns)

@@ -20,7 +20,7 @@ from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RowRule, RuleOptions, RuleSetupError, RunContext
 from curate.formats import Message, tool_call_names
-from curate.templates import ChatTemplate, RenderError, Span, TemplateError
+from curate.templates import ChatTemplate, RenderError, Span, TemplateBudgetExhausted, TemplateError
 from curate.text.secrets import excerpt
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def load_chat_template(context: RunContext) -> ChatTemplate:
 
     def load() -> ChatTemplate:
         try:
-            return ChatTemplate.load(context.model)
+            return ChatTemplate.load(context.model, budget=context.template_budget)
         except TemplateError as exc:
             raise RuleSetupError(f"--model: {exc}") from None
 
@@ -75,6 +75,8 @@ class BatchRenderer:
                 out.append(RenderedRow(row, messages, tools, render(messages, tools=tools), None))
             except RenderError as exc:
                 out.append(RenderedRow(row, messages, tools, None, exc))
+            except TemplateBudgetExhausted as exc:  # the template cannot render this run: one error line
+                raise RuleSetupError(f"--model: {exc}") from None
         return out
 
     @cached_property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from curate.train import audit as mask_audit
 from curate.train.config import TrainConfig
 from curate.train.estimate import estimate_memory, model_shape
-from curate.train.recipe import PreparedData, Schedule, plan_schedule, run_audit
+from curate.train.recipe import PreparedData, Schedule, TrainError, plan_schedule, run_audit
 
 
 def _share(part: int, whole: int) -> str:
@@ -49,7 +49,10 @@ def dry_run_report(config: TrainConfig, tokenizer, data: PreparedData, *, proces
     lines.append(f"batches: {batching}")
     lines.append(f"micro-batches: largest {widths[largest]:,} tokens, {padding:.1%} of the tokens are padding")
     model_config = AutoConfig.from_pretrained(config.model)
-    shape = model_shape(model_config, config.lora_rank, config.lora_targets)
+    try:
+        shape = model_shape(model_config, config.lora_rank, config.lora_targets)
+    except ValueError as exc:  # a --lora-targets name the model lacks
+        raise TrainError(str(exc)) from None
     text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     memory = estimate_memory(
         shape,

@@ -62,7 +62,12 @@ class ModelShape:
         return self.body_linear_params + self.head_params + self.embedding_params + self.other_params
 
 
+def unknown_targets_message(missing: list[str], linear_names: set[str]) -> str:
+    return f"--lora-targets: the model has no linear layer named {', '.join(missing)}; it has: {', '.join(sorted(linear_names))}"
+
+
 def model_shape(config, lora_rank: int, lora_targets: list[str] | str) -> ModelShape:
+    """Parameter counts of the model; ValueError when a LoRA target names no linear layer."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -72,13 +77,18 @@ def model_shape(config, lora_rank: int, lora_targets: list[str] | str) -> ModelS
     embeddings = model.get_input_embeddings()
     tied = head is not None and embeddings is not None and head.weight is embeddings.weight
     body, lora, largest = 0, 0, 0
+    leaves: set[str] = set()
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and module is not head:
             body += module.weight.numel()
             largest = max(largest, module.weight.numel())
             leaf = name.rsplit(".", 1)[-1]
+            leaves.add(leaf)
             if lora_targets == "all-linear" or leaf in lora_targets:
                 lora += lora_rank * (module.in_features + module.out_features)
+    missing = sorted(set(lora_targets) - leaves) if lora_targets != "all-linear" else []
+    if missing:
+        raise ValueError(unknown_targets_message(missing, leaves))
     head_params = head.weight.numel() if head is not None else 0
     embedding_params = 0 if tied else (embeddings.weight.numel() if embeddings is not None else 0)
     total = sum(p.numel() for p in model.parameters())

@@ -173,7 +173,10 @@ def add_lora(model, config, *, quantized: bool, gradient_checkpointing: bool, se
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
     torch.manual_seed(seed)
-    peft_model = get_peft_model(model, lora_config(config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets))
+    try:
+        peft_model = get_peft_model(model, lora_config(config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets))
+    except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
+        raise ModelLoadError(f"--lora-targets: {' '.join(str(exc).split())}") from None
     peft_model.peft_config["default"].base_model_name_or_path = base_path
     return peft_model
 

@@ -29,6 +29,7 @@ from typing import Any
 from curate.train import audit as mask_audit
 from curate.train.batching import collate, epoch_order, micro_batches_per_epoch, unpack
 from curate.train.checkpoint import (
+    CheckpointError,
     config_differences,
     latest_checkpoint,
     load_checkpoint,
@@ -291,7 +292,10 @@ class Run:
         path = latest_checkpoint(self.output)
         if path is None:
             raise TrainError(f"--resume: {self.output} has no checkpoint to resume from; start without --resume")
-        loaded = load_checkpoint(path)
+        try:
+            loaded = load_checkpoint(path)
+        except CheckpointError as exc:
+            raise TrainError(str(exc)) from None
         state = loaded["state"]
         differences = config_differences(state["config"], self.config.model_dump())
         if differences:
