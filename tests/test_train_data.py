@@ -115,7 +115,7 @@ def test_generation_markers_give_the_same_trained_text_as_prefix_rendering():
     marked = tokenize(marked_tokenizer, conversations(), 512)
     for by_prefix, by_marker in zip(prefix.examples, marked.examples):
         assert trained_runs(marked_tokenizer, by_marker) == trained_runs(marked_tokenizer, by_prefix)
-    assert audit((e, e.input_ids, e.labels) for e in marked.examples).ok
+    assert audit(((e, e.input_ids, e.labels) for e in marked.examples), marked_tokenizer).ok
 
 
 def test_prompt_tokens_are_what_inference_tokenizes_for_the_generation_prompt():
@@ -150,14 +150,14 @@ def test_truncation_that_cuts_every_assistant_token_is_reported_not_trained():
     partly = tokenize(tokenizer, conversations([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "word " * 300}]]), 64)
     example = partly.examples[0]
     assert example.truncated and len(example) == 64 and example.trained_tokens > 0
-    report = audit((e, e.input_ids, e.labels) for e in partly.examples)
+    report = audit(((e, e.input_ids, e.labels) for e in partly.examples), tokenizer)
     assert report.ok and report.partly_truncated == 1
 
 
 def test_audit_passes_correct_labels_and_counts_end_of_turn_tokens():
     tokenizer = chatml_tokenizer()
     dataset = tokenize(tokenizer, conversations(), 512)
-    report = audit((e, e.input_ids, e.labels) for e in dataset.examples)
+    report = audit(((e, e.input_ids, e.labels) for e in dataset.examples), tokenizer)
     assert report.ok
     assert report.assistant_turns == 3 and report.turns_with_end_of_turn_trained == 3
     assert report.end_of_turn_tokens == {"<|im_end|>": 3}
@@ -168,7 +168,7 @@ def test_audit_stops_a_masked_end_of_turn_token_and_shows_the_example():
     example = tokenize(tokenizer, conversations(), 512).examples[0]
     # The classic collator bug: pad == eos, and "mask the padding" masks every eos.
     labels = np.where(example.input_ids == tokenizer.convert_tokens_to_ids("<|im_end|>"), IGNORE_INDEX, example.labels)
-    report = audit([(example, example.input_ids, labels)])
+    report = audit([(example, example.input_ids, labels)], tokenizer)
     assert not report.ok
     text = describe_failure(report.failures[0])
     assert "data.jsonl:1" in text and "never learn to stop" in text
@@ -180,7 +180,7 @@ def test_audit_stops_trained_user_tokens():
     example = tokenize(tokenizer, conversations(), 512).examples[0]
     labels = example.input_ids.copy()
     labels[0] = IGNORE_INDEX
-    report = audit([(example, example.input_ids, labels)])
+    report = audit([(example, example.input_ids, labels)], tokenizer)
     assert not report.ok
     assert any("outside the assistant turns are trained: 'system\\nBe brief." in reason for reason in report.failures[0].reasons), report.failures[0].reasons
 
@@ -192,9 +192,9 @@ def test_audit_stops_a_template_without_an_end_of_turn_token():
         "{%- if add_generation_prompt %}{{- 'assistant: ' }}{%- endif %}"
     )
     dataset = tokenize(tokenizer, conversations(), 512)
-    report = audit((e, e.input_ids, e.labels) for e in dataset.examples)
+    report = audit(((e, e.input_ids, e.labels) for e in dataset.examples), tokenizer)
     assert len(report.failures) == 2
-    assert "no end-of-turn token" in report.failures[0].reasons[0]
+    assert any("no end-of-turn token" in reason for reason in report.failures[0].reasons)
 
 
 @pytest.mark.parametrize("packing", [True, False])
@@ -252,3 +252,104 @@ def test_config_problems_are_all_reported_with_suggestions(tmp_path):
     assert "batch_size" in text or "batch-size" in text
     assert is_train_only_table({"epochs": 1, "seed": 3})
     assert not is_train_only_table({"select": ["SC"], "train": {"epochs": 1}})
+
+
+# ---------------------------------------------------------------- token-exact parity, every tokenizer family
+SUPPORT_CHAT = [
+    {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+    {"role": "user", "content": "How do I reset my password?"},
+    {"role": "assistant", "content": "Open Settings, choose Security, then Reset password."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "The capital of France is Paris."},
+]
+NO_SYSTEM = SUPPORT_CHAT[1:]
+#: (fixture, conversation it takes, end-of-turn token)
+FAMILIES = [
+    ("llama3", SUPPORT_CHAT, "<|eot_id|>"),
+    ("gemma", NO_SYSTEM, "<end_of_turn>"),
+    ("llama2", SUPPORT_CHAT, "</s>"),
+    ("mistral-sp", NO_SYSTEM, "</s>"),
+    ("phi3", SUPPORT_CHAT, "<|end|>"),
+    ("zephyr", SUPPORT_CHAT, "</s>"),
+    ("generation", SUPPORT_CHAT, "<|im_end|>"),
+]
+
+
+def fixture_tokenizer(name, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tests.fixture_models import build_fixture_model
+
+    return AutoTokenizer.from_pretrained(build_fixture_model(name, tmp_path))
+
+
+@pytest.mark.parametrize(("name", "messages", "end_of_turn"), FAMILIES, ids=[family[0] for family in FAMILIES])
+def test_trained_ids_are_exactly_what_inference_tokenizes(name, messages, end_of_turn, tmp_path):
+    """The ids are `tokenizer(rendered text)`, every generation prompt's ids are a prefix of
+    them, and the trained text is each answer and its end-of-turn token (SentencePiece-style
+    tokenizers used to get an extra `▁` at every piece: `▁Open` where inference has `Op`,`en`)."""
+    from curate.train.data import prompt_text
+
+    tokenizer = fixture_tokenizer(name, tmp_path)
+    dataset = tokenize(tokenizer, conversations([messages]), 512)
+    assert not dataset.problems, dataset.problems
+    example = dataset.examples[0]
+    assert example.input_ids.tolist() == tokenizer(example.text, add_special_tokens=False)["input_ids"]
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant":
+            prompt_ids = tokenizer(prompt_text(tokenizer, messages[:index]), add_special_tokens=False)["input_ids"]
+            assert example.input_ids[: len(prompt_ids)].tolist() == prompt_ids
+    trained = [example.text[example.offsets[i] : example.offsets[i + 1]] for i in np.flatnonzero(example.labels != IGNORE_INDEX)]
+    answers = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert "".join(trained).split(end_of_turn)[:-1] == [answer if name != "llama2" else f" {answer} " for answer in answers][: len(answers)]
+    report = audit([(example, example.input_ids, example.labels)], tokenizer)
+    assert report.ok, describe_failure(report.failures[0])
+    assert report.turns_with_end_of_turn_trained == len(answers)
+
+
+def test_audit_refuses_pieces_tokenized_apart_and_shows_both_token_sequences(tmp_path):
+    """Ids made by tokenizing prompt and answer separately (what a SentencePiece tokenizer
+    turns into `▁Open`) are not what inference feeds the model: the audit refuses and shows
+    both sequences token by token from the first difference."""
+    from curate.train.data import Example
+
+    tokenizer = fixture_tokenizer("phi3", tmp_path)
+    example = tokenize(tokenizer, conversations([NO_SYSTEM[:2]]), 512).examples[0]
+    start = example.spans[0].start
+    pieces = [tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True) for piece in (example.text[:start], example.text[start:])]
+    ids = pieces[0]["input_ids"] + pieces[1]["input_ids"]
+    offsets = [b for b, _ in pieces[0]["offset_mapping"]] + [start + b for b, _ in pieces[1]["offset_mapping"]] + [len(example.text)]
+    labels = np.array([IGNORE_INDEX] * len(pieces[0]["input_ids"]) + pieces[1]["input_ids"])
+    labels[-2:] = IGNORE_INDEX  # "\n<|endoftext|>" after the end-of-turn token
+    apart = Example(example.conversation, example.text, example.spans, np.array(ids), labels, np.array(offsets))
+    report = audit([(apart, apart.input_ids, apart.labels)], tokenizer)
+    assert not report.ok
+    reason = next(r for r in report.failures[0].reasons if r.startswith("tokens of the rendered conversation"))
+    trained_line, inference_line = reason.splitlines()[1:]
+    assert "'▁Open'" in trained_line and "'Op' 'en'" in inference_line
+    assert audit([(example, example.input_ids, example.labels)], tokenizer).ok
+
+
+def test_special_token_text_inside_an_answer_does_not_cut_the_turn():
+    tokenizer = chatml_tokenizer()
+    answer = "Close the block with <|im_end|> and then stop writing."
+    rows = [[{"role": "user", "content": "How do I close a ChatML turn?"}, {"role": "assistant", "content": answer}]]
+    example = tokenize(tokenizer, conversations(rows), 512).examples[0]
+    assert trained_runs(tokenizer, example) == [answer + "<|im_end|>"]
+    assert audit([(example, example.input_ids, example.labels)], tokenizer).ok
+
+
+def test_audit_catches_a_turn_cut_at_special_text_in_its_content():
+    """The audit works out the turn from the message, not from the labeller's spans: labels
+    that stop at the first `<|im_end|>` inside the answer leave the rest untrained and fail."""
+    tokenizer = chatml_tokenizer()
+    answer = "Close the block with <|im_end|> and then stop writing."
+    rows = [[{"role": "user", "content": "How do I close a ChatML turn?"}, {"role": "assistant", "content": answer}]]
+    example = tokenize(tokenizer, conversations(rows), 512).examples[0]
+    cut_at = example.text.index("<|im_end|>", example.spans[0].start) + len("<|im_end|>")
+    labels = np.where(example.offsets[:-1] < cut_at, example.labels, IGNORE_INDEX)
+    report = audit([(example, example.input_ids, labels)], tokenizer)
+    assert not report.ok
+    reason = report.failures[0].reasons[0]
+    assert "assistant turn 1: tokens of its content or end-of-turn are not trained: ' and then stop writing.<|im_end|>'" in reason
+    assert "expected 'Close the block with <|im_end|> and then stop writing.<|im_end|>'" in reason

@@ -23,7 +23,7 @@ def dry_run_report(config: TrainConfig, tokenizer, data: PreparedData, *, proces
     train = data.train
     schedule = plan_schedule(config, len(train.examples), processes)
     packing, batching = packing_plan(config.packing, default_attention(pick_device(), config.attn_implementation))
-    audit = run_audit(data, config, tokenizer.pad_token_id, packing)
+    audit = run_audit(data, config, tokenizer, packing)
     truncated = sum(1 for example in train.examples if example.truncated)
     lines = [
         f"rows: {data.conversations + data.unusable_rows} read, {data.unusable_rows} unusable; "

@@ -116,27 +116,20 @@ def micro_batch_stream(lengths: list[int], config: TrainConfig, packing: bool, s
         epoch, offset = epoch + 1, 0
 
 
-def run_audit(data: PreparedData, config: TrainConfig, pad_id: int, packing: bool) -> mask_audit.AuditReport:
+def run_audit(data: PreparedData, config: TrainConfig, tokenizer, packing: bool) -> mask_audit.AuditReport:
     """Audit every train and eval example as the collator hands it to the model."""
 
     def fed(dataset: Dataset, batches: list[list[int]]):
         for indices in batches:
-            batch = collate(dataset.examples, indices, packing, pad_id)
+            batch = collate(dataset.examples, indices, packing, tokenizer.pad_token_id)
             for index, input_ids, labels in unpack(batch):
                 yield dataset.examples[index], input_ids, labels
 
     lengths = [len(example) for example in data.train.examples]
     train_batches = epoch_order(lengths, config.batch_size, config.seed, 0, packing)
     eval_batches = eval_order(data.evaluation, config.batch_size)
-    report = mask_audit.audit(fed(data.train, train_batches))
-    eval_report = mask_audit.audit(fed(data.evaluation, eval_batches))
-    report.examples += eval_report.examples
-    report.assistant_turns += eval_report.assistant_turns
-    report.turns_with_end_of_turn_trained += eval_report.turns_with_end_of_turn_trained
-    report.partly_truncated += eval_report.partly_truncated
-    report.failures += eval_report.failures
-    for token, count in eval_report.end_of_turn_tokens.items():
-        report.end_of_turn_tokens[token] = report.end_of_turn_tokens.get(token, 0) + count
+    report = mask_audit.audit(fed(data.train, train_batches), tokenizer)
+    report.add(mask_audit.audit(fed(data.evaluation, eval_batches), tokenizer))
     return report
 
 
@@ -238,7 +231,7 @@ class Run:
         self.reporter.say(f"batches: {self.batching}")
 
         # The mask audit gates the run on the batches exactly as they will be collated.
-        self.audit = run_audit(self.data, config, self.tokenizer.pad_token_id, self.packing)
+        self.audit = run_audit(self.data, config, self.tokenizer, self.packing)
         if not self.audit.ok:
             raise Refused(audit_failure_text(self.audit))
         for line in mask_audit.summary_lines(self.audit, self.tokenizer, len(self.data.train.cut_by_truncation)):
