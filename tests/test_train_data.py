@@ -229,11 +229,46 @@ def test_epoch_order_is_seeded_complete_and_length_grouped_without_packing():
 
 def test_eval_split_is_seeded_and_disjoint():
     rows = conversations([CONVERSATIONS[0]] * 40)
-    train, held_out = split_eval(rows, 0.1, seed=3)
+    split = split_eval(rows, 0.1, seed=3)
+    train, held_out = split.train, split.evaluation
     assert len(held_out) == 4 and len(train) == 36
     assert {c.line for c in train}.isdisjoint(c.line for c in held_out)
-    assert [c.line for c in held_out] == [c.line for c in split_eval(rows, 0.1, seed=3)[1]]
-    assert split_eval(rows, 0.0, seed=3) == (rows, [])
+    assert [c.line for c in held_out] == [c.line for c in split_eval(rows, 0.1, seed=3).evaluation]
+    empty = split_eval(rows, 0.0, seed=3)
+    assert (empty.train, empty.evaluation) == (rows, [])
+
+
+def gsm8k_rows(distinct: int, copies: int) -> list[dict]:
+    """Word problems with `#### N` answers; the first `copies` problems appear four times more."""
+    rows = []
+    for n in range(distinct):
+        question = f"A shop sells {n + 3} boxes of {n + 7} pencils each. How many pencils does it sell?"
+        answer = f"Each box has {n + 7} pencils, so {n + 3} boxes have {(n + 3) * (n + 7)} pencils.\n#### {(n + 3) * (n + 7)}"
+        rows.append({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
+    return rows + [row for row in rows[:copies] for _ in range(4)]
+
+
+def test_eval_split_keeps_every_duplicate_cluster_on_one_side(lint, tmp_path):
+    """80 exact copies (20 problems, each four more times): the lint gate's DU001 clusters keep
+    every copy on the side of its original, so no eval row has a copy in train."""
+    import json
+
+    from curate.train.data import read_conversations
+    from curate.train.gate import duplicate_clusters
+
+    rows = gsm8k_rows(100, 20)
+    result = lint(rows)
+    conversations_, _ = read_conversations(tmp_path / "data.jsonl")
+    key = lambda conversation: json.dumps(conversation.messages)  # noqa: E731
+    leaks = lambda split: sum(1 for c in split.evaluation if key(c) in {key(t) for t in split.train})  # noqa: E731
+    assert leaks(split_eval(conversations_, 0.2, seed=1)) > 0  # a plain random split leaks
+    duplicate_of = duplicate_clusters(result, str(tmp_path / "data.jsonl"))
+    assert len(set(duplicate_of.values())) == 20
+    for seed in range(5):
+        split = split_eval(conversations_, 0.2, seed=seed, duplicate_of=duplicate_of)
+        assert leaks(split) == 0
+        assert len(split.evaluation) == 36 and len(split.train) == 144
+        assert split.clusters_kept_together == 20
 
 
 def test_config_flags_win_over_the_file_and_paths_resolve_beside_it(tmp_path):
@@ -353,3 +388,27 @@ def test_audit_catches_a_turn_cut_at_special_text_in_its_content():
     reason = report.failures[0].reasons[0]
     assert "assistant turn 1: tokens of its content or end-of-turn are not trained: ' and then stop writing.<|im_end|>'" in reason
     assert "expected 'Close the block with <|im_end|> and then stop writing.<|im_end|>'" in reason
+
+
+def test_manifest_base_revision_is_the_hub_snapshot_or_changes_with_the_weights(tmp_path):
+    from curate.train.manifest import base_model_revision
+
+    snapshot = tmp_path / "hub" / "models--org--chat" / "snapshots" / "0123abcd" / "config.json"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_text("{}")
+    assert base_model_revision(str(snapshot.parent)) == {"kind": "hub snapshot", "commit": "0123abcd"}
+    local = tmp_path / "model"
+    local.mkdir()
+    (local / "config.json").write_text('{"hidden_size": 64}')
+    weights = bytearray(range(256)) * 40_000  # 10 MB: sampled, not read whole
+    (local / "model.safetensors").write_bytes(bytes(weights))
+    first = base_model_revision(str(local))
+    assert first["kind"] == "local folder" and first == base_model_revision(str(local))
+    # Updated weights of the same shape: the same size, other bytes throughout.
+    (local / "model.safetensors").write_bytes(bytes(weights[1:] + weights[:1]))
+    assert base_model_revision(str(local))["sha256"] != first["sha256"]
+    (local / "model.safetensors").write_bytes(bytes(weights))
+    assert base_model_revision(str(local)) == first
+    (local / "config.json").write_text('{"hidden_size": 65}')
+    assert base_model_revision(str(local))["sha256"] != first["sha256"]
+    assert base_model_revision("org/not-in-any-cache")["kind"] == "unknown"

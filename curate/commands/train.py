@@ -181,7 +181,7 @@ def _dry_run(args: argparse.Namespace, config, gate) -> int:
     quiet_libraries()
     try:
         tokenizer = load_tokenizer(config.model)
-        data = prepare_data(config, tokenizer, args.data)
+        data = prepare_data(config, tokenizer, args.data, gate)
     except (ModelLoadError, TrainError) as exc:
         error(str(exc))
         return EXIT_ERROR

@@ -121,16 +121,36 @@ def read_conversations(path: str | Path) -> tuple[list[Conversation], int]:
     return conversations, skipped
 
 
-def split_eval(conversations: list[Conversation], fraction: float, seed: int) -> tuple[list[Conversation], list[Conversation]]:
-    """A seeded random split: (train, eval). At least one eval row when the fraction is positive."""
+@dataclass
+class Split:
+    train: list[Conversation]
+    evaluation: list[Conversation]
+    #: Duplicate clusters (two rows or more) kept wholly on one side of the split.
+    clusters_kept_together: int = 0
+
+
+def split_eval(conversations: list[Conversation], fraction: float, seed: int, duplicate_of: dict[int, int] | None = None) -> Split:
+    """A seeded random split by duplicate cluster: every copy of a row (`duplicate_of`: line ->
+    its cluster's representative line) lands on the same side, so no eval row has a copy in
+    train. About `fraction` of the rows are held out; at least one when it is positive."""
     if fraction <= 0 or len(conversations) < 2:
-        return conversations, []
-    count = min(len(conversations) - 1, max(1, round(len(conversations) * fraction)))
-    order = np.random.default_rng(seed).permutation(len(conversations))
-    held_out = set(order[:count].tolist())
+        return Split(conversations, [])
+    duplicate_of = duplicate_of or {}
+    groups: dict[int, list[int]] = {}
+    for index, conversation in enumerate(conversations):
+        groups.setdefault(duplicate_of.get(conversation.line, conversation.line), []).append(index)
+    members = list(groups.values())
+    target = min(len(conversations) - 1, max(1, round(len(conversations) * fraction)))
+    held_out: set[int] = set()
+    for group in np.random.default_rng(seed).permutation(len(members)).tolist():
+        size = len(members[group])
+        if len(held_out) + size <= target or (not held_out and size < len(conversations)):
+            held_out.update(members[group])
+        if len(held_out) >= target:
+            break
     train = [c for i, c in enumerate(conversations) if i not in held_out]
     evaluation = [c for i, c in enumerate(conversations) if i in held_out]
-    return train, evaluation
+    return Split(train, evaluation, sum(1 for group in members if len(group) > 1))
 
 
 def has_generation_markers(chat_template: str | None) -> bool:

@@ -27,7 +27,8 @@ def dry_run_report(config: TrainConfig, tokenizer, data: PreparedData, *, proces
     truncated = sum(1 for example in train.examples if example.truncated)
     lines = [
         f"rows: {data.conversations + data.unusable_rows} read, {data.unusable_rows} unusable; "
-        f"train {len(train.examples)} examples, eval {len(data.evaluation.examples)} ({data.eval_source})",
+        f"train {len(train.examples)} examples, eval {len(data.evaluation.examples)} ({data.eval_source})"
+        + (f"; {data.clusters_kept_together} duplicate clusters kept on one side of the split" if data.clusters_kept_together else ""),
         f"after templating: {train.tokens:,} tokens, {train.trained_tokens:,} assistant tokens trained "
         f"({_share(train.trained_tokens, train.tokens)}); {truncated} examples cut at max-seq-length {config.max_seq_length}",
         *mask_audit.summary_lines(audit, tokenizer, len(train.cut_by_truncation)),

@@ -65,6 +65,8 @@ class PreparedData:
     evaluation: Dataset
     eval_conversations: list[Conversation]
     eval_source: str
+    #: Duplicate clusters kept wholly on one side of the eval split.
+    clusters_kept_together: int = 0
 
 
 @dataclass
@@ -78,9 +80,13 @@ class Schedule:
         return self.micro_batches_per_epoch / self.micro_batches_per_step
 
 
-def prepare_data(config: TrainConfig, tokenizer, data_path: str) -> PreparedData:
+def prepare_data(config: TrainConfig, tokenizer, data_path: str, gate: GateOutcome | None = None) -> PreparedData:
+    """Read, split and tokenize; the eval split keeps duplicate clusters together (from the
+    lint gate's duplicate findings, or from running the duplicate rules when no gate did)."""
     from curate.io import InputError
+    from curate.train.gate import find_duplicate_clusters
 
+    kept_together = 0
     try:
         conversations, unusable = read_conversations(data_path)
         if config.eval_file:
@@ -88,7 +94,11 @@ def prepare_data(config: TrainConfig, tokenizer, data_path: str) -> PreparedData
             eval_rows, _ = read_conversations(config.eval_file)
             source = config.eval_file
         else:
-            train_rows, eval_rows = split_eval(conversations, config.eval_fraction, config.seed)
+            duplicate_of = None
+            if config.eval_fraction > 0:
+                duplicate_of = gate.duplicate_of if gate and gate.duplicate_of is not None else find_duplicate_clusters(data_path)
+            split = split_eval(conversations, config.eval_fraction, config.seed, duplicate_of)
+            train_rows, eval_rows, kept_together = split.train, split.evaluation, split.clusters_kept_together
             source = f"held out by eval-fraction {config.eval_fraction}" if eval_rows else "none"
     except InputError as exc:
         raise TrainError(str(exc)) from None
@@ -96,7 +106,7 @@ def prepare_data(config: TrainConfig, tokenizer, data_path: str) -> PreparedData
         raise TrainError(f"{data_path}: no usable conversations to train on (run `curate lint {data_path}` to see why)")
     train = tokenize(tokenizer, train_rows, config.max_seq_length)
     evaluation = tokenize(tokenizer, eval_rows, config.max_seq_length)
-    return PreparedData(len(conversations), unusable, train, evaluation, eval_rows, source)
+    return PreparedData(len(conversations), unusable, train, evaluation, eval_rows, source, kept_together)
 
 
 def plan_schedule(config: TrainConfig, train_examples: int, processes: int) -> Schedule:
@@ -211,7 +221,7 @@ class Run:
 
         self.data_sha256 = file_sha256(self.data_path)
         self.tokenizer = builders.load_tokenizer(config.model)
-        self.data = prepare_data(config, self.tokenizer, self.data_path)
+        self.data = prepare_data(config, self.tokenizer, self.data_path, self.gate)
         if self.data.train.problems or self.data.evaluation.problems:
             raise Refused(template_problems_text(self.data))
         if not self.data.train.examples:
@@ -437,7 +447,7 @@ class Run:
     # ------------------------------------------------------------------ save
     def save(self) -> dict:
         """Write the adapter, tokenizer, metrics, loss curve and manifest; returns the manifest."""
-        from curate.train.manifest import versions, write_manifest
+        from curate.train.manifest import base_model_revision, versions, write_manifest
         from curate.train.model import load_lora_state
         from curate.train.plot import write_loss_curve
         from curate.train.stopcheck import stop_check
@@ -489,6 +499,7 @@ class Run:
             "config": config.model_dump(),
             "seed": config.seed,
             "base_model": self.base_path,
+            "base_model_revision": base_model_revision(config.model),
             "versions": versions(),
             "device": {"type": self.device.type, "name": self.device.name, "compute_dtype": str(self.device.compute_dtype).removeprefix("torch."),
                        "processes": self.accelerator.num_processes if self.accelerator else 1},
