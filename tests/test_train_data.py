@@ -412,3 +412,25 @@ def test_manifest_base_revision_is_the_hub_snapshot_or_changes_with_the_weights(
     (local / "config.json").write_text('{"hidden_size": 65}')
     assert base_model_revision(str(local))["sha256"] != first["sha256"]
     assert base_model_revision("org/not-in-any-cache")["kind"] == "unknown"
+
+
+def test_chunked_linear_cross_entropy_equals_the_plain_loss_and_gradient():
+    """The chunked head loss (logits never whole in memory) gives the loss and the gradient of
+    `cross_entropy(hidden @ W.T)`; chunks of 7 rows over 50 rows, and in eval (no grad)."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from curate.train.model import linear_cross_entropy
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(300, 16, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 300, (50,), generator=generator)
+    hidden = torch.randn(50, 16, generator=generator, dtype=torch.float64, requires_grad=True)
+    expected = F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+    (expected_grad,) = torch.autograd.grad(expected * 0.5, hidden)
+    chunked = linear_cross_entropy(hidden, weight, targets, chunk_elements=7 * 300)
+    (grad,) = torch.autograd.grad(chunked * 0.5, hidden)
+    assert torch.allclose(chunked, expected.float(), rtol=1e-6)
+    assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)  # the logits are float32
+    with torch.no_grad():
+        assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_elements=7 * 300), expected.float(), rtol=1e-6)
