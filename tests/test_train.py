@@ -97,6 +97,8 @@ def test_run_folder_holds_adapter_tokenizer_metrics_curve_and_manifest(trained):
     assert manifest["device"]["type"] == "cpu" and manifest["training"]["packing"] == "padding-free"
     assert manifest["stop_check"]["prompts"] == 2 and 0 <= manifest["stop_check"]["adapter_stop_share"] <= 1
     assert manifest["performance"]["tokens_per_s"] > 0 and manifest["performance"]["peak_memory_bytes"] > 0
+    revision = manifest["base_model_revision"]
+    assert revision["kind"] == "local folder" and len(revision["sha256"]) == 64
 
 
 def test_saved_tokenizer_carries_the_training_template_and_prompts_match_inference(trained):
@@ -294,6 +296,18 @@ def test_dry_run_prints_tokens_audit_steps_and_memory_without_training(tmp_path,
     assert "batches: length-grouped padding: with sdpa" in out  # no variable-length attention kernel on a CPU
     assert "estimated peak" in out and "LoRA + AdamW state" in out
     assert not list(tmp_path.glob("*/manifest.json"))
+
+
+def test_dry_run_says_how_many_duplicate_clusters_the_split_kept_together(tmp_path, capsys):
+    """The gate's DU001 findings reach the split: four rows copied three times more are four
+    clusters kept on one side."""
+    from curate.cli import main
+
+    data = write_jsonl(tmp_path / "data.jsonl", DEMO_ROWS[:30] + [row for row in DEMO_ROWS[:4] for _ in range(3)])
+    code = main(["train", str(data), "--model", TINY, "--dry-run", "--isolated", "--eval-fraction", "0.25"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "; 4 duplicate clusters kept on one side of the split" in out
 
 
 def test_dry_run_shows_the_audit_failure_of_a_template_without_end_of_turn(tmp_path, capsys):
