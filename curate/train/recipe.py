@@ -487,6 +487,7 @@ class Run:
                 "train_examples": len(self.data.train.examples),
                 "eval_examples": len(self.data.evaluation.examples),
                 "eval_source": self.data.eval_source,
+                "eval_lines": None if config.eval_file else [c.line for c in self.data.eval_conversations],
                 "tokens": self.data.train.tokens,
                 "trained_tokens": self.data.train.trained_tokens,
                 "cut_by_truncation": len(self.data.train.cut_by_truncation),
