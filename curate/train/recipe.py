@@ -470,6 +470,7 @@ class Run:
             return {}
         self.output.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(self.output, safe_serialization=True)
+        evaluation = self._short_eval() if config.eval_prompts and self.data.eval_conversations else None
         # The saved tokenizer carries the exact chat template the labels were made with.
         self.tokenizer.save_pretrained(self.output)
         self._write_metrics()
@@ -525,6 +526,7 @@ class Run:
                 "base_eval_loss": self.base_eval_loss,
             },
             "stop_check": check.to_manifest() if check else None,
+            "eval": evaluation,
             "performance": {
                 "wall_time_s": round(time.time() - self.started, 2),
                 "train_time_s": round(self.train_seconds, 2),
@@ -537,6 +539,15 @@ class Run:
         }
         write_manifest(self.output / "manifest.json", manifest)
         return manifest
+
+    def _short_eval(self) -> dict:
+        """`curate eval` of base vs adapter on the held-out split, with the model in memory (RUN/eval/)."""
+        from curate.evaluate.pipeline import after_training
+        from curate.train.model import autocast
+
+        with autocast(self.device):
+            return after_training(self.model, self.tokenizer, self.device, self.data.eval_conversations, [e.conversation for e in self.data.train.examples],
+                                  prompts=self.config.eval_prompts, max_new_tokens=self.config.stop_check_max_new_tokens, output=self.output, say=self.reporter.say)
 
     def _write_metrics(self) -> None:
         from curate.io import atomic_write_jsonl
