@@ -79,7 +79,6 @@ def _run(args: argparse.Namespace) -> int:
         except EngineUnavailable as exc:
             error(str(exc))
             return EXIT_ERROR
-        raise EvalError("--engine vllm: found vLLM and a GPU, but this version evaluates with vLLM only through curate.evaluate.generation.vllm_generate; use the default engine")
     if not args.runs and not args.adapter and not args.merged and not args.model:
         raise EvalError("nothing to evaluate: pass a run folder, --adapter PATH --model BASE, --merged DIR or --model BASE")
     output = Path(args.output)
@@ -164,6 +163,10 @@ def _evaluate(args, candidates, items, skipped, source, train, regression, outpu
     if device.type == "cpu":
         say("curate: no CUDA device: generating on the CPU")
     models = Models(device)
+    if args.engine == "vllm":
+        from curate.evaluate.generation import VllmEngine
+
+        models.vllm = VllmEngine()
     models.load(candidates)
     settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, engine=args.engine, seed=args.seed,
                             progress=not args.no_progress)

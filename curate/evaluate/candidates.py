@@ -114,6 +114,8 @@ class Models:
         self.tokenizers: dict[str, Any] = {}
         #: candidate name -> peft adapter name
         self.attached: dict[str, str] = {}
+        #: A VllmEngine when generating with vLLM: then only tokenizers are loaded here.
+        self.vllm: Any = None
 
     @property
     def device_torch(self) -> Any:
@@ -132,6 +134,9 @@ class Models:
         from curate.train.model import ModelLoadError, load_base_model, load_tokenizer, quiet_libraries
 
         quiet_libraries()
+        if self.vllm is not None:
+            self.load_tokenizers(candidates)
+            return
         try:
             for candidate in candidates:
                 if candidate.kind == "merged":
@@ -144,6 +149,19 @@ class Models:
                     self.tokenizers["base"] = load_tokenizer(candidate.model)
                 if candidate.adapter:
                     self._attach(candidate)
+        except ModelLoadError as exc:
+            raise EvalError(str(exc)) from None
+
+    def load_tokenizers(self, candidates: list[Candidate]) -> None:
+        from curate.train.model import ModelLoadError, load_tokenizer
+
+        try:
+            for candidate in candidates:
+                key = candidate.model if candidate.kind == "merged" else "base"
+                if key not in self.tokenizers:
+                    self.tokenizers[key] = load_tokenizer(candidate.model)
+                if candidate.adapter and (Path(candidate.adapter) / "tokenizer_config.json").is_file():
+                    self.tokenizers[candidate.name] = load_tokenizer(candidate.adapter)
         except ModelLoadError as exc:
             raise EvalError(str(exc)) from None
 
@@ -167,6 +185,10 @@ class Models:
 
     @contextlib.contextmanager
     def use(self, candidate: Candidate) -> Iterator[tuple[Any, Any]]:
+        if self.vllm is not None:  # vLLM holds the weights; only the tokenizer renders prompts here
+            key = candidate.model if candidate.kind == "merged" else "base"
+            yield None, self.tokenizers.get(candidate.name, self.tokenizers[key])
+            return
         if candidate.kind == "merged":
             yield self.loaded[candidate.model], self.tokenizers[candidate.model]
             return

@@ -159,23 +159,39 @@ def check_vllm() -> None:
         raise EngineUnavailable("--engine vllm: no CUDA GPU here; vLLM needs one (drop --engine for batched transformers generation)")
 
 
-def vllm_generate(base: str, adapter: str | None, tokenizer: Any, prompts: list[list[dict[str, str]]], *, max_new_tokens: int,
-                  stop_ids: list[int], lora_rank: int = 64) -> GenerationRun:
-    """Greedy outputs with vLLM, serving a LoRA adapter directly. Untested without a GPU."""
-    check_vllm()
-    from vllm import LLM, SamplingParams
-    from vllm.lora.request import LoRARequest
+class VllmEngine:
+    """Greedy outputs with vLLM, one engine per model folder, serving LoRA adapters directly
+    (`enable_lora`). The same contract as `generate`. Written against vLLM's offline API;
+    not exercised by the CPU test suite."""
 
-    llm = LLM(model=base, enable_lora=adapter is not None, max_lora_rank=lora_rank, tokenizer=base)
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stop_ids, skip_special_tokens=True)
-    encoded = encode_prompts(tokenizer, prompts)
-    request = LoRARequest("adapter", 1, adapter) if adapter else None
-    started = time.perf_counter()
-    results = llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, lora_request=request)
-    seconds = time.perf_counter() - started
-    outputs = []
-    for ids, result in zip(encoded, results):
-        completion = result.outputs[0]
-        stopped = completion.finish_reason == "stop"
-        outputs.append(Generation(completion.text, len(ids), len(completion.token_ids), stopped))
-    return GenerationRun(outputs, seconds)
+    def __init__(self, max_lora_rank: int = 64):
+        check_vllm()
+        self.engines: dict[str, Any] = {}
+        self.adapters: dict[str, int] = {}
+        self.max_lora_rank = max_lora_rank
+
+    def generate(self, model: str, adapter: str | None, tokenizer: Any, prompts: list[list[dict[str, str]]], *, max_new_tokens: int,
+                 on_progress: Callable[[int], None] | None = None) -> GenerationRun:
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+
+        if model not in self.engines:
+            self.engines[model] = LLM(model=model, enable_lora=True, max_lora_rank=self.max_lora_rank)
+        stop_ids = stop_token_ids(tokenizer)
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stop_ids, skip_special_tokens=True)
+        request = None
+        if adapter:
+            self.adapters.setdefault(adapter, len(self.adapters) + 1)
+            request = LoRARequest(f"adapter-{self.adapters[adapter]}", self.adapters[adapter], adapter)
+        encoded = encode_prompts(tokenizer, prompts)
+        started = time.perf_counter()
+        results = self.engines[model].generate([{"prompt_token_ids": ids} for ids in encoded], params, lora_request=request, use_tqdm=False)
+        seconds = time.perf_counter() - started
+        if on_progress:
+            on_progress(len(encoded))
+        outputs = []
+        for ids, result in zip(encoded, results):
+            completion = result.outputs[0]
+            stopped = completion.finish_reason == "stop"
+            outputs.append(Generation(completion.text, len(ids), len(completion.token_ids), stopped))
+        return GenerationRun(outputs, seconds)

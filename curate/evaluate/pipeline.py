@@ -86,8 +86,12 @@ def generate_all(models: Models, candidates: list[Candidate], items: list[EvalIt
         with models.use(candidate) as (model, tokenizer):
             prompts = [candidate.prompt(item) for item in items]
             with Progress(candidate.name, len(prompts), settings.progress) as advance:
-                runs[candidate.name] = generate(model, tokenizer, prompts, max_new_tokens=settings.max_new_tokens,
-                                                batch_size=settings.batch_size, device=models.device_torch, on_progress=advance)
+                if models.vllm is not None:
+                    runs[candidate.name] = models.vllm.generate(candidate.model, candidate.adapter, tokenizer, prompts,
+                                                                max_new_tokens=settings.max_new_tokens, on_progress=advance)
+                else:
+                    runs[candidate.name] = generate(model, tokenizer, prompts, max_new_tokens=settings.max_new_tokens,
+                                                    batch_size=settings.batch_size, device=models.device_torch, on_progress=advance)
         run = runs[candidate.name]
         say(f"{candidate.name}: {len(items)} prompts in {run.seconds:.1f} s ({run.prompts_per_s:.1f} prompts/s, {run.tokens_per_s:,.0f} tokens/s)")
     return runs
