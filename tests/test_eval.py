@@ -232,6 +232,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "curate: error: nothing to evaluate: pass a run folder, --adapter PATH --model BASE, --merged DIR or --model BASE"
     assert main(["eval", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
     assert "not a finished `curate train` run" in capsys.readouterr().err
+    previous = write_jsonl(tmp_path / "o" / "generations.jsonl", [{"messages": []}]) if (tmp_path / "o").mkdir() is None else None
+    before = previous.read_bytes()
+    assert main(["eval", "--model", "m", "--data", str(previous), "-o", str(tmp_path / "o")]) == 2
+    assert "would be overwritten" in capsys.readouterr().err and previous.read_bytes() == before
     pytest.importorskip("torch")
     try:
         import vllm  # noqa: F401

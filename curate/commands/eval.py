@@ -87,6 +87,8 @@ def _run(args: argparse.Namespace) -> int:
     for path in (args.data, args.regression, args.system_prompt, args.train):
         if path and not Path(path).is_file():
             raise EvalError(f"{path}: no such file")
+        if path and Path(path).resolve().parent == output.resolve():
+            raise EvalError(f"{path}: an input inside the output folder {output} would be overwritten; choose another -o")
 
     runs = [read_run(folder) for folder in args.runs]
     bases = {run.base_model for run in runs}
@@ -151,6 +153,8 @@ def _evaluate(args, candidates, items, skipped, source, train, regression, outpu
     if skipped:
         say(f"curate: {skipped} rows of {source} have no usable prompt and reference; evaluating {len(items)}")
     hygiene = contamination(items, train) if train else None
+    if not train:
+        say("curate: no training rows (pass --train FILE or a run folder): eval contamination not checked")
     if hygiene and hygiene["contaminated"]:
         count = len(hygiene["contaminated"])
         first = hygiene["contaminated"][0]
