@@ -276,3 +276,10 @@ def test_batched_generation_matches_one_prompt_at_a_time():
         tokens, _ = split_output(alone[0, ids.shape[1]:].tolist(), set(stops))
         assert output.text == tokenizer.decode(tokens, skip_special_tokens=True)
         assert output.prompt_tokens == ids.shape[1]
+
+
+def test_several_adapters_get_distinct_candidate_names():
+    from curate.commands.eval import adapter_names
+
+    assert adapter_names(["runs/a"]) == {"adapter": "runs/a"}
+    assert adapter_names(["runs/a", "other/a", "runs/b"]) == {"a": "runs/a", "a-2": "other/a", "b": "runs/b"}

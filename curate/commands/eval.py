@@ -56,6 +56,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     checks.add_argument("--no-chart", action="store_true", help="do not draw chart.png")
 
 
+def adapter_names(paths: list[str]) -> dict[str, str]:
+    """Candidate name -> adapter folder: `adapter` for one, the folder names for several
+    (`-2`, `-3` appended where two folders share a name)."""
+    if len(paths) == 1:
+        return {"adapter": paths[0]}
+    names: dict[str, str] = {}
+    for path in paths:
+        name = base = Path(path).resolve().name
+        number = 1
+        while name in names:
+            number += 1
+            name = f"{base}-{number}"
+        names[name] = path
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     from curate.evaluate.items import EvalError
 
@@ -95,11 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     if len(bases) > 1:
         raise EvalError(f"the runs were trained on different base models ({', '.join(sorted(bases))}); evaluate them separately")
     base = args.model or (runs[0].base_model if runs else None)
-    adapters = {}
-    for run in runs:
-        adapters[run.folder.name if len(runs) + len(args.adapter) > 1 else "adapter"] = str(run.folder)
-    for path in args.adapter:
-        adapters[Path(path).name if len(runs) + len(args.adapter) > 1 else "adapter"] = path
+    adapters = adapter_names([str(run.folder) for run in runs] + list(args.adapter))
     if adapters and base is None:
         raise EvalError("--adapter needs --model BASE (the base model the adapter was trained on)")
 
