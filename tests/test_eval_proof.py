@@ -100,3 +100,31 @@ def test_train_runs_the_short_eval_and_records_it_in_the_manifest(trained_run):
     assert (folder / "run" / "eval" / "eval.json").is_file()
     rows = (folder / "run" / "eval" / "generations.jsonl").read_text().splitlines()
     assert len(rows) == 8
+
+
+def test_default_candidates_with_two_adapters_and_few_shot_from_training_rows(trained_run, capsys):
+    import shutil
+
+    from curate.cli import main
+
+    folder, manifest = trained_run
+    copy = folder / "copy"
+    if not copy.exists():
+        shutil.copytree(folder / "run", copy)
+    out = folder / "eval-all"
+    code = main(["eval", str(folder / "run"), "--adapter", str(copy), "-o", str(out), "--limit", "6", "--max-new-tokens", "12",
+                 "--no-progress", "--no-chart"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "eval.json").read_text())
+    names = [c["name"] for c in report["candidates"]]
+    assert names == ["base", "few-shot", "run", "copy"]
+    shots = report["candidates"][1]["few_shot"]
+    held_out = {f"{folder / 'task.jsonl'}:{line}" for line in manifest["data"]["eval_lines"]}
+    assert len(shots) == 3 and not set(shots) & held_out
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    for row in rows:
+        outputs = row["curate_eval"]["candidates"]
+        assert outputs["run"]["output"] == outputs["copy"]["output"] == ANSWER  # the same adapter twice, both really active
+        assert outputs["base"]["output"] != ANSWER
+    assert report["candidates"][1]["cost"]["prompt_tokens_mean"] > report["candidates"][0]["cost"]["prompt_tokens_mean"]
+    assert not (out / "chart.png").exists()
