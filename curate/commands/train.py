@@ -38,6 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--force", action="store_true", help="train even when lint finds errors (recorded in the manifest)")
     run.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="log plain lines instead of a progress bar")
+    run.add_argument("--no-eval", dest="eval_prompts", action="store_const", const=0, default=None, help="skip the short base-vs-adapter eval after training")
     train = parser.add_argument_group("training (override the config file)")
     train.add_argument("--epochs", type=float, default=None, help="passes over the training split (default 3)")
     train.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (overrides --epochs)")

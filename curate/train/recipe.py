@@ -519,6 +519,7 @@ class Run:
             self.reporter.say(check.line())
         if self.rank != 0:
             return {}
+        evaluation = self._short_eval() if config.eval_prompts and self.data.eval_conversations else None
         write_loss_curve(self.output / "loss.png", self.metrics, f"{Path(self.data_path).name} on {Path(config.model).name}")
         train_losses = [m["loss"] for m in self.metrics if "loss" in m]
         manifest = {
@@ -533,6 +534,7 @@ class Run:
                 "train_examples": len(self.data.train.examples),
                 "eval_examples": len(self.data.evaluation.examples),
                 "eval_source": self.data.eval_source,
+                "eval_lines": None if config.eval_file else [c.line for c in self.data.eval_conversations],
                 "tokens": self.data.train.tokens,
                 "trained_tokens": self.data.train.trained_tokens,
                 "cut_by_truncation": len(self.data.train.cut_by_truncation),
@@ -571,6 +573,7 @@ class Run:
                 "base_eval_loss": self.base_eval_loss,
             },
             "stop_check": check.to_manifest() if check else None,
+            "eval": evaluation,
             "performance": {
                 "wall_time_s": round(time.time() - self.started, 2),
                 "train_time_s": round(self.train_seconds, 2),
@@ -583,6 +586,15 @@ class Run:
         }
         write_manifest(self.output / "manifest.json", manifest)
         return manifest
+
+    def _short_eval(self) -> dict:
+        """`curate eval` of base vs adapter on the held-out split, with the model in memory (RUN/eval/)."""
+        from curate.evaluate.pipeline import after_training
+        from curate.train.model import autocast
+
+        with autocast(self.device):
+            return after_training(self.model, self.tokenizer, self.device, self.data.eval_conversations, [e.conversation for e in self.data.train.examples],
+                                  prompts=self.config.eval_prompts, max_new_tokens=self.config.stop_check_max_new_tokens, output=self.output, say=self.reporter.say)
 
     def _write_metrics(self) -> None:
         from curate.io import atomic_write_jsonl
