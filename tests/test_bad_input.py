@@ -41,14 +41,17 @@ ROWS = [
 CHAT_ROWS = [row for row in ROWS if "messages" in row]
 
 #: A runner for subprocess cases: the child reports its own peak RSS (KiB) when it exits.
+#: The child's own peak RSS in KiB is VmHWM (reset by exec); ru_maxrss is not: Linux carries it
+#: over from the forked copy of pytest (preexec_fn forces fork), which is hundreds of MB once torch is in.
 RUNNER = (
-    "import os, resource, sys\n"
+    "import os, sys\n"
     "from curate.cli import main\n"
     "try:\n"
     "    code = main(sys.argv[1:])\n"
     "finally:\n"
+    "    peak = next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
     "    with open(os.environ['CURATE_TEST_RSS'], 'w') as f:\n"
-    "        f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    "        f.write(peak)\n"
     "sys.exit(code)\n"
 )
 
