@@ -5,7 +5,8 @@ batches as a second contender); every trainer in its own process, alternating ov
 torch threads pinned; medians reported.
 
     .venv/bin/python bench/train.py                          # tiny, ~50M and ~0.5B, 2 rounds
-    .venv/bin/python bench/train.py --sizes 50m --rounds 3 --steps 8
+    .venv/bin/python bench/train.py --sizes 50m,0.5b --trainers curate,trl-grouped \
+        --steps 3 --warmup-steps 1 --batch-size 2 --grad-accum 1       # larger sizes on a busy 2-core CPU
     .venv/bin/python bench/train.py --sizes 0.5b --rows 2000 --steps 40 --batch-size 8   # on a GPU
 
 Models are built from a config with random weights (nothing is downloaded) and take the
@@ -14,7 +15,8 @@ is what is measured). Figures count real (non-padding) tokens over the steps aft
 --warmup-steps: CPU-s per 1k tokens (process CPU time; steadier than wall time on a busy
 machine), tokens/s (wall), and peak memory during training (`torch.cuda.max_memory_allocated`
 on a GPU; on a CPU the process's peak RSS from the start of training, after the model is
-loaded: /proc/self/clear_refs resets it). TRL gets a copy of the template with
+loaded, freed memory handed back, /proc/self/clear_refs resetting it). On a shared machine
+wall time swings with the load; CPU-s per 1k tokens is the figure to compare. TRL gets a copy of the template with
 `{% generation %}` markers so that it, too, computes the loss on assistant tokens only.
 """
 
@@ -100,6 +102,7 @@ class Meter:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         else:
+            release_freed_memory()
             try:
                 Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
             except OSError:
@@ -120,6 +123,19 @@ class Meter:
         cpu = self.cpus[-1] - (self.cpus[warmup - 1] if warmup else self.start_cpu)
         memory, kind = peak_memory()
         return {"tokens": tokens, "tokens_per_s": tokens / wall, "cpu_s_per_1k": 1000 * cpu / tokens, "peak_memory": memory, "memory_kind": kind}
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed during set-up (model loading, quantization) back to the OS, in every
+    worker alike, so the peak RSS of training is training's own."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def peak_memory() -> tuple[int, str]:
