@@ -11,7 +11,7 @@ from curate.train.audit import TRAINED_CLOSE, TRAINED_OPEN, audit, describe_fail
 from curate.train.batching import collate, epoch_order, unpack
 from curate.train.config import is_train_only_table, resolve_train_config
 from curate.train.data import IGNORE_INDEX, Conversation, split_eval, tokenize
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, write_jsonl
 
 
 TINY = SAMPLES / "tiny-chat"
@@ -433,3 +433,17 @@ def test_chunked_linear_cross_entropy_equals_the_plain_loss_and_gradient():
     assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)  # the logits are float32
     with torch.no_grad():
         assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_elements=7 * 300), expected.float(), rtol=1e-6)
+
+
+def test_language_modeling_text_rows_are_not_trained_as_assistant_turns(tmp_path):
+    """TRL's `{"text": ...}` rows pass the role rules (they skip them), but have no assistant turn:
+    the trainer must count them unusable instead of training the text as an answer to nothing."""
+    from curate.train.data import read_conversations
+
+    rows = [
+        {"text": "The mitochondria is the powerhouse of the cell."},
+        {"messages": [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}]},
+    ]
+    conversations, unusable = read_conversations(write_jsonl(tmp_path / "mixed.jsonl", rows))
+    assert [c.line for c in conversations] == [2]
+    assert unusable == 1

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.formats import normalize
+from curate.formats import has_roles, normalize
 from curate.io import read_rows
 from curate.templates import GENERATION_MARKER
 
@@ -110,11 +110,13 @@ class Dataset:
 
 
 def read_conversations(path: str | Path) -> tuple[list[Conversation], int]:
-    """Usable conversations of a data file, and how many rows were not usable (lint reports why)."""
+    """Usable conversations of a data file, and how many rows were not usable (lint reports why).
+    Rows without roles (TRL's language-modeling `text`) have no assistant turn to train: unusable."""
     conversations, skipped = [], 0
     for raw in read_rows(path):
         conversation = normalize(raw.obj) if raw.ok else None
-        if conversation is None or not all(m.valid for m in conversation.messages) or conversation.last_assistant_index is None:
+        if (conversation is None or not has_roles(conversation) or not all(m.valid for m in conversation.messages)
+                or conversation.last_assistant_index is None):
             skipped += 1
             continue
         conversations.append(Conversation(raw.path, raw.line, conversation.template_messages()))
