@@ -145,6 +145,32 @@ def test_signatures_equal_datasketch_minhash():
     assert lean[0].jaccard(lean[1]) == pytest.approx(estimated_jaccard(signatures[0], signatures[1]))
 
 
+def test_signatures_do_not_depend_on_the_chunk_size(monkeypatch):
+    """Rows are cut into chunks of about CHUNK_SHINGLES shingles: any chunk size gives the same bits."""
+    import curate.text.minhash as minhash
+
+    values, counts = shingle_sets(random_texts(300, seed=5))
+    hasher = MinHasher(num_perm=128)
+    whole = hasher.signatures(values, counts)
+    for chunk in (1, 7, 100, 1 << 20):
+        monkeypatch.setattr(minhash, "CHUNK_SHINGLES", chunk)
+        assert np.array_equal(hasher.signatures(values, counts), whole), chunk
+
+
+def test_lsh_buckets_of_a_subset_give_pairs_in_file_order():
+    """Buckets are built band by band with an unstable sort; pairs still come out (earlier, later)
+    and only among the rows asked for."""
+    base = random_texts(50, seed=11)
+    texts = [text for pair in zip(base, base) for text in pair]  # every text twice, the copy next to it
+    values, counts = shingle_sets(texts)
+    bands = LshBands(0.6, 128).hashes(MinHasher(num_perm=128).signatures(values, counts))
+    every = bucket_pairs(lsh_buckets(bands), len(texts))
+    assert {(2 * i, 2 * i + 1) for i in range(50)} <= set(map(tuple, every.tolist()))
+    assert (every[:, 0] < every[:, 1]).all()
+    subset = np.arange(0, len(texts), 2)[::-1]  # the first copies only, asked for in reverse order
+    assert bucket_pairs(lsh_buckets(bands, subset), len(texts)).tolist() == [pair for pair in every.tolist() if pair[0] % 2 == 0 and pair[1] % 2 == 0]
+
+
 def test_lsh_candidates_equal_datasketch_minhashlsh():
     from datasketch import MinHashLSH
 

@@ -8,6 +8,7 @@ cleaner keeps, and carry the whole cluster in `data["cluster"]`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -55,11 +56,10 @@ class RowLocations:
 
     def add(self, batch: Batch, positions: np.ndarray) -> np.ndarray:
         """Record the rows at `positions` of `batch`; returns their global ids."""
-        rows = batch.rows
-        path_ids = np.fromiter((self._path_id(rows[p].path) for p in positions), dtype=np.int32, count=len(positions))
-        lines = np.fromiter((rows[p].line for p in positions), dtype=np.int64, count=len(positions))
-        self._path_parts.append(path_ids)
-        self._line_parts.append(lines)
+        paths, path_index, lines = batch_locations(batch)
+        ids_of_paths = np.array([self._path_id(path) for path in paths], dtype=np.int32)
+        self._path_parts.append(ids_of_paths[path_index[positions]])
+        self._line_parts.append(lines[positions])
         ids = np.arange(self.count, self.count + len(positions), dtype=np.int64)
         self.count += len(positions)
         return ids
@@ -76,6 +76,23 @@ class RowLocations:
 
     def location(self, row_id: int) -> Location:
         return Location(self.paths[int(self.path_of[row_id])], int(self.line_of[row_id]))
+
+
+_LOCATIONS: weakref.WeakKeyDictionary[Batch, tuple[list[str], np.ndarray, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def batch_locations(batch: Batch) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(the batch's distinct paths, each row's index into them, each row's line), built once per
+    batch for every duplicate rule that keeps row locations."""
+    found = _LOCATIONS.get(batch)
+    if found is None:
+        raws = [row.raw for row in batch.rows]
+        paths = list(dict.fromkeys(raw.path for raw in raws))
+        index = {path: position for position, path in enumerate(paths)}
+        path_index = np.zeros(len(raws), dtype=np.int32) if len(paths) == 1 else np.array([index[raw.path] for raw in raws], dtype=np.int32)
+        lines = np.array([raw.line for raw in raws], dtype=np.int64)
+        found = _LOCATIONS[batch] = (paths, path_index, lines)
+    return found
 
 
 def describe(location: Location, from_path: str) -> str:
