@@ -199,6 +199,15 @@ def test_polars_normalization_agrees_with_python():
     assert frame.select(words_expr(pl.col("text"))).to_series().to_list() == [words(s) for s in samples]
 
 
+def test_whitespace_collapse_equals_the_regex_replacement():
+    from curate.text.rows import collapse_whitespace
+
+    texts = ["one space only", "two  spaces", "tab\there", "line\nbreak\r\n", "nbsp\u00a0and em\u2003space", " lead", "trail ", "", "   ", "a \n b"]
+    ours = collapse_whitespace(pl.Series(texts * 3)).to_list()
+    assert ours == pl.Series(texts * 3).str.replace_all(r"\s+", " ").to_list()
+    assert ours[1] == "two spaces" and ours[4] == "nbsp and em space"
+
+
 def test_shingles_of_short_and_empty_texts():
     tokens = tokenize(pl.Series(["one", "", "a b c d"]))
     hashes, per_text = shingle_hashes(tokens.hashes, tokens.counts, 3)

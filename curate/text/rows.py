@@ -78,11 +78,27 @@ def normalize_messages(messages: pl.DataFrame) -> pl.DataFrame:
         content = pl.when(pl.col("calls") == "").then(content).otherwise(pl.concat_str([content, pl.col("calls")], separator="\n"))
     lowered = pl.when(content.str.len_bytes() == content.str.len_chars()).then(content).otherwise(content.str.normalize("NFKC")).str.to_lowercase()
     frame = messages.with_columns(lowered=lowered)
-    norm = pl.col("lowered").str.replace_all(r"\s+", " ").str.strip_chars(" ")
+    frame = frame.with_columns(collapsed=collapse_whitespace(frame["lowered"]))
+    norm = pl.col("collapsed").str.strip_chars(" ")
     if "fields" in messages.columns:
         fields = pl.col("fields").str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\s+", " ")
         norm = pl.when(pl.col("fields") == "").then(norm).otherwise(pl.concat_str([norm, fields], separator="\x1f"))
-    return frame.with_columns(norm=norm, words=pl.col("lowered").str.extract_all(WORD_PATTERN)).drop("lowered")
+    return frame.with_columns(norm=norm, words=pl.col("lowered").str.extract_all(WORD_PATTERN)).drop("lowered", "collapsed")
+
+
+#: Text whose whitespace `\s+ -> " "` would change: a whitespace character other than a space, or two spaces.
+_UNCOLLAPSED = r"[^\S ]|  "
+
+
+def collapse_whitespace(texts: pl.Series) -> pl.Series:
+    r"""`texts.str.replace_all(r"\s+", " ")`, with the regex replacement run only on the texts it
+    changes (a search is ~5x cheaper than a replacement that copies every text)."""
+    changed = texts.str.contains(_UNCOLLAPSED).arg_true()
+    if len(changed) == 0:
+        return texts
+    collapsed = texts.clone()
+    collapsed.scatter(changed, texts.gather(changed).str.replace_all(r"\s+", " "))
+    return collapsed
 
 
 @dataclass
