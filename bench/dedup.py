@@ -282,6 +282,7 @@ def main() -> None:
         print(f"{size:>10,} {result['pass_s']:>10.2f}s {size / result['pass_s']:>10,.0f} {naive_total:>15.1f}s "
               f"{naive_total / result['pass_s']:>6.1f}x {result['peak_rss_mib']:>8,.0f} MiB   "
               + " ".join(f"{code}={n}" for code, n in result["findings"].items()))
+        print(f"{'':>10} CPU time of the pass (process_time, all threads): {result['pass_cpu_s']:.2f}s")
         print(f"{'':>10} per rule: " + ", ".join(f"{code} {seconds:.2f}s" for code, seconds in result["per_rule_s"].items())
               + f"; building batches (engine, shared by all rules, not in the pass): {result['prepare_s']:.1f}s")
         if size <= 100_000:  # like for like: near-duplicate detection alone, which is all the baselines do
