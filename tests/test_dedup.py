@@ -244,7 +244,8 @@ def test_band_parameters_equal_datasketch(num_perm):
 
 
 
-def test_pair_jaccards_equal_one_pair_at_a_time():
+def test_pair_jaccards_equal_one_pair_at_a_time(monkeypatch):
+    import curate.text.shingles as shingles
     from curate.text.shingles import exact_jaccard, jaccards_with, pair_jaccards
 
     rng = np.random.default_rng(0)
@@ -253,10 +254,23 @@ def test_pair_jaccards_equal_one_pair_at_a_time():
     pairs = rng.integers(0, len(sets), (1000, 2))
     scores = pair_jaccards(np.concatenate(sets), np.cumsum(counts) - counts, counts, pairs)
     assert np.array_equal(scores, [exact_jaccard(sets[a], sets[b]) for a, b in pairs])
+    monkeypatch.setattr(shingles, "PAIR_CHUNK", 7)  # many chunks, the last one short
+    assert np.array_equal(pair_jaccards(np.concatenate(sets), np.cumsum(counts) - counts, counts, pairs), scores)
     values, starts = np.concatenate(sets), np.cumsum(counts) - counts
     for one in (0, 1, int(np.argmin(counts))):  # includes an empty set
         others = np.arange(len(sets))
         assert np.array_equal(jaccards_with(values, starts, counts, one, others), [exact_jaccard(sets[one], sets[b]) for b in others])
+
+
+def test_drain_concatenate_equals_concatenate_and_empties_the_parts():
+    from curate.rules.duplicates import drain_concatenate
+
+    rng = np.random.default_rng(1)
+    parts = [rng.integers(0, 1 << 60, (int(n), 3), dtype=np.uint64) for n in rng.integers(0, 50, 20)]
+    expected = np.concatenate(parts)
+    assert np.array_equal(drain_concatenate(parts, np.uint64), expected)
+    assert parts == []
+    assert drain_concatenate([], np.uint32).dtype == np.uint32
 
 
 def test_a_huge_cluster_stays_linear_and_cut_in_data(lint):
