@@ -145,6 +145,32 @@ def test_signatures_equal_datasketch_minhash():
     assert lean[0].jaccard(lean[1]) == pytest.approx(estimated_jaccard(signatures[0], signatures[1]))
 
 
+def test_signatures_do_not_depend_on_the_chunk_size(monkeypatch):
+    """Rows are cut into chunks of about CHUNK_SHINGLES shingles: any chunk size gives the same bits."""
+    import curate.text.minhash as minhash
+
+    values, counts = shingle_sets(random_texts(300, seed=5))
+    hasher = MinHasher(num_perm=128)
+    whole = hasher.signatures(values, counts)
+    for chunk in (1, 7, 100, 1 << 20):
+        monkeypatch.setattr(minhash, "CHUNK_SHINGLES", chunk)
+        assert np.array_equal(hasher.signatures(values, counts), whole), chunk
+
+
+def test_lsh_buckets_of_a_subset_give_pairs_in_file_order():
+    """Buckets are built band by band with an unstable sort; pairs still come out (earlier, later)
+    and only among the rows asked for."""
+    base = random_texts(50, seed=11)
+    texts = [text for pair in zip(base, base) for text in pair]  # every text twice, the copy next to it
+    values, counts = shingle_sets(texts)
+    bands = LshBands(0.6, 128).hashes(MinHasher(num_perm=128).signatures(values, counts))
+    every = bucket_pairs(lsh_buckets(bands), len(texts))
+    assert {(2 * i, 2 * i + 1) for i in range(50)} <= set(map(tuple, every.tolist()))
+    assert (every[:, 0] < every[:, 1]).all()
+    subset = np.arange(0, len(texts), 2)[::-1]  # the first copies only, asked for in reverse order
+    assert bucket_pairs(lsh_buckets(bands, subset), len(texts)).tolist() == [pair for pair in every.tolist() if pair[0] % 2 == 0 and pair[1] % 2 == 0]
+
+
 def test_lsh_candidates_equal_datasketch_minhashlsh():
     from datasketch import MinHashLSH
 
@@ -171,6 +197,15 @@ def test_polars_normalization_agrees_with_python():
     frame = pl.DataFrame({"text": samples})
     assert frame.select(normalize_expr(pl.col("text"))).to_series().to_list() == [normalize_text(s) for s in samples]
     assert frame.select(words_expr(pl.col("text"))).to_series().to_list() == [words(s) for s in samples]
+
+
+def test_whitespace_collapse_equals_the_regex_replacement():
+    from curate.text.rows import collapse_whitespace
+
+    texts = ["one space only", "two  spaces", "tab\there", "line\nbreak\r\n", "nbsp\u00a0and em\u2003space", " lead", "trail ", "", "   ", "a \n b"]
+    ours = collapse_whitespace(pl.Series(texts * 3)).to_list()
+    assert ours == pl.Series(texts * 3).str.replace_all(r"\s+", " ").to_list()
+    assert ours[1] == "two spaces" and ours[4] == "nbsp and em space"
 
 
 def test_shingles_of_short_and_empty_texts():
@@ -209,7 +244,8 @@ def test_band_parameters_equal_datasketch(num_perm):
 
 
 
-def test_pair_jaccards_equal_one_pair_at_a_time():
+def test_pair_jaccards_equal_one_pair_at_a_time(monkeypatch):
+    import curate.text.shingles as shingles
     from curate.text.shingles import exact_jaccard, jaccards_with, pair_jaccards
 
     rng = np.random.default_rng(0)
@@ -218,10 +254,23 @@ def test_pair_jaccards_equal_one_pair_at_a_time():
     pairs = rng.integers(0, len(sets), (1000, 2))
     scores = pair_jaccards(np.concatenate(sets), np.cumsum(counts) - counts, counts, pairs)
     assert np.array_equal(scores, [exact_jaccard(sets[a], sets[b]) for a, b in pairs])
+    monkeypatch.setattr(shingles, "PAIR_CHUNK", 7)  # many chunks, the last one short
+    assert np.array_equal(pair_jaccards(np.concatenate(sets), np.cumsum(counts) - counts, counts, pairs), scores)
     values, starts = np.concatenate(sets), np.cumsum(counts) - counts
     for one in (0, 1, int(np.argmin(counts))):  # includes an empty set
         others = np.arange(len(sets))
         assert np.array_equal(jaccards_with(values, starts, counts, one, others), [exact_jaccard(sets[one], sets[b]) for b in others])
+
+
+def test_drain_concatenate_equals_concatenate_and_empties_the_parts():
+    from curate.rules.duplicates import drain_concatenate
+
+    rng = np.random.default_rng(1)
+    parts = [rng.integers(0, 1 << 60, (int(n), 3), dtype=np.uint64) for n in rng.integers(0, 50, 20)]
+    expected = np.concatenate(parts)
+    assert np.array_equal(drain_concatenate(parts, np.uint64), expected)
+    assert parts == []
+    assert drain_concatenate([], np.uint32).dtype == np.uint32
 
 
 def test_a_huge_cluster_stays_linear_and_cut_in_data(lint):

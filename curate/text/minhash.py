@@ -30,9 +30,10 @@ import numpy as np
 
 from curate.text.shingles import mix64, sorted_unique
 
-#: Shingles per chunk: the (num_perm, chunk) uint32 scratch array is 16 MiB at 128 perms, small
-#: enough to stay in cache between the multiply, the add and the per-row minimum.
-CHUNK_SHINGLES = 32_768
+#: Shingles per chunk: the (num_perm, chunk) uint32 scratch array is 4 MiB at 128 perms, small
+#: enough to stay in cache between the multiply, the add and the per-row minimum (32,768, a
+#: 16 MiB scratch, was 1.7x slower on a 20k-row batch; 2,048 is slower again, per-chunk overhead).
+CHUNK_SHINGLES = 8_192
 #: Buckets up to this size give all their pairs; in larger ones a row meets only the kept rows.
 ALL_PAIRS_BUCKET = 24
 
@@ -167,8 +168,8 @@ class LshBands:
 
 @dataclass(frozen=True)
 class Buckets:
-    """The LSH buckets holding two or more rows: bucket `k` is `rows[starts[k]:starts[k] + sizes[k]]`,
-    its rows in file order."""
+    """The LSH buckets holding two or more rows: bucket `k` is `rows[starts[k]:starts[k] + sizes[k]]`
+    (int32 row ids, in no particular order within a bucket; buckets in no particular order)."""
 
     rows: np.ndarray
     starts: np.ndarray
@@ -190,17 +191,33 @@ class Buckets:
 
 
 def lsh_buckets(band_hashes: np.ndarray, rows: np.ndarray | None = None) -> Buckets:
-    """Group `rows` (all rows when None) by their key in every band: one sort for all bands."""
+    """Group `rows` (all rows when None) by their key in every band, one band at a time: keys are
+    salted per band, so buckets never cross bands, and the transient arrays are one band's
+    (at 1M rows and 18 bands, 18x smaller than sorting all bands at once)."""
     count, bands = band_hashes.shape
-    rows = np.arange(count, dtype=np.int64) if rows is None else rows.astype(np.int64)
-    keys = band_hashes[rows].T.reshape(-1)  # band-major; equal keys never cross bands (keys are salted)
-    row_of = np.tile(rows, bands)
-    order = np.argsort(keys, kind="stable")  # stable: file order within a bucket
-    keys, row_of = keys[order], row_of[order]
-    run_starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else np.zeros(0, np.int64)
-    run_sizes = np.diff(np.concatenate((run_starts, [len(keys)])))
-    shared = run_sizes > 1
-    return Buckets(row_of, run_starts, run_sizes).select(shared) if len(keys) else Buckets(row_of, run_starts, run_sizes)
+    rows = np.arange(count, dtype=np.int32) if rows is None else rows.astype(np.int32)
+    member_parts, size_parts = [], []
+    for band in range(bands):
+        keys = band_hashes[rows, band]
+        # The default (unstable) sort: the order within a bucket is never used (pairs are put
+        # in (earlier, later) order), and it is ~1.8x faster than a stable sort of uint64 keys.
+        order = np.argsort(keys)
+        keys = keys[order]
+        if len(keys) < 2:
+            continue
+        run_starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        run_sizes = np.diff(np.concatenate((run_starts, [len(keys)])))
+        shared = run_sizes > 1
+        if not shared.any():
+            continue
+        sizes = run_sizes[shared]
+        slots = np.repeat(run_starts[shared] - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+        member_parts.append(rows[order[slots]])
+        size_parts.append(sizes)
+    if not size_parts:
+        return Buckets(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    sizes = np.concatenate(size_parts)
+    return Buckets(np.concatenate(member_parts), np.cumsum(sizes) - sizes, sizes)
 
 
 def bucket_pairs(buckets: Buckets, width: int) -> np.ndarray:
@@ -212,8 +229,8 @@ def bucket_pairs(buckets: Buckets, width: int) -> np.ndarray:
 
 
 def _pairs_in_buckets(buckets: Buckets, size: int) -> np.ndarray:
-    """All pairs within every bucket of exactly `size` members (members are in file order)."""
-    members = buckets.rows[buckets.starts[buckets.sizes == size][:, None] + np.arange(size)[None, :]]
+    """All pairs within every bucket of exactly `size` members, as (earlier, later)."""
+    members = np.sort(buckets.rows[buckets.starts[buckets.sizes == size][:, None] + np.arange(size)[None, :]], axis=1).astype(np.int64)
     index_pairs = np.array(list(combinations(range(size), 2)), dtype=np.int64)
     return np.stack([members[:, index_pairs[:, 0]].reshape(-1), members[:, index_pairs[:, 1]].reshape(-1)], axis=1)
 

@@ -78,11 +78,27 @@ def normalize_messages(messages: pl.DataFrame) -> pl.DataFrame:
         content = pl.when(pl.col("calls") == "").then(content).otherwise(pl.concat_str([content, pl.col("calls")], separator="\n"))
     lowered = pl.when(content.str.len_bytes() == content.str.len_chars()).then(content).otherwise(content.str.normalize("NFKC")).str.to_lowercase()
     frame = messages.with_columns(lowered=lowered)
-    norm = pl.col("lowered").str.replace_all(r"\s+", " ").str.strip_chars(" ")
+    frame = frame.with_columns(collapsed=collapse_whitespace(frame["lowered"]))
+    norm = pl.col("collapsed").str.strip_chars(" ")
     if "fields" in messages.columns:
         fields = pl.col("fields").str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\s+", " ")
         norm = pl.when(pl.col("fields") == "").then(norm).otherwise(pl.concat_str([norm, fields], separator="\x1f"))
-    return frame.with_columns(norm=norm, words=pl.col("lowered").str.extract_all(WORD_PATTERN)).drop("lowered")
+    return frame.with_columns(norm=norm, words=pl.col("lowered").str.extract_all(WORD_PATTERN)).drop("lowered", "collapsed")
+
+
+#: Text whose whitespace `\s+ -> " "` would change: a whitespace character other than a space, or two spaces.
+_UNCOLLAPSED = r"[^\S ]|  "
+
+
+def collapse_whitespace(texts: pl.Series) -> pl.Series:
+    r"""`texts.str.replace_all(r"\s+", " ")`, with the regex replacement run only on the texts it
+    changes (a search is ~5x cheaper than a replacement that copies every text)."""
+    changed = texts.str.contains(_UNCOLLAPSED).arg_true()
+    if len(changed) == 0:
+        return texts
+    collapsed = texts.clone()
+    collapsed.scatter(changed, texts.gather(changed).str.replace_all(r"\s+", " "))
+    return collapsed
 
 
 @dataclass
@@ -152,10 +168,18 @@ def conversation_features(messages: pl.DataFrame) -> pl.DataFrame:
     ).drop("prompt", "answer_words")
 
 
+def number_words(words: pl.Series) -> np.ndarray:
+    """Whether each word is a number (all digits): the regex runs once per distinct word, then a
+    hash-set lookup marks every occurrence (0.034 s instead of 0.039 s on a 20k-row batch)."""
+    distinct = words.unique()
+    numbers = distinct.filter(distinct.str.contains(r"^\d+$"))
+    return words.is_in(numbers.implode()).to_numpy()
+
+
 def number_keys(positions: np.ndarray, tokens: Tokens) -> np.ndarray:
     """Per selected row, an order-free hash of the set of its number words (0 without numbers):
     rows that differ in a number are different examples."""
-    digits = tokens.words.str.contains(r"^\d+$").to_numpy()
+    digits = number_words(tokens.words)
     flat = digits[tokens.word_index] if tokens.word_index is not None else digits
     owner = np.repeat(np.arange(len(positions), dtype=np.uint64), tokens.counts)
     keyed = sorted_unique((owner[flat] << np.uint64(40)) | (tokens.hashes[flat] >> np.uint64(24)))

@@ -162,6 +162,10 @@ def exact_jaccard(first: np.ndarray, second: np.ndarray) -> float:
     return shared / (len(first) + len(second) - shared)
 
 
+#: Pairs scored per sort in `pair_jaccards`: bounds its transient memory (each pair gathers both sets).
+PAIR_CHUNK = 16_384
+
+
 def pair_jaccards(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Exact Jaccard of many pairs of sorted unique shingle sets at once (float64 per pair).
 
@@ -170,6 +174,8 @@ def pair_jaccards(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, pa
     is shared. One sort for all pairs instead of one `intersect1d` per pair."""
     if len(pairs) == 0:
         return np.zeros(0, dtype=np.float64)
+    if len(pairs) > PAIR_CHUNK:  # the gathered sets of all pairs at once were ~300 MB at 1M rows
+        return np.concatenate([pair_jaccards(values, starts, counts, pairs[at : at + PAIR_CHUNK]) for at in range(0, len(pairs), PAIR_CHUNK)])
     left, right = pairs[:, 0], pairs[:, 1]
     lengths = np.stack([counts[left], counts[right]], axis=1).reshape(-1)
     firsts = np.stack([starts[left], starts[right]], axis=1).reshape(-1)
