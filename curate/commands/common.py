@@ -82,7 +82,8 @@ def parse_rule_options(items: list[str]) -> dict[str, dict]:
     return options
 
 
-def request_from_args(args: argparse.Namespace, paths: list[str] | None = None) -> LintRequest:
+def request_from_args(args: argparse.Namespace, paths: list[str] | None = None, rule_options: Iterable[str] = ()) -> LintRequest:
+    """The lint request of a command's arguments; `rule_options` are more `--set` items (set by flags)."""
     return LintRequest(
         paths=paths if paths is not None else list(args.paths),
         config_path=args.config,
@@ -95,7 +96,7 @@ def request_from_args(args: argparse.Namespace, paths: list[str] | None = None) 
         eval=args.eval,
         max_seq_length=args.max_seq_length,
         baseline=getattr(args, "baseline", None),
-        rule_options=parse_rule_options(args.rule_options),
+        rule_options=parse_rule_options([*args.rule_options, *rule_options]),
         split=getattr(args, "split", None),
         subset=getattr(args, "subset", None),
         stdin_filename=getattr(args, "stdin_filename", None),
@@ -103,10 +104,10 @@ def request_from_args(args: argparse.Namespace, paths: list[str] | None = None) 
     )
 
 
-def plan_from_args(args: argparse.Namespace, paths: list[str] | None = None) -> LintPlan | None:
+def plan_from_args(args: argparse.Namespace, paths: list[str] | None = None, rule_options: Iterable[str] = ()) -> LintPlan | None:
     """The lint plan, or None after printing every config problem (the caller exits 2)."""
     try:
-        return plan_lint(request_from_args(args, paths))
+        return plan_lint(request_from_args(args, paths, rule_options))
     except ConfigError as exc:
         for problem in exc.problems:
             error(problem)

@@ -253,7 +253,7 @@ def _write_summary(console, result: LintResult) -> None:
             groups.setdefault(reason, []).append(code)
         for reason, codes in groups.items():
             console.print(f"Skipped {', '.join(codes)}: {reason}.", style="dim")
-    fixable = sum(1 for f in result.findings if f.code in REGISTRY and REGISTRY[f.code].fixable)
+    fixable = result.fixable
     if fixable:
         console.print(f"{fixable} can be fixed with `curate fix` or reviewed with `curate review`.", style="dim")
 

@@ -16,25 +16,12 @@ from pydantic import Field, field_validator
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, RuleOptions
-from curate.rules.output_format import final_answers, percent
+from curate.rules.toolkit import DatasetCounter, final_answers, percent
 
 #: A label field with more distinct values than this is an identifier or free text, not classes.
 MAX_TRACKED_LABELS = 1000
 #: Whitespace allowed around a short answer before it is taken for free text without a closer look.
 SURROUNDING_WHITESPACE_BYTES = 64
-
-
-class DatasetCounter:
-    """Rows with a conversation, and the first file seen (where dataset-level findings point)."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.path: str | None = None
-
-    def add(self, batch: Batch) -> None:
-        self.rows += sum(1 for row in batch.rows if row.conversation is not None)
-        if self.path is None and batch.rows:
-            self.path = batch.rows[0].path
 
 
 class BoundedCounter(Counter):

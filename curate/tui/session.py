@@ -27,7 +27,7 @@ from curate.text.diff import CompareMode
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.runner import LintResult, ProgressCallback, run_lint
 from curate.engine.settings import LintPlan
-from curate.fix import DUPLICATE_CODES, duplicate_groups
+from curate.rules.duplicates import duplicate_groups, is_duplicate_finding
 from curate.io import InputError, RawRow, read_rows
 
 SORT_KEYS: dict[str, Callable[[Finding], Any]] = {
@@ -224,7 +224,7 @@ class ReviewSession:
 
     def apply_to_cluster(self, finding: Finding) -> tuple[int, list[int]] | None:
         """Keep the first row of the finding's duplicate group and drop the rest, as one undo step."""
-        if finding.code not in DUPLICATE_CODES or self.journal is None:
+        if not is_duplicate_finding(finding) or self.journal is None:
             return None
         lines = self.cluster_of(finding)
         if len(lines) < 2:
