@@ -344,3 +344,27 @@ def test_a_fix_killed_mid_write_leaves_a_temp_that_the_next_run_removes(tmp_path
         alive.kill()
     assert code == 0 and len(lines_of(tmp_path / "data.clean.jsonl")) == 2
     assert not left[0].exists() and busy.exists() and foreign.exists()
+
+
+def test_the_lint_report_counts_the_findings_fix_will_change(tmp_path, capsys):
+    rows = [
+        chat("What is the capital of Peru?", "Lima."),
+        {"messages": [{"role": "assistant", "content": "Welcome!"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hi"}]},
+        {"messages": [{"role": "user", "content": "What is the capital of Chile?"}, {"role": "bot", "content": "Santiago."}]},
+        chat("Summarize the attached PDF for me.", "It covers the refund policy."),
+    ]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    main(["lint", "--isolated", "--select", "SC004,SC007,QL004", str(data)])
+    out = capsys.readouterr().out
+    # SC007 (dropped) and SC004 (renamed) are fixed; QL004 is for a reviewer.
+    assert "SC007" in out and "SC004" in out and "QL004" in out
+    assert "2 can be fixed with `curate fix`" in out
+
+
+def test_fixable_is_derived_from_the_fix_hook_and_cannot_be_claimed():
+    from curate.engine.rule import RowRule
+
+    doc = "Claims.\n\n## What it does\nx\n## Why is this bad\nx\n## Example\nx\n## Use instead\nx\n"
+    with pytest.raises(TypeError, match="fixable is derived from `fix`"):
+        type("ClaimsAFix", (RowRule,), {"__doc__": doc, "code": "ZZ901", "name": "claims-a-fix", "fixable": True})
+    assert not REGISTRY["QL004"].fixable and REGISTRY["SC007"].fixable
