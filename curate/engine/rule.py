@@ -179,6 +179,21 @@ class Rule:
         return (cls.__doc__ or "").strip().splitlines()[0].strip()
 
     @classmethod
+    def source(cls) -> str:
+        """Where the class is defined, as `curate/rules/pii.py:31` (relative to the package's parent
+        folder when it is inside it, so a rule's source is one step from its code)."""
+        import inspect
+
+        file = Path(inspect.getsourcefile(cls) or "?")
+        _, line = inspect.getsourcelines(cls)
+        root = Path(__file__).resolve().parents[2]
+        try:
+            shown = file.resolve().relative_to(root).as_posix()
+        except ValueError:
+            shown = str(file)
+        return f"{shown}:{line}"
+
+    @classmethod
     def documentation(cls) -> str:
         import inspect
 
