@@ -10,7 +10,7 @@ from curate.config import ConfigError
 from curate.train.audit import TRAINED_CLOSE, TRAINED_OPEN, audit, describe_failure
 from curate.train.batching import collate, epoch_order, unpack
 from curate.train.config import is_train_only_table, resolve_train_config
-from curate.train.data import IGNORE_INDEX, Conversation, split_eval, tokenize
+from curate.train.data import IGNORE_INDEX, TrainingRow, split_eval, tokenize
 from tests.conftest import SAMPLES
 
 
@@ -66,7 +66,7 @@ def llama3_tokenizer():
 
 
 def conversations(rows=CONVERSATIONS):
-    return [Conversation("data.jsonl", line, messages) for line, messages in enumerate(rows, start=1)]
+    return [TrainingRow("data.jsonl", line, messages) for line, messages in enumerate(rows, start=1)]
 
 
 def trained_runs(tokenizer, example) -> list[str]:

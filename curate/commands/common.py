@@ -16,9 +16,9 @@ def add_lint_options(parser: argparse.ArgumentParser, *, with_paths: bool = True
     if with_paths:
         parser.add_argument("paths", nargs="+", metavar="INPUT", help="data files (.jsonl, .json, .parquet, .arrow, .csv, .tsv; .gz of the text ones), directories, - (stdin), save_to_disk folders or hf://datasets/ORG/NAME[@REV]")
     group = parser.add_argument_group("rule selection and configuration")
-    group.add_argument("--select", type=_csv, default=None, metavar="RULES", help="comma-separated codes, prefixes or names to enable (replaces the config)")
-    group.add_argument("--extend-select", type=_csv, default=[], metavar="RULES", help="rules to enable in addition")
-    group.add_argument("--ignore", type=_csv, default=[], metavar="RULES", help="rules to disable")
+    group.add_argument("--select", type=csv_list, default=None, metavar="RULES", help="comma-separated codes, prefixes or names to enable (replaces the config)")
+    group.add_argument("--extend-select", type=csv_list, default=[], metavar="RULES", help="rules to enable in addition")
+    group.add_argument("--ignore", type=csv_list, default=[], metavar="RULES", help="rules to disable")
     group.add_argument("--model", default=None, metavar="PATH_OR_NAME", help="tokenizer folder or hub name whose chat template to check (CT rules)")
     group.add_argument("--eval", action="append", default=None, metavar="FILE", help="eval file to check for leakage (repeatable; LK rules)")
     group.add_argument("--max-seq-length", type=positive_int, default=None, metavar="N", help="token budget per row")
@@ -39,7 +39,7 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
 def parse_columns(value: str) -> dict[str, str]:
     """`question=user,answer=assistant` -> {"question": "user", "answer": "assistant"}."""
     columns = {}
-    for item in _csv(value):
+    for item in csv_list(value):
         field, sep, target = item.partition("=")
         if not sep or not field.strip() or not target.strip():
             raise argparse.ArgumentTypeError(f"expected FIELD=TARGET pairs, e.g. question=user,answer=assistant (got `{item}`)")
@@ -58,7 +58,8 @@ def positive_int(value: str) -> int:
     return number
 
 
-def _csv(value: str) -> list[str]:
+def csv_list(value: str) -> list[str]:
+    """An argparse type: `a, b,,c` -> ["a", "b", "c"]."""
     return [part.strip() for part in value.split(",") if part.strip()]
 
 

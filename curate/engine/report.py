@@ -186,12 +186,6 @@ def write_sarif(result: LintResult, out: IO[str]) -> None:
 SEVERITY_STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "blue"}
 
 
-def finding_line(finding: Finding) -> str:
-    """`path:line: CODE [severity] message` (no line for dataset-level findings)."""
-    where = f"{finding.path}:{finding.line}" if finding.line is not None else finding.path
-    return f"{where}: {finding.code} [{finding.severity.value}] {finding.message}"
-
-
 def write_text(result: LintResult, out: IO[str], *, show_stats: bool = False, color: bool | None = None) -> None:
     """Human report: one line per finding, charts for distributions, then a summary."""
     from rich.console import Console

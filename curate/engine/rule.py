@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from curate.config import kebab
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Location, Severity
 from curate.formats import Message
@@ -32,14 +33,10 @@ REGISTRY: dict[str, type[Rule]] = {}
 _NAMES: dict[str, str] = {}
 
 
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
 class RuleOptions(BaseModel):
     """Base for per-rule options. Fields take `snake_case` or `kebab-case` keys."""
 
-    model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True, frozen=True)
 
 
 class RuleSetupError(Exception):

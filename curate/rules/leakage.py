@@ -20,11 +20,11 @@ from pydantic import Field
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Fix, RuleOptions, RuleSetupError, RunContext
-from curate.text.diff import shorten
 from curate.text.evalset import EvalSetError, EvalText, load_eval_texts
 from curate.text.minhash import LshBands, MinHasher, query_pairs
 from curate.text.normalize import words_expr
 from curate.text.rows import KEY_SEED, batch_features, batch_tokens
+from curate.text.secrets import excerpt
 from curate.text.shingles import Tokens, exact_jaccard, fold32, member_of, shingle_hashes, sorted_unique, tokenize, unique_row_shingles
 
 #: Eval texts shorter than this (in words) are ignored: answers such as `B` or `Yes` match everything.
@@ -146,7 +146,7 @@ class EvalExactMatch(DropsLeakedRows, DatasetRule):
     def observe(self, batch: Batch) -> None:
         for position, match in prompt_matches(batch, self.index).items():
             row = batch.rows[position]
-            text = f"prompt equals eval {match.describe()}: \"{shorten(match.text, SPAN_CHARS)}\""
+            text = f"prompt equals eval {match.describe()}: \"{excerpt(match.text, SPAN_CHARS)}\""
             data = {"eval": {**match.location.to_dict(), "field": match.field}}
             self.findings.append(self.row_finding(row, text, related=[match.location], data=data))
 
@@ -340,7 +340,7 @@ class EvalOverlap(DropsLeakedRows, DatasetRule):
     def _finding(self, batch: Batch, position: int, overlap: Overlap) -> Finding:
         row = batch.rows[position]
         match = overlap.match
-        quoted = shorten(overlap.span, SPAN_CHARS)
+        quoted = excerpt(overlap.span, SPAN_CHARS)
         if overlap.similarity is None:
             text = f"shares {overlap.words} words with eval {match.describe()}: \"{quoted}\""
         else:

@@ -108,11 +108,6 @@ def classify_outputs(texts: pl.Series | list[str]) -> tuple[list[str], dict[int,
     return kinds.to_list(), parsed
 
 
-def classify_output(text: str) -> OutputFormat:
-    """The format of one answer (the same code path as the batch classifier)."""
-    return OutputFormat(classify_outputs([text])[0][0])
-
-
 def _json_kinds(texts: pl.Series) -> tuple[dict[int, Any], list[str | None]]:
     """Parse the texts that start with `{` or `[`: json when they parse to an object or array,
     json-like when they look like JSON but fail, None (classified later) otherwise."""

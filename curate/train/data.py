@@ -24,17 +24,13 @@ import numpy as np
 
 from curate.formats import normalize
 from curate.io import read_rows
-from curate.templates import GENERATION_MARKER
+from curate.templates import has_generation_markers
 
 IGNORE_INDEX = -100
 
 
-class DataError(Exception):
-    """Training data that cannot be used as given; one line that says what to do."""
-
-
 @dataclass
-class Conversation:
+class TrainingRow:
     """One usable row: where it came from and its OpenAI-style messages."""
 
     path: str
@@ -63,7 +59,7 @@ class AssistantSpan:
 
 @dataclass
 class Example:
-    conversation: Conversation
+    conversation: TrainingRow
     text: str
     spans: list[AssistantSpan]
     input_ids: np.ndarray
@@ -104,7 +100,7 @@ class Dataset:
         return sum(example.trained_tokens for example in self.examples)
 
 
-def read_conversations(path: str | Path) -> tuple[list[Conversation], int]:
+def read_conversations(path: str | Path) -> tuple[list[TrainingRow], int]:
     """Usable conversations of a data file, and how many rows were not usable (lint reports why)."""
     conversations, skipped = [], 0
     for raw in read_rows(path):
@@ -112,11 +108,11 @@ def read_conversations(path: str | Path) -> tuple[list[Conversation], int]:
         if conversation is None or not all(m.valid for m in conversation.messages) or conversation.last_assistant_index is None:
             skipped += 1
             continue
-        conversations.append(Conversation(raw.path, raw.line, conversation.template_messages()))
+        conversations.append(TrainingRow(raw.path, raw.line, conversation.template_messages()))
     return conversations, skipped
 
 
-def split_eval(conversations: list[Conversation], fraction: float, seed: int) -> tuple[list[Conversation], list[Conversation]]:
+def split_eval(conversations: list[TrainingRow], fraction: float, seed: int) -> tuple[list[TrainingRow], list[TrainingRow]]:
     """A seeded random split: (train, eval). At least one eval row when the fraction is positive."""
     if fraction <= 0 or len(conversations) < 2:
         return conversations, []
@@ -126,10 +122,6 @@ def split_eval(conversations: list[Conversation], fraction: float, seed: int) ->
     train = [c for i, c in enumerate(conversations) if i not in held_out]
     evaluation = [c for i, c in enumerate(conversations) if i in held_out]
     return train, evaluation
-
-
-def has_generation_markers(chat_template: str | None) -> bool:
-    return bool(chat_template) and bool(GENERATION_MARKER.search(chat_template))
 
 
 def special_token_strings(tokenizer: Any) -> list[str]:
@@ -182,7 +174,7 @@ def _segments(text: str, spans: list[AssistantSpan]) -> list[tuple[int, int, boo
     return pieces
 
 
-def tokenize(tokenizer: Any, conversations: list[Conversation], max_seq_length: int) -> Dataset:
+def tokenize(tokenizer: Any, conversations: list[TrainingRow], max_seq_length: int) -> Dataset:
     """Render, tokenize and label every conversation (one batched tokenizer call)."""
     special = re.compile("|".join(re.escape(token) for token in special_token_strings(tokenizer)))
     markers = has_generation_markers(tokenizer.chat_template)
@@ -211,7 +203,7 @@ def tokenize(tokenizer: Any, conversations: list[Conversation], max_seq_length: 
     return dataset
 
 
-def _tokenize_by_segments(tokenizer: Any, rendered: list[tuple[Conversation, str, list[AssistantSpan]]]) -> list[Example]:
+def _tokenize_by_segments(tokenizer: Any, rendered: list[tuple[TrainingRow, str, list[AssistantSpan]]]) -> list[Example]:
     # Prompt and answer pieces are tokenized separately, so the prompt's tokens are exactly
     # what inference gets from tokenizing the generation prompt, never merged across the boundary.
     pieces = [(index, piece) for index, (_, text, spans) in enumerate(rendered) for piece in _segments(text, spans)]
@@ -230,7 +222,7 @@ def _tokenize_by_segments(tokenizer: Any, rendered: list[tuple[Conversation, str
     return examples
 
 
-def _tokenize_with_markers(tokenizer: Any, conversation: Conversation, text: str, spans: list[AssistantSpan]) -> Example:
+def _tokenize_with_markers(tokenizer: Any, conversation: TrainingRow, text: str, spans: list[AssistantSpan]) -> Example:
     encoded = tokenizer.apply_chat_template(conversation.messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     token_ids = list(encoded["input_ids"])
     mask = list(encoded["assistant_masks"])
@@ -239,7 +231,7 @@ def _tokenize_with_markers(tokenizer: Any, conversation: Conversation, text: str
     return _example(conversation, text, spans, token_ids, labels, [begin for begin, _ in offsets] + [len(text)])
 
 
-def _example(conversation: Conversation, text: str, spans: list[AssistantSpan], token_ids: list[int], labels: list[int], offsets: list[int]) -> Example:
+def _example(conversation: TrainingRow, text: str, spans: list[AssistantSpan], token_ids: list[int], labels: list[int], offsets: list[int]) -> Example:
     labels_array = np.asarray(labels, dtype=np.int64)
     if len(labels_array):
         labels_array[0] = IGNORE_INDEX  # nothing predicts the first token

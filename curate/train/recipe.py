@@ -38,7 +38,7 @@ from curate.train.checkpoint import (
     save_checkpoint,
 )
 from curate.train.config import TrainConfig
-from curate.train.data import Conversation, Dataset, read_conversations, split_eval, tokenize
+from curate.train.data import Dataset, TrainingRow, read_conversations, split_eval, tokenize
 from curate.train.gate import GateOutcome
 
 
@@ -72,7 +72,7 @@ class PreparedData:
     unusable_rows: int
     train: Dataset
     evaluation: Dataset
-    eval_conversations: list[Conversation]
+    eval_conversations: list[TrainingRow]
     eval_source: str
 
 
