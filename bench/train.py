@@ -1,23 +1,29 @@
-"""Benchmark `curate train` against TRL's SFTTrainer: the same model, data, LoRA and
-4-bit settings, measured in the same run, each trainer in its own process (so peak
-memory is its own).
+"""Benchmark `curate train` against TRL's SFTTrainer, fairly: the same model, data, LoRA,
+4-bit NF4 base, gradient checkpointing, examples per micro-batch, accumulation and steps;
+TRL in its strongest setup for the machine (length-grouped sampling, and padding-free
+batches as a second contender); every trainer in its own process, alternating over rounds;
+torch threads pinned; medians reported.
 
-    .venv/bin/python bench/train.py                          # CPU: the tiny sample model
-    .venv/bin/python bench/train.py --build qwen2-0.5b \\
-        --rows 2000 --steps 40 --batch-size 8 --grad-accum 2  # GPU: a random-weight ~0.5B Qwen2
+    .venv/bin/python bench/train.py                          # tiny, ~50M and ~0.5B, 2 rounds
+    .venv/bin/python bench/train.py --sizes 50m --rounds 3 --steps 8
+    .venv/bin/python bench/train.py --sizes 0.5b --rows 2000 --steps 40 --batch-size 8   # on a GPU
 
-Tokens/s counts real (non-padding) tokens over the steps after --warmup-steps.
-Peak memory is `torch.cuda.max_memory_allocated` on a GPU, peak RSS on a CPU.
-TRL gets a copy of the template with `{% generation %}` markers so that it, too,
-computes the loss on assistant tokens only (`assistant_only_loss=True`).
+Models are built from a config with random weights (nothing is downloaded) and take the
+tiny sample model's tokenizer (its ids are a subset of every vocabulary; compute per token
+is what is measured). Figures count real (non-padding) tokens over the steps after
+--warmup-steps: CPU-s per 1k tokens (process CPU time; steadier than wall time on a busy
+machine), tokens/s (wall), and peak memory during training (`torch.cuda.max_memory_allocated`
+on a GPU; on a CPU the process's peak RSS from the start of training, after the model is
+loaded: /proc/self/clear_refs resets it). TRL gets a copy of the template with
+`{% generation %}` markers so that it, too, computes the loss on assistant tokens only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,33 +47,37 @@ CHATML_WITH_MARKERS = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
-#: Architectures built from a config with random weights (nothing can be downloaded).
-BUILDS = {
-    "qwen2-0.5b": dict(
-        model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-        num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0, tie_word_embeddings=True,
-    ),
-    "llama-0.5b": dict(
-        model_type="llama", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-        num_key_value_heads=4, vocab_size=128256, max_position_embeddings=8192, tie_word_embeddings=True,
-    ),
+#: Model sizes built from a config with random weights (nothing can be downloaded).
+SIZES = {
+    # samples/tiny-chat's shape: 0.1M parameters.
+    "tiny": dict(model_type="llama", hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=1024, max_position_embeddings=2048, tie_word_embeddings=True),
+    # ~48M: a Llama of 10 layers, hidden 512, vocabulary 32k.
+    "50m": dict(model_type="llama", hidden_size=512, intermediate_size=1536, num_hidden_layers=10, num_attention_heads=8,
+                num_key_value_heads=4, vocab_size=32000, max_position_embeddings=4096, tie_word_embeddings=True),
+    # Qwen2-0.5B's shape: ~494M.
+    "0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0, tie_word_embeddings=True),
 }
 
+#: The contenders: curate with its defaults, TRL length-grouped (padded) and TRL padding-free.
+TRAINERS = ("curate", "trl-grouped", "trl-padding-free")
 
-def build_model(name: str, folder: Path) -> Path:
-    """A random-weight model of a real architecture, with the tiny model's tokenizer (its
-    ids are a subset of the vocabulary; compute per token is what matters here)."""
+
+def build_model(size: str, folder: Path) -> Path:
+    """A random-weight model of `size`, with the tiny model's tokenizer."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    settings = dict(BUILDS[name])
+    settings = dict(SIZES[size])
     config = AutoConfig.for_model(settings.pop("model_type"), **settings, eos_token_id=2, pad_token_id=0, bos_token_id=None)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     for tokenizer_file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(TINY / tokenizer_file, folder / tokenizer_file)
+        if (TINY / tokenizer_file).is_file():
+            shutil.copy(TINY / tokenizer_file, folder / tokenizer_file)
     return folder
 
 
@@ -78,24 +88,56 @@ def make_data(source: Path, rows: int, folder: Path) -> Path:
     return out
 
 
+# ---------------------------------------------------------------- measuring (inside a worker)
+class Meter:
+    """Wall and CPU clocks at each optimizer step, and the peak memory of training."""
+
+    def __init__(self):
+        import torch
+
+        self.walls: list[float] = []
+        self.cpus: list[float] = []
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
+            except OSError:
+                pass
+        self.start_wall, self.start_cpu = time.perf_counter(), time.process_time()
+
+    def step(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.walls.append(time.perf_counter())
+        self.cpus.append(time.process_time())
+
+    def result(self, step_tokens: list[int], warmup: int) -> dict:
+        tokens = sum(step_tokens[warmup:])
+        wall = self.walls[-1] - (self.walls[warmup - 1] if warmup else self.start_wall)
+        cpu = self.cpus[-1] - (self.cpus[warmup - 1] if warmup else self.start_cpu)
+        memory, kind = peak_memory()
+        return {"tokens": tokens, "tokens_per_s": tokens / wall, "cpu_s_per_1k": 1000 * cpu / tokens, "peak_memory": memory, "memory_kind": kind}
+
+
 def peak_memory() -> tuple[int, str]:
     import torch
 
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated()), "GPU max allocated"
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024, "peak RSS during training"
+    import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
-
-
-def rate(step_ends: list[float], step_tokens: list[int], warmup: int) -> float:
-    """Tokens per second over the steps after the warm-up steps."""
-    return sum(step_tokens[warmup:]) / (step_ends[-1] - step_ends[warmup - 1]) if warmup else sum(step_tokens) / step_ends[-1]
 
 
 # ---------------------------------------------------------------- workers (one process each)
 def worker_curate(args: argparse.Namespace) -> dict:
     import io
-
-    import torch
 
     from curate.train.config import TrainConfig
     from curate.train.recipe import Reporter, Run
@@ -103,30 +145,19 @@ def worker_curate(args: argparse.Namespace) -> dict:
     config = TrainConfig(
         model=args.model, max_steps=args.steps, batch_size=args.batch_size, gradient_accumulation=args.grad_accum,
         max_seq_length=args.max_seq_length, learning_rate=2e-4, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank,
-        eval_fraction=0.0, save_every=0, stop_check_prompts=0, packing=PACKING[args.packing], seed=0,
+        lora_dropout=0.05, eval_fraction=0.0, save_every=0, stop_check_prompts=0, seed=0,
     )
-    run = Run(config, args.data, Path(args.workdir) / f"curate-{args.packing}", gate=None, resume=False,
-              reporter=Reporter(progress=False, out=io.StringIO()))
+    meter: Meter | None = None
+    run = Run(config, args.data, Path(args.workdir) / "curate", gate=None, resume=False,
+              reporter=Reporter(progress=False, out=io.StringIO()), on_step=lambda _step: meter.step())
     run.setup()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    meter = Meter()
     run.train()
     steps = [m for m in run.metrics if "loss" in m]
-    ends, elapsed = [], 0.0
-    for record in steps:
-        elapsed += record["seconds"]
-        ends.append(elapsed)
-    memory, kind = peak_memory()
-    mfus = [m["mfu"] for m in steps[args.warmup_steps:] if m.get("mfu") is not None]
-    return {
-        "tokens_per_s": rate(ends, [m["tokens"] for m in steps], args.warmup_steps),
-        "peak_memory": memory, "memory_kind": kind, "final_loss": steps[-1]["loss"],
-        "mfu": sum(mfus) / len(mfus) if mfus else None, "batching": run.batching,
-        "device": run.device.describe(),
-    }
+    return {**meter.result([m["tokens"] for m in steps], args.warmup_steps), "batching": run.batching, "device": run.device.describe()}
 
 
-def worker_trl(args: argparse.Namespace) -> dict:
+def worker_trl(args: argparse.Namespace, padding_free: bool) -> dict:
     import logging
 
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -148,6 +179,8 @@ def worker_trl(args: argparse.Namespace) -> dict:
     model = AutoModelForCausalLM.from_pretrained(args.model, quantization_config=quantization_config(device.compute_dtype),
                                                  dtype=device.compute_dtype, device_map={"": device.torch_device})
     seen = {"tokens": 0}
+    step_tokens: list[int] = []
+    state: dict = {}
 
     class CountingCollator:
         def __init__(self, inner):
@@ -159,98 +192,122 @@ def worker_trl(args: argparse.Namespace) -> dict:
             seen["tokens"] += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
             return batch
 
-    ends, tokens = [], []
-
     class Timer(TrainerCallback):
         def on_train_begin(self, *_, **__):
-            self.start = time.perf_counter()
-            self.last_tokens = 0
+            state["meter"] = Meter()
+            state["last"] = 0
 
         def on_step_end(self, *_, **__):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            ends.append(time.perf_counter() - self.start)
-            tokens.append(seen["tokens"] - self.last_tokens)
-            self.last_tokens = seen["tokens"]
+            state["meter"].step()
+            step_tokens.append(seen["tokens"] - state["last"])
+            state["last"] = seen["tokens"]
 
     config = SFTConfig(
         output_dir=str(Path(args.workdir) / "trl"), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=args.grad_accum, learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.03,
         logging_steps=10**6, save_strategy="no", report_to="none", bf16=device.bf16, gradient_checkpointing=True,
-        gradient_checkpointing_kwargs={"use_reentrant": False}, max_length=args.max_seq_length, assistant_only_loss=True,
-        dataset_num_proc=1, seed=0, use_cpu=device.type == "cpu", disable_tqdm=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False}, assistant_only_loss=True,
+        # Padding-free batches do not truncate (TRL refuses a max_length there); the rows are far shorter.
+        max_length=None if padding_free else args.max_seq_length,
+        train_sampling_strategy="group_by_length", padding_free=padding_free,
+        dataset_num_proc=1, seed=0, use_cpu=device.type == "cpu", disable_tqdm=True, dataloader_num_workers=0,
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora_config(args.lora_rank, 2 * args.lora_rank, 0.05, "all-linear"), callbacks=[Timer()])
     trainer.data_collator = CountingCollator(trainer.data_collator)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    memory, kind = peak_memory()
-    return {"tokens_per_s": rate(ends, tokens, args.warmup_steps), "peak_memory": memory, "memory_kind": kind,
-            "final_loss": None, "mfu": None, "batching": "padded to the longest in each batch", "device": device.describe()}
+    batching = "padding-free, length-grouped sampler" if padding_free else "padded to the longest, length-grouped sampler"
+    return {**state["meter"].result(step_tokens, args.warmup_steps), "batching": batching, "device": device.describe()}
 
 
-WORKERS = {"curate": worker_curate, "trl": worker_trl}
-PACKING = {"auto": "auto", "on": True, "off": False}
+WORKERS = {
+    "curate": worker_curate,
+    "trl-grouped": lambda args: worker_trl(args, padding_free=False),
+    "trl-padding-free": lambda args: worker_trl(args, padding_free=True),
+}
 
 
 # ---------------------------------------------------------------- driver
-def run_worker(name: str, args: argparse.Namespace, packing: str = "auto") -> dict:
-    command = [sys.executable, __file__, "--worker", name, "--model", args.model, "--data", args.data, "--workdir", args.workdir,
+def run_worker(name: str, args: argparse.Namespace, model: str, data: str) -> dict:
+    command = [sys.executable, __file__, "--worker", name, "--model", model, "--data", data, "--workdir", args.workdir,
                "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps), "--batch-size", str(args.batch_size),
                "--grad-accum", str(args.grad_accum), "--max-seq-length", str(args.max_seq_length), "--lora-rank", str(args.lora_rank),
-               "--packing", packing]
+               "--threads", str(args.threads)]
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{name} worker failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def bench_size(size: str, args: argparse.Namespace, data: str) -> dict[str, list[dict]]:
+    """Every trainer once per round, the order reversed every other round."""
+    model = str(build_model(size, Path(args.workdir) / size))
+    results: dict[str, list[dict]] = {name: [] for name in args.trainers}
+    for round_index in range(args.rounds):
+        order = args.trainers if round_index % 2 == 0 else list(reversed(args.trainers))
+        for name in order:
+            results[name].append(run_worker(name, args, model, data))
+            line = results[name][-1]
+            print(f"  {size} round {round_index + 1}: {name:18} {line['tokens_per_s']:>9,.0f} tokens/s {line['cpu_s_per_1k']:>8.3f} CPU-s/1k tokens "
+                  f"{line['peak_memory'] / 2**20:>8,.0f} MiB", flush=True)
+        shutil.rmtree(Path(args.workdir) / "curate", ignore_errors=True)
+    shutil.rmtree(model, ignore_errors=True)
+    return results
+
+
+def report(size: str, results: dict[str, list[dict]]) -> None:
+    median = lambda runs, key: statistics.median(run[key] for run in runs)  # noqa: E731
+    trl = [name for name in results if name.startswith("trl")]
+    best = max(trl, key=lambda name: median(results[name], "tokens_per_s")) if trl else None
+    print(f"{size}: medians of {len(next(iter(results.values())))} rounds; baseline = the faster TRL setup ({best})")
+    print(f"  {'trainer':18} {'tokens/s':>10} {'x TRL':>7} {'CPU-s/1k tok':>13} {'TRL / this':>11} {'peak memory':>12} {'x TRL':>7}")
+    for name, runs in results.items():
+        speed, cpu, memory = median(runs, "tokens_per_s"), median(runs, "cpu_s_per_1k"), median(runs, "peak_memory")
+        ratios = ("", "", "")
+        if best:
+            ratios = (f"{speed / median(results[best], 'tokens_per_s'):.2f}x", f"{median(results[best], 'cpu_s_per_1k') / cpu:.2f}x",
+                      f"{memory / median(results[best], 'peak_memory'):.2f}x")
+        print(f"  {name:18} {speed:>10,.0f} {ratios[0]:>7} {cpu:>13.3f} {ratios[1]:>11} {memory / 2**20:>8,.0f} MiB {ratios[2]:>7}")
+    for name, runs in results.items():
+        print(f"  {name}: {runs[0]['batching']}")
+    print(f"  device: {next(iter(results.values()))[0]['device']}; memory: {next(iter(results.values()))[0]['memory_kind']}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(TINY))
-    parser.add_argument("--build", choices=sorted(BUILDS), default=None, help="build a random-weight model of this architecture and use it")
+    parser.add_argument("--sizes", default="tiny,50m,0.5b", help="comma-separated: " + ", ".join(SIZES))
+    parser.add_argument("--trainers", default=",".join(TRAINERS), help="comma-separated: " + ", ".join(TRAINERS))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--rows", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=240)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--grad-accum", type=int, default=2)
     parser.add_argument("--max-seq-length", type=int, default=2048)
     parser.add_argument("--lora-rank", type=int, default=16)
-    parser.add_argument("--packing", choices=sorted(PACKING), default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in every worker (pinned, so runs compare)")
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=sorted(WORKERS), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        import torch
+
+        torch.set_num_threads(args.threads)
         print(json.dumps(WORKERS[args.worker](args)))
         return
 
+    args.trainers = [name.strip() for name in args.trainers.split(",") if name.strip()]
+    sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
     with tempfile.TemporaryDirectory(prefix="curate-bench-") as workdir:
         args.workdir = workdir
-        if args.build:
-            args.model = str(build_model(args.build, Path(workdir) / args.build))
-        source = Path(args.data)
-        args.data = str(make_data(source, args.rows, Path(workdir)))
-        print(f"model {args.build or args.model}; {args.rows} rows of {source.name}; {args.steps} steps "
-              f"(first {args.warmup_steps} not timed), micro-batch {args.batch_size} x {args.grad_accum} accumulation, "
-              f"LoRA r={args.lora_rank} on all linear layers, 4-bit NF4 base")
-        results = {
-            "TRL SFTTrainer": run_worker("trl", args),
-            "curate (default)": run_worker("curate", args, "auto"),
-            "curate (packing = true)": run_worker("curate", args, "on"),
-        }
-    baseline = results["TRL SFTTrainer"]
-    print(f"device: {baseline['device']}")
-    print(f"{'trainer':34} {'tokens/s':>10} {'x TRL':>7} {'peak memory':>12} {'x TRL':>7} {'MFU':>7}")
-    for name, result in results.items():
-        mfu = f"{result['mfu']:.1%}" if result.get("mfu") is not None else "n/a"
-        print(f"{name:34} {result['tokens_per_s']:>10,.0f} {result['tokens_per_s'] / baseline['tokens_per_s']:>6.2f}x "
-              f"{result['peak_memory'] / 2**20:>8,.0f} MiB {result['peak_memory'] / baseline['peak_memory']:>6.2f}x {mfu:>7}")
-    print(f"(memory: {baseline['memory_kind']})")
-    for name, result in results.items():
-        print(f"{name}: {result['batching']}")
+        data = str(make_data(Path(args.data), args.rows, Path(workdir)))
+        print(f"{args.rows} rows of {Path(args.data).name}; {args.steps} steps (first {args.warmup_steps} not timed), "
+              f"micro-batch {args.batch_size} x {args.grad_accum} accumulation, LoRA r={args.lora_rank} on all linear layers, "
+              f"4-bit NF4 base, gradient checkpointing, {args.threads} torch thread(s); {args.rounds} rounds, order alternating", flush=True)
+        for size in sizes:
+            report(size, bench_size(size, args, data))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ COMMANDS = {
     "review": ("curate.commands.review", "walk the findings in a terminal UI and keep/drop/edit rows"),
     "train": ("curate.commands.train", "QLoRA fine-tune a model on data that passes lint"),
     "export": ("curate.commands.export", "merge a trained adapter into its base model"),
+    "eval": ("curate.commands.eval", "compare base, few-shot and adapter on held-out prompts, with intervals and paired tests"),
 }
 
 EXIT_USAGE = 2

@@ -5,6 +5,11 @@ milliseconds on a fixed corpus, plus the fixture's special tokens), `tokenizer_c
 and, for some fixtures, `chat_template.jinja`. transformers' AutoTokenizer loads every folder,
 so tests can compare our rendering and token counts with `apply_chat_template`.
 
+SentencePiece-style fixtures (llama2, mistral-sp, phi3, zephyr) use a BPE with a Metaspace
+pre-tokenizer (`▁` for spaces, prepended to the start of the text only), the shape of
+transformers' Llama/Gemma tokenizer.json files: a word tokenizes differently at the start
+of a text (`▁Open`) than after a newline or a special token (`O`, `pen`).
+
 Fixtures: chatml, chatml-tools (renders tool calls), llama2 and alpaca (turn markers that are plain text), llama3 (raise_exception on bad roles and order, strftime_now, tools through
 tojson), gemma (raises on a system turn), mistral ([INST] tokens), generation (ChatML with
 `{% generation %}`), drops-system (renders only user and assistant turns), syntax-error, sandbox-escape, no-template, template-list,
@@ -159,9 +164,36 @@ CHATML_TOOLS = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# Phi-3-mini-4k-instruct's template: eos after the last turn unless a generation prompt follows.
+PHI3 = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+# Zephyr's template; its role tags are plain text, not special tokens.
+ZEPHYR = (
+    "{% for message in messages %}\n"
+    "{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
+    "{% endif %}\n"
+    "{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n"
+    "{% endfor %}"
+)
+
 SYNTAX_ERROR = "{% for message in messages %}\n{{ message['content'] }\n{% endfor %}"
 
 SANDBOX_ESCAPE = "{{ ''.__class__.__mro__[1].__subclasses__() }}" + CHATML
+
+
+SENTENCEPIECE_TOKENS = ("<unk>", "<s>", "</s>")
+SENTENCEPIECE_NAMED = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+#: Characters the SentencePiece-style fixtures know (others become <unk>).
+METASPACE_ALPHABET = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,?!:;'\"{}()[]<>_-+=/\\|#@*&%$\n▁")
 
 
 @dataclass(frozen=True)
@@ -175,6 +207,8 @@ class Fixture:
     jinja_file: bool = False
     config_template: str | None = None
     model_max_length: int = 512
+    #: "byte-level" (GPT-2/Llama-3/Qwen style) or "metaspace" (SentencePiece style).
+    tokenizer: str = "byte-level"
 
 
 FIXTURES: dict[str, Fixture] = {
@@ -198,8 +232,16 @@ FIXTURES: dict[str, Fixture] = {
         special_tokens=("<unk>", "<s>", "</s>", "[INST]", "[/INST]"),
         named={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
     ),
-    "llama2": Fixture(LLAMA2, special_tokens=("<unk>", "<s>", "</s>"), named={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
+    "llama2": Fixture(LLAMA2, special_tokens=SENTENCEPIECE_TOKENS, named=SENTENCEPIECE_NAMED, tokenizer="metaspace"),
     "alpaca": Fixture(ALPACA, special_tokens=("<unk>", "<s>", "</s>"), named={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
+    "mistral-sp": Fixture(MISTRAL, special_tokens=(*SENTENCEPIECE_TOKENS, "[INST]", "[/INST]"), named=SENTENCEPIECE_NAMED, tokenizer="metaspace"),
+    "phi3": Fixture(
+        PHI3,
+        special_tokens=(*SENTENCEPIECE_TOKENS, "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"),
+        named={"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>"},
+        tokenizer="metaspace",
+    ),
+    "zephyr": Fixture(ZEPHYR, special_tokens=SENTENCEPIECE_TOKENS, named=SENTENCEPIECE_NAMED, tokenizer="metaspace"),
     "syntax-error": Fixture(SYNTAX_ERROR),
     "sandbox-escape": Fixture(SANDBOX_ESCAPE),
     "no-template": Fixture(None),
@@ -227,12 +269,27 @@ def tokenizer_json(special_tokens: tuple[str, ...]) -> str:
     return tokenizer.to_str()
 
 
+@lru_cache(maxsize=None)
+def metaspace_tokenizer_json(special_tokens: tuple[str, ...]) -> str:
+    """A SentencePiece-style BPE (Metaspace pre-tokenizer and decoder, `▁` prepended to the
+    first piece of a text only) with these special tokens, as JSON."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(special_tokens), initial_alphabet=METASPACE_ALPHABET, show_progress=False)
+    tokenizer.train_from_iterator(CORPUS * 3, trainer=trainer)
+    return tokenizer.to_str()
+
+
 def build_fixture_model(name: str, tmp_path: Path) -> Path:
     """Write fixture `name` to `tmp_path/model-<name>` and return the folder."""
     fixture = FIXTURES[name]
     folder = Path(tmp_path) / f"model-{name}"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "tokenizer.json").write_text(tokenizer_json(fixture.special_tokens), encoding="utf-8")
+    make_json = metaspace_tokenizer_json if fixture.tokenizer == "metaspace" else tokenizer_json
+    (folder / "tokenizer.json").write_text(make_json(fixture.special_tokens), encoding="utf-8")
     added = {
         str(index): {"content": token, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
         for index, token in enumerate(fixture.special_tokens)

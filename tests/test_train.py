@@ -98,6 +98,8 @@ def test_run_folder_holds_adapter_tokenizer_metrics_curve_and_manifest(trained):
     assert manifest["device"]["type"] == "cpu" and manifest["training"]["packing"] == "padding-free"
     assert manifest["stop_check"]["prompts"] == 2 and 0 <= manifest["stop_check"]["adapter_stop_share"] <= 1
     assert manifest["performance"]["tokens_per_s"] > 0 and manifest["performance"]["peak_memory_bytes"] > 0
+    revision = manifest["base_model_revision"]
+    assert revision["kind"] == "local folder" and len(revision["sha256"]) == 64
 
 
 def test_saved_tokenizer_carries_the_training_template_and_prompts_match_inference(trained):
@@ -397,6 +399,18 @@ def test_dry_run_prints_tokens_audit_steps_and_memory_without_training(tmp_path,
     assert not list(tmp_path.glob("*/manifest.json"))
 
 
+def test_dry_run_says_how_many_duplicate_clusters_the_split_kept_together(tmp_path, capsys):
+    """The gate's DU001 findings reach the split: four rows copied three times more are four
+    clusters kept on one side."""
+    from curate.cli import main
+
+    data = write_jsonl(tmp_path / "data.jsonl", DEMO_ROWS[:30] + [row for row in DEMO_ROWS[:4] for _ in range(3)])
+    code = main(["train", str(data), "--model", TINY, "--dry-run", "--isolated", "--eval-fraction", "0.25"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "; 4 duplicate clusters kept on one side of the split" in out
+
+
 def test_dry_run_shows_the_audit_failure_of_a_template_without_end_of_turn(tmp_path, capsys):
     import shutil
 
@@ -470,20 +484,44 @@ def test_an_eval_pass_does_not_change_later_gradients(trained):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(before, after))
 
 
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+
+
 def test_data_parallel_processes_train_like_one_process_with_the_same_window(tmp_path):
-    """Two processes (torchrun, as `accelerate launch` starts them) with accumulation 2 take the
-    same steps as one process with accumulation 4."""
+    """Two ranks on the CPU (the README's `accelerate launch --multi_gpu` form, gloo) with
+    accumulation 2 take the same steps as one process with accumulation 4; the lint gate and
+    the plan are printed once."""
     data = write_jsonl(tmp_path / "data.jsonl", DEMO_ROWS[:40])
     (tmp_path / "curate.toml").write_text("[train]\nlora-dropout = 0.0\nstop-check-prompts = 0\nmax-steps = 3\nbatch-size = 2\n")
     common = ["-m", "curate", "train", str(data), "--model", TINY, "--no-progress"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *common, "-o", str(tmp_path / "ddp"), "--grad-accum", "2"]
+    launch = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
+    ddp = [*launch, *common, "-o", str(tmp_path / "ddp"), "--grad-accum", "2"]
     single = [sys.executable, *common, "-o", str(tmp_path / "single"), "--grad-accum", "4"]
-    for command in (torchrun, single):
+    outputs = {}
+    for name, command in (("ddp", ddp), ("single", single)):
         proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs[name] = proc.stdout + proc.stderr
     losses = {name: [json.loads(line).get("loss") for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()] for name in ("ddp", "single")}
     assert losses["ddp"] == pytest.approx(losses["single"], abs=1e-5)
     assert json.loads((tmp_path / "ddp" / "manifest.json").read_text())["device"]["processes"] == 2
+    assert outputs["ddp"].count("lint gate: passed") == 1 and outputs["ddp"].count("mask audit:") == 1
+    assert "started one" not in outputs["ddp"]
+
+
+def test_accelerate_launch_that_starts_one_process_says_so(tmp_path):
+    """`accelerate launch --num_processes 2` without --multi_gpu on a CPU machine starts one
+    process (accelerate's single-process launcher): one line says so."""
+    data = write_jsonl(tmp_path / "data.jsonl", DEMO_ROWS[:16])
+    command = [*ACCELERATE, "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "curate", "train", str(data), "--model", TINY, "--dry-run", "--isolated"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    notes = [line for line in proc.stderr.splitlines() if "started one" in line]
+    assert len(notes) == 1 and "--multi_gpu --num_processes N" in notes[0]
+    assert proc.stdout.count("lint gate: passed") == 1
+    alone = subprocess.run([sys.executable, *command[len(ACCELERATE) + 8 :]], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert alone.returncode == 0 and "started one" not in alone.stderr
 
 
 def test_early_stopping_keeps_the_best_adapter(tmp_path):

@@ -114,7 +114,7 @@ def test_generation_markers_give_the_same_trained_text_as_prefix_rendering():
     marked = tokenize(marked_tokenizer, conversations(), 512)
     for by_prefix, by_marker in zip(prefix.examples, marked.examples):
         assert trained_runs(marked_tokenizer, by_marker) == trained_runs(marked_tokenizer, by_prefix)
-    assert audit((e, e.input_ids, e.labels) for e in marked.examples).ok
+    assert audit(((e, e.input_ids, e.labels) for e in marked.examples), marked_tokenizer).ok
 
 
 def test_prompt_tokens_are_what_inference_tokenizes_for_the_generation_prompt():
@@ -149,14 +149,14 @@ def test_truncation_that_cuts_every_assistant_token_is_reported_not_trained():
     partly = tokenize(tokenizer, conversations([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "word " * 300}]]), 64)
     example = partly.examples[0]
     assert example.truncated and len(example) == 64 and example.trained_tokens > 0
-    report = audit((e, e.input_ids, e.labels) for e in partly.examples)
+    report = audit(((e, e.input_ids, e.labels) for e in partly.examples), tokenizer)
     assert report.ok and report.partly_truncated == 1
 
 
 def test_audit_passes_correct_labels_and_counts_end_of_turn_tokens():
     tokenizer = chatml_tokenizer()
     dataset = tokenize(tokenizer, conversations(), 512)
-    report = audit((e, e.input_ids, e.labels) for e in dataset.examples)
+    report = audit(((e, e.input_ids, e.labels) for e in dataset.examples), tokenizer)
     assert report.ok
     assert report.assistant_turns == 3 and report.turns_with_end_of_turn_trained == 3
     assert report.end_of_turn_tokens == {"<|im_end|>": 3}
@@ -167,7 +167,7 @@ def test_audit_stops_a_masked_end_of_turn_token_and_shows_the_example():
     example = tokenize(tokenizer, conversations(), 512).examples[0]
     # The classic collator bug: pad == eos, and "mask the padding" masks every eos.
     labels = np.where(example.input_ids == tokenizer.convert_tokens_to_ids("<|im_end|>"), IGNORE_INDEX, example.labels)
-    report = audit([(example, example.input_ids, labels)])
+    report = audit([(example, example.input_ids, labels)], tokenizer)
     assert not report.ok
     text = describe_failure(report.failures[0])
     assert "data.jsonl:1" in text and "never learn to stop" in text
@@ -179,7 +179,7 @@ def test_audit_stops_trained_user_tokens():
     example = tokenize(tokenizer, conversations(), 512).examples[0]
     labels = example.input_ids.copy()
     labels[0] = IGNORE_INDEX
-    report = audit([(example, example.input_ids, labels)])
+    report = audit([(example, example.input_ids, labels)], tokenizer)
     assert not report.ok
     assert any("outside the assistant turns are trained: 'system\\nBe brief." in reason for reason in report.failures[0].reasons), report.failures[0].reasons
 
@@ -191,9 +191,9 @@ def test_audit_stops_a_template_without_an_end_of_turn_token():
         "{%- if add_generation_prompt %}{{- 'assistant: ' }}{%- endif %}"
     )
     dataset = tokenize(tokenizer, conversations(), 512)
-    report = audit((e, e.input_ids, e.labels) for e in dataset.examples)
+    report = audit(((e, e.input_ids, e.labels) for e in dataset.examples), tokenizer)
     assert len(report.failures) == 2
-    assert "no end-of-turn token" in report.failures[0].reasons[0]
+    assert any("no end-of-turn token" in reason for reason in report.failures[0].reasons)
 
 
 @pytest.mark.parametrize("packing", [True, False])
@@ -228,11 +228,46 @@ def test_epoch_order_is_seeded_complete_and_length_grouped_without_packing():
 
 def test_eval_split_is_seeded_and_disjoint():
     rows = conversations([CONVERSATIONS[0]] * 40)
-    train, held_out = split_eval(rows, 0.1, seed=3)
+    split = split_eval(rows, 0.1, seed=3)
+    train, held_out = split.train, split.evaluation
     assert len(held_out) == 4 and len(train) == 36
     assert {c.line for c in train}.isdisjoint(c.line for c in held_out)
-    assert [c.line for c in held_out] == [c.line for c in split_eval(rows, 0.1, seed=3)[1]]
-    assert split_eval(rows, 0.0, seed=3) == (rows, [])
+    assert [c.line for c in held_out] == [c.line for c in split_eval(rows, 0.1, seed=3).evaluation]
+    empty = split_eval(rows, 0.0, seed=3)
+    assert (empty.train, empty.evaluation) == (rows, [])
+
+
+def gsm8k_rows(distinct: int, copies: int) -> list[dict]:
+    """Word problems with `#### N` answers; the first `copies` problems appear four times more."""
+    rows = []
+    for n in range(distinct):
+        question = f"A shop sells {n + 3} boxes of {n + 7} pencils each. How many pencils does it sell?"
+        answer = f"Each box has {n + 7} pencils, so {n + 3} boxes have {(n + 3) * (n + 7)} pencils.\n#### {(n + 3) * (n + 7)}"
+        rows.append({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
+    return rows + [row for row in rows[:copies] for _ in range(4)]
+
+
+def test_eval_split_keeps_every_duplicate_cluster_on_one_side(lint, tmp_path):
+    """80 exact copies (20 problems, each four more times): the lint gate's DU001 clusters keep
+    every copy on the side of its original, so no eval row has a copy in train."""
+    import json
+
+    from curate.train.data import read_conversations
+    from curate.train.gate import duplicate_clusters
+
+    rows = gsm8k_rows(100, 20)
+    result = lint(rows)
+    conversations_, _ = read_conversations(tmp_path / "data.jsonl")
+    key = lambda conversation: json.dumps(conversation.messages)  # noqa: E731
+    leaks = lambda split: sum(1 for c in split.evaluation if key(c) in {key(t) for t in split.train})  # noqa: E731
+    assert leaks(split_eval(conversations_, 0.2, seed=1)) > 0  # a plain random split leaks
+    duplicate_of = duplicate_clusters(result, str(tmp_path / "data.jsonl"))
+    assert len(set(duplicate_of.values())) == 20
+    for seed in range(5):
+        split = split_eval(conversations_, 0.2, seed=seed, duplicate_of=duplicate_of)
+        assert leaks(split) == 0
+        assert len(split.evaluation) == 36 and len(split.train) == 144
+        assert split.clusters_kept_together == 20
 
 
 def test_config_flags_win_over_the_file_and_paths_resolve_beside_it(tmp_path):
@@ -251,3 +286,150 @@ def test_config_problems_are_all_reported_with_suggestions(tmp_path):
     assert "batch_size" in text or "batch-size" in text
     assert is_train_only_table({"epochs": 1, "seed": 3})
     assert not is_train_only_table({"select": ["SC"], "train": {"epochs": 1}})
+
+
+# ---------------------------------------------------------------- token-exact parity, every tokenizer family
+SUPPORT_CHAT = [
+    {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+    {"role": "user", "content": "How do I reset my password?"},
+    {"role": "assistant", "content": "Open Settings, choose Security, then Reset password."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "The capital of France is Paris."},
+]
+NO_SYSTEM = SUPPORT_CHAT[1:]
+#: (fixture, conversation it takes, end-of-turn token)
+FAMILIES = [
+    ("llama3", SUPPORT_CHAT, "<|eot_id|>"),
+    ("gemma", NO_SYSTEM, "<end_of_turn>"),
+    ("llama2", SUPPORT_CHAT, "</s>"),
+    ("mistral-sp", NO_SYSTEM, "</s>"),
+    ("phi3", SUPPORT_CHAT, "<|end|>"),
+    ("zephyr", SUPPORT_CHAT, "</s>"),
+    ("generation", SUPPORT_CHAT, "<|im_end|>"),
+]
+
+
+def fixture_tokenizer(name, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tests.fixture_models import build_fixture_model
+
+    return AutoTokenizer.from_pretrained(build_fixture_model(name, tmp_path))
+
+
+@pytest.mark.parametrize(("name", "messages", "end_of_turn"), FAMILIES, ids=[family[0] for family in FAMILIES])
+def test_trained_ids_are_exactly_what_inference_tokenizes(name, messages, end_of_turn, tmp_path):
+    """The ids are `tokenizer(rendered text)`, every generation prompt's ids are a prefix of
+    them, and the trained text is each answer and its end-of-turn token (SentencePiece-style
+    tokenizers used to get an extra `▁` at every piece: `▁Open` where inference has `Op`,`en`)."""
+    from curate.train.data import prompt_text
+
+    tokenizer = fixture_tokenizer(name, tmp_path)
+    dataset = tokenize(tokenizer, conversations([messages]), 512)
+    assert not dataset.problems, dataset.problems
+    example = dataset.examples[0]
+    assert example.input_ids.tolist() == tokenizer(example.text, add_special_tokens=False)["input_ids"]
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant":
+            prompt_ids = tokenizer(prompt_text(tokenizer, messages[:index]), add_special_tokens=False)["input_ids"]
+            assert example.input_ids[: len(prompt_ids)].tolist() == prompt_ids
+    trained = [example.text[example.offsets[i] : example.offsets[i + 1]] for i in np.flatnonzero(example.labels != IGNORE_INDEX)]
+    answers = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert "".join(trained).split(end_of_turn)[:-1] == [answer if name != "llama2" else f" {answer} " for answer in answers][: len(answers)]
+    report = audit([(example, example.input_ids, example.labels)], tokenizer)
+    assert report.ok, describe_failure(report.failures[0])
+    assert report.turns_with_end_of_turn_trained == len(answers)
+
+
+def test_audit_refuses_pieces_tokenized_apart_and_shows_both_token_sequences(tmp_path):
+    """Ids made by tokenizing prompt and answer separately (what a SentencePiece tokenizer
+    turns into `▁Open`) are not what inference feeds the model: the audit refuses and shows
+    both sequences token by token from the first difference."""
+    from curate.train.data import Example
+
+    tokenizer = fixture_tokenizer("phi3", tmp_path)
+    example = tokenize(tokenizer, conversations([NO_SYSTEM[:2]]), 512).examples[0]
+    start = example.spans[0].start
+    pieces = [tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True) for piece in (example.text[:start], example.text[start:])]
+    ids = pieces[0]["input_ids"] + pieces[1]["input_ids"]
+    offsets = [b for b, _ in pieces[0]["offset_mapping"]] + [start + b for b, _ in pieces[1]["offset_mapping"]] + [len(example.text)]
+    labels = np.array([IGNORE_INDEX] * len(pieces[0]["input_ids"]) + pieces[1]["input_ids"])
+    labels[-2:] = IGNORE_INDEX  # "\n<|endoftext|>" after the end-of-turn token
+    apart = Example(example.conversation, example.text, example.spans, np.array(ids), labels, np.array(offsets))
+    report = audit([(apart, apart.input_ids, apart.labels)], tokenizer)
+    assert not report.ok
+    reason = next(r for r in report.failures[0].reasons if r.startswith("tokens of the rendered conversation"))
+    trained_line, inference_line = reason.splitlines()[1:]
+    assert "'▁Open'" in trained_line and "'Op' 'en'" in inference_line
+    assert audit([(example, example.input_ids, example.labels)], tokenizer).ok
+
+
+def test_special_token_text_inside_an_answer_does_not_cut_the_turn():
+    tokenizer = chatml_tokenizer()
+    answer = "Close the block with <|im_end|> and then stop writing."
+    rows = [[{"role": "user", "content": "How do I close a ChatML turn?"}, {"role": "assistant", "content": answer}]]
+    example = tokenize(tokenizer, conversations(rows), 512).examples[0]
+    assert trained_runs(tokenizer, example) == [answer + "<|im_end|>"]
+    assert audit([(example, example.input_ids, example.labels)], tokenizer).ok
+
+
+def test_audit_catches_a_turn_cut_at_special_text_in_its_content():
+    """The audit works out the turn from the message, not from the labeller's spans: labels
+    that stop at the first `<|im_end|>` inside the answer leave the rest untrained and fail."""
+    tokenizer = chatml_tokenizer()
+    answer = "Close the block with <|im_end|> and then stop writing."
+    rows = [[{"role": "user", "content": "How do I close a ChatML turn?"}, {"role": "assistant", "content": answer}]]
+    example = tokenize(tokenizer, conversations(rows), 512).examples[0]
+    cut_at = example.text.index("<|im_end|>", example.spans[0].start) + len("<|im_end|>")
+    labels = np.where(example.offsets[:-1] < cut_at, example.labels, IGNORE_INDEX)
+    report = audit([(example, example.input_ids, labels)], tokenizer)
+    assert not report.ok
+    reason = report.failures[0].reasons[0]
+    assert "assistant turn 1: tokens of its content or end-of-turn are not trained: ' and then stop writing.<|im_end|>'" in reason
+    assert "expected 'Close the block with <|im_end|> and then stop writing.<|im_end|>'" in reason
+
+
+def test_manifest_base_revision_is_the_hub_snapshot_or_changes_with_the_weights(tmp_path):
+    from curate.train.manifest import base_model_revision
+
+    snapshot = tmp_path / "hub" / "models--org--chat" / "snapshots" / "0123abcd" / "config.json"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_text("{}")
+    assert base_model_revision(str(snapshot.parent)) == {"kind": "hub snapshot", "commit": "0123abcd"}
+    local = tmp_path / "model"
+    local.mkdir()
+    (local / "config.json").write_text('{"hidden_size": 64}')
+    weights = bytearray(range(256)) * 40_000  # 10 MB: sampled, not read whole
+    (local / "model.safetensors").write_bytes(bytes(weights))
+    first = base_model_revision(str(local))
+    assert first["kind"] == "local folder" and first == base_model_revision(str(local))
+    # Updated weights of the same shape: the same size, other bytes throughout.
+    (local / "model.safetensors").write_bytes(bytes(weights[1:] + weights[:1]))
+    assert base_model_revision(str(local))["sha256"] != first["sha256"]
+    (local / "model.safetensors").write_bytes(bytes(weights))
+    assert base_model_revision(str(local)) == first
+    (local / "config.json").write_text('{"hidden_size": 65}')
+    assert base_model_revision(str(local))["sha256"] != first["sha256"]
+    assert base_model_revision("org/not-in-any-cache")["kind"] == "unknown"
+
+
+def test_chunked_linear_cross_entropy_equals_the_plain_loss_and_gradient():
+    """The chunked head loss (logits never whole in memory) gives the loss and the gradient of
+    `cross_entropy(hidden @ W.T)`; chunks of 7 rows over 50 rows, and in eval (no grad)."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from curate.train.model import linear_cross_entropy
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(300, 16, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 300, (50,), generator=generator)
+    hidden = torch.randn(50, 16, generator=generator, dtype=torch.float64, requires_grad=True)
+    expected = F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+    (expected_grad,) = torch.autograd.grad(expected * 0.5, hidden)
+    chunked = linear_cross_entropy(hidden, weight, targets, chunk_elements=7 * 300)
+    (grad,) = torch.autograd.grad(chunked * 0.5, hidden)
+    assert torch.allclose(chunked, expected.float(), rtol=1e-6)
+    assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)  # the logits are float32
+    with torch.no_grad():
+        assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_elements=7 * 300), expected.float(), rtol=1e-6)

@@ -7,7 +7,8 @@ metrics.jsonl, loss.png and manifest.json to the run folder.
 
 Options come from `[tool.curate.train]` in pyproject.toml (`[train]` in
 curate.toml, or a train-only TOML given with --config); flags win.
-Multi-GPU: `accelerate launch -m curate train ...`.
+Multi-GPU: `accelerate launch --multi_gpu --num_processes N -m curate train ...`
+(the same form runs N ranks on CPUs, over gloo).
 
 Exit codes: 0 trained (or a dry run that would train), 1 refused by the lint
 gate or the mask audit, 2 usage, configuration, input or model-loading error,
@@ -16,6 +17,7 @@ gate or the mask audit, 2 usage, configuration, input or model-loading error,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--force", action="store_true", help="train even when lint finds errors (recorded in the manifest)")
     run.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="log plain lines instead of a progress bar")
+    run.add_argument("--no-eval", dest="eval_prompts", action="store_const", const=0, default=None, help="skip the short base-vs-adapter eval after training")
     train = parser.add_argument_group("training (override the config file)")
     train.add_argument("--epochs", type=float, default=None, help="passes over the training split (default 3)")
     train.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (overrides --epochs)")
@@ -92,13 +95,17 @@ def run(args: argparse.Namespace) -> int:
                 error(f"{path}: not a data file curate can read")
             return EXIT_ERROR
 
+    note = single_process_launch_note(os.environ)
+    if note and _is_main_process():
+        sys.stderr.write(f"curate: {note}\n")
     gate = _lint_gate(args, config, lint_config_path)
     if gate is None:
         return EXIT_ERROR
     if not gate.passed and not args.force and not args.dry_run:
         from curate.train.gate import refusal_message
 
-        error(refusal_message(gate, args.data))
+        if _is_main_process():
+            error(refusal_message(gate, args.data))
         return EXIT_REFUSED
     if args.dry_run:
         return _dry_run(args, config, gate)
@@ -110,6 +117,25 @@ def _readable_source(path: str) -> bool:
     from curate.sources import source_kind
 
     return Path(path).is_file() or source_kind(path) in ("hf", "dataset")
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a data-parallel launch (or the only process): the one that talks."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def single_process_launch_note(environ) -> str | None:
+    """One line when `accelerate launch --num_processes N` (N > 1) ended up starting a single
+    process: without --multi_gpu and without GPUs, accelerate runs its single-process
+    launcher, which sets MASTER_ADDR for the N processes it does not start."""
+    launched_by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in environ or "ACCELERATE_MIXED_PRECISION" in environ
+    if launched_by_accelerate and "MASTER_ADDR" in environ and int(environ.get("WORLD_SIZE", "1")) <= 1 and "LOCAL_RANK" not in environ:
+        return (
+            "accelerate launch asked for several processes but started one (no --multi_gpu and no GPUs): "
+            "this trains as 1 process, with 1 process's share of the global batch; for N ranks (CPUs too, over gloo) use "
+            "`accelerate launch --multi_gpu --num_processes N -m curate train ...`"
+        )
+    return None
 
 
 def _resolve_config(args: argparse.Namespace, flags: dict):
@@ -177,11 +203,13 @@ def _lint_gate(args: argparse.Namespace, config, lint_config_path):
         for problem in exc.problems:
             error(problem)
         return None
-    outcome, _ = lint_gate(plan, force=args.force, report_to=sys.stderr)
+    main = _is_main_process()
+    outcome, _ = lint_gate(plan, force=args.force, report_to=sys.stderr if main else None)
     summary = outcome.summary
     verdict = "passed" if outcome.passed else ("FAILED, forced" if args.force else "FAILED")
     line = f"lint gate: {verdict} ({summary['rows']} rows, {summary['errors']} errors, {summary['warnings']} warnings)"
-    print(line, file=sys.stdout if args.dry_run else sys.stderr)
+    if main:
+        print(line, file=sys.stdout if args.dry_run else sys.stderr)
     return outcome
 
 
@@ -193,7 +221,7 @@ def _dry_run(args: argparse.Namespace, config, gate) -> int:
     quiet_libraries()
     try:
         tokenizer = load_tokenizer(config.model)
-        data = prepare_data(config, tokenizer, args.data)
+        data = prepare_data(config, tokenizer, args.data, gate)
     except (ModelLoadError, TrainError) as exc:
         error(str(exc))
         return EXIT_ERROR
@@ -228,7 +256,8 @@ def _train(args: argparse.Namespace, config, gate, output: Path) -> int:
         run.train()
         manifest = run.save()
     except (ModelLoadError, TrainError) as exc:
-        error(str(exc))
+        if _is_main_process():
+            error(str(exc))
         return EXIT_REFUSED if isinstance(exc, Refused) else EXIT_ERROR
     except Interrupted as exc:
         sys.stderr.write(f"curate: {exc}\n")

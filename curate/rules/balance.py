@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
@@ -17,6 +17,9 @@ from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, RuleOptions
 from curate.rules.toolkit import DatasetCounter, final_answers, percent
+
+if TYPE_CHECKING:
+    import polars as pl
 
 #: A label field with more distinct values than this is an identifier or free text, not classes.
 MAX_TRACKED_LABELS = 1000
@@ -51,6 +54,27 @@ def label_values(value: Any) -> list[str]:
     if isinstance(value, list):
         return [label for item in value if not isinstance(item, (list, dict)) for label in label_values(item)]
     return []
+
+
+def answer_labels(answers: pl.Series, options: ClassImbalanceOptions) -> pl.Series:
+    """Each answer as a class label (stripped, trailing `.`/`!` dropped, lower case), or null
+    when it is too long to be one. A byte-length test first drops the long answers, so only
+    short ones are normalized. BL001 counts these; `curate eval` compares them."""
+    import polars as pl
+
+    most_bytes = 4 * options.max_answer_chars + SURROUNDING_WHITESPACE_BYTES
+    label = pl.col("content").str.strip_chars().str.strip_chars_end(".!").str.strip_chars().str.to_lowercase()
+    short = (pl.col("label").str.len_chars() <= options.max_answer_chars) & (pl.col("label").str.count_matches(r"\S+") <= options.max_answer_words)
+    frame = pl.DataFrame({"content": answers}, schema={"content": pl.String})
+    frame = frame.with_columns(label=pl.when(pl.col("content").str.len_bytes() <= most_bytes).then(label))
+    return frame.select(pl.when(short).then(pl.col("label"))).to_series().rename("label")
+
+
+def label_set(distribution: dict[str, int], answers: int, options: ClassImbalanceOptions) -> bool:
+    """Do these short-answer counts read as classes? BL001's test: at least two and at most
+    `max-classes` distinct labels, covering `min-coverage` of the answers."""
+    short = sum(distribution.values())
+    return bool(answers) and short >= options.min_coverage * answers and 2 <= len(distribution) <= options.max_classes
 
 
 class ClassImbalanceOptions(RuleOptions):
@@ -136,16 +160,7 @@ class ClassImbalance(DatasetRule):
         import polars as pl
 
         answers = final_answers(batch)
-        most_bytes = 4 * self.options.max_answer_chars + SURROUNDING_WHITESPACE_BYTES
-        label = pl.col("content").str.strip_chars().str.strip_chars_end(".!").str.strip_chars().str.to_lowercase()
-        short = (
-            answers.filter(pl.col("content").str.len_bytes() <= most_bytes)
-            .select(label=label)
-            .filter(
-                (pl.col("label").str.len_chars() <= self.options.max_answer_chars)
-                & (pl.col("label").str.count_matches(r"\S+") <= self.options.max_answer_words)
-            )
-        )
+        short = answer_labels(answers["content"], self.options).drop_nulls().to_frame("label")
         self.answers += answers.height
         self.short_answers += short.height
         if short.height:
@@ -157,8 +172,7 @@ class ClassImbalance(DatasetRule):
         if fields:
             rows, name = max(fields, key=lambda item: (item[0], -self.options.label_fields.index(item[1])))
             return f"`{name}`", dict(self.field_labels[name].most_common()), rows
-        covered = self.short_answers >= self.options.min_coverage * self.answers
-        if self.answers and covered and not self.answer_labels.overflowed and len(self.answer_labels) >= 2:
+        if not self.answer_labels.overflowed and label_set(self.answer_labels, self.answers, self.options):
             return "assistant answers", dict(self.answer_labels.most_common()), self.short_answers
         return None
 
@@ -216,6 +230,12 @@ DEFAULT_REFUSAL_PATTERNS = [
 ]
 
 
+def refusal_pattern(patterns: list[str] | None = None) -> str | None:
+    """One case-insensitive regex for the refusal patterns (default: BL002's), or None if empty."""
+    patterns = DEFAULT_REFUSAL_PATTERNS if patterns is None else patterns
+    return "(?i)(?:" + "|".join(f"(?:{pattern})" for pattern in patterns) + ")" if patterns else None
+
+
 class RefusalOverrepresentationOptions(RuleOptions):
     patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSAL_PATTERNS), description="Regular expressions (case-insensitive) that mark a refusal in an assistant turn.")
     extra_patterns: list[str] = Field(default_factory=list, description="More refusal patterns, added to `patterns`.")
@@ -271,8 +291,7 @@ class RefusalOverrepresentation(DatasetRule):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        patterns = [*self.options.patterns, *self.options.extra_patterns]
-        self.pattern = "(?i)(?:" + "|".join(f"(?:{pattern})" for pattern in patterns) + ")" if patterns else None
+        self.pattern = refusal_pattern([*self.options.patterns, *self.options.extra_patterns])
         self.dataset = DatasetCounter()
         self.rows = 0
         self.refusals = 0

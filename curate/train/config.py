@@ -44,6 +44,7 @@ class TrainConfig(BaseModel):
     attn_implementation: str | None = Field(None, description='Attention kernel passed to transformers ("sdpa", "eager", "flash_attention_2"); default: the library\'s choice.')
     stop_check_prompts: int = Field(8, ge=0, description='Held-out prompts for the "does it stop" check after training; 0 skips it.')
     stop_check_max_new_tokens: int = Field(128, gt=0, description='Longest generation in the "does it stop" check.')
+    eval_prompts: int = Field(64, ge=0, description="Held-out prompts for the short `curate eval` (base vs adapter) after training; 0 skips it (`--no-eval`).")
 
     @model_validator(mode="after")
     def _check_lora_targets(self) -> TrainConfig:

@@ -5,12 +5,17 @@ Labels come from the template's `{% generation %}` markers when it has them;
 otherwise from rendering conversation prefixes: for assistant turn k, the text
 rendered for the turns before it with `add_generation_prompt=True` (exactly what
 inference renders) must be a prefix of the whole conversation, and what follows
-it up to and including the first special token (the end-of-turn token) is
-trained. Nothing from system, user or tool turns is trained.
+it up to and including the first special token the template writes after the
+content (the end-of-turn token) is trained. Nothing from system, user or tool turns is trained.
+
+The whole rendered conversation is tokenized once, so the ids trained on are exactly
+`tokenizer(rendered_text)`, what inference feeds the model; labels come from the
+character offsets of the tokens. Tokenizing pieces separately would not be: a
+SentencePiece (Metaspace) tokenizer starts every piece with `▁`.
 
 Each example keeps the character spans of its assistant turns and the character
-offset of every token, so the mask audit (audit.py) can check the labels against
-the rendered text independently of how they were made.
+offset of every token; the mask audit (audit.py) checks the labels and the tokens
+against the rendered text and the messages, independently of how they were made.
 """
 
 from __future__ import annotations
@@ -112,22 +117,46 @@ def read_conversations(path: str | Path) -> tuple[list[TrainingRow], int]:
     return conversations, skipped
 
 
-def split_eval(conversations: list[TrainingRow], fraction: float, seed: int) -> tuple[list[TrainingRow], list[TrainingRow]]:
-    """A seeded random split: (train, eval). At least one eval row when the fraction is positive."""
+@dataclass
+class Split:
+    train: list[TrainingRow]
+    evaluation: list[TrainingRow]
+    #: Duplicate clusters (two rows or more) kept wholly on one side of the split.
+    clusters_kept_together: int = 0
+
+
+def split_eval(conversations: list[TrainingRow], fraction: float, seed: int, duplicate_of: dict[int, int] | None = None) -> Split:
+    """A seeded random split by duplicate cluster: every copy of a row (`duplicate_of`: line ->
+    its cluster's representative line) lands on the same side, so no eval row has a copy in
+    train. About `fraction` of the rows are held out; at least one when it is positive."""
     if fraction <= 0 or len(conversations) < 2:
-        return conversations, []
-    count = min(len(conversations) - 1, max(1, round(len(conversations) * fraction)))
-    order = np.random.default_rng(seed).permutation(len(conversations))
-    held_out = set(order[:count].tolist())
+        return Split(conversations, [])
+    duplicate_of = duplicate_of or {}
+    groups: dict[int, list[int]] = {}
+    for index, conversation in enumerate(conversations):
+        groups.setdefault(duplicate_of.get(conversation.line, conversation.line), []).append(index)
+    members = list(groups.values())
+    target = min(len(conversations) - 1, max(1, round(len(conversations) * fraction)))
+    held_out: set[int] = set()
+    for group in np.random.default_rng(seed).permutation(len(members)).tolist():
+        size = len(members[group])
+        if len(held_out) + size <= target or (not held_out and size < len(conversations)):
+            held_out.update(members[group])
+        if len(held_out) >= target:
+            break
     train = [c for i, c in enumerate(conversations) if i not in held_out]
     evaluation = [c for i, c in enumerate(conversations) if i in held_out]
-    return train, evaluation
+    return Split(train, evaluation, sum(1 for group in members if len(group) > 1))
 
 
 def special_token_strings(tokenizer: Any) -> list[str]:
     """Every special token's text, longest first (so `<|im_end|>` wins over a prefix of it)."""
     added = [token.content for token in tokenizer.added_tokens_decoder.values() if token.special]
     return sorted(set(added) | set(tokenizer.all_special_tokens), key=len, reverse=True)
+
+
+def special_token_pattern(tokenizer: Any) -> re.Pattern:
+    return re.compile("|".join(re.escape(token) for token in special_token_strings(tokenizer)))
 
 
 def render(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
@@ -139,8 +168,21 @@ def prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return render(tokenizer, messages, add_generation_prompt=True)
 
 
+def encode(tokenizer: Any, texts: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """(ids, token start offsets) of each text, tokenized as inference tokenizes a rendered
+    chat (`apply_chat_template(tokenize=True)`: the template writes the special tokens)."""
+    if not texts:
+        return [], []
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return encoded["input_ids"], [[begin for begin, _ in offsets] for offsets in encoded["offset_mapping"]]
+
+
 def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], special: re.Pattern) -> tuple[str, list[AssistantSpan]]:
     """The rendered text and the spans of its assistant turns, by prefix rendering.
+
+    A turn runs from the end of its generation prompt to the end of the first special token
+    the template writes after the content (its end-of-turn token): special-token text inside
+    the content is counted and skipped, so it does not cut the turn short.
 
     Raises ValueError with a one-line reason when the template breaks parity."""
     text = render(tokenizer, messages)
@@ -156,27 +198,25 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], special: re.
                 f"template parity: the prompt rendered for assistant turn {turn} with add_generation_prompt=True "
                 "is not how the full conversation renders it, so training would see a different prompt than inference"
             )
-        if not text.startswith(through) or len(through) < len(prompt):
+        found = list(special.finditer(through, len(prompt))) if special.pattern and len(through) >= len(prompt) else []
+        # Special-token text inside the content comes first; the template's end-of-turn token follows it.
+        inside = len(special.findall(message.get("content") or "")) if special.pattern else 0
+        match = found[inside] if len(found) > inside else None
+        end = match.end() if match else len(through.rstrip())
+        # What follows the end-of-turn token may change (Phi-3 writes eos after the last turn only).
+        if len(through) < len(prompt) or not text.startswith(through[:end]):
             raise ValueError(f"template parity: the conversation up to assistant turn {turn} renders differently once later turns follow")
-        match = special.search(text, len(prompt), len(through)) if special.pattern else None
-        end = match.end() if match else len(text[: len(through)].rstrip())
         spans.append(AssistantSpan(len(prompt), end, len(through), match.group() if match else None))
     return text, spans
 
 
-def _segments(text: str, spans: list[AssistantSpan]) -> list[tuple[int, int, bool]]:
-    """(start, end, trained) pieces of the text up to the last trained character."""
-    pieces, position = [], 0
-    for span in spans:
-        pieces.append((position, span.start, False))
-        pieces.append((span.start, span.end, True))
-        position = span.end
-    return pieces
-
-
 def tokenize(tokenizer: Any, conversations: list[TrainingRow], max_seq_length: int) -> Dataset:
-    """Render, tokenize and label every conversation (one batched tokenizer call)."""
-    special = re.compile("|".join(re.escape(token) for token in special_token_strings(tokenizer)))
+    """Render, tokenize and label every conversation.
+
+    Each rendered conversation is tokenized once, whole (one batched call), so the trained
+    ids are exactly what the tokenizer makes of the rendered text; a token is trained when it
+    starts inside an assistant span (character offsets)."""
+    special = special_token_pattern(tokenizer)
     markers = has_generation_markers(tokenizer.chat_template)
     rendered, problems = [], []
     for conversation in conversations:
@@ -189,12 +229,18 @@ def tokenize(tokenizer: Any, conversations: list[TrainingRow], max_seq_length: i
             problems.append(Problem(conversation.where, f"the chat template fails on this row: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"))
             continue
         rendered.append((conversation, text, spans))
-    if markers:
-        examples = [_tokenize_with_markers(tokenizer, *item) for item in rendered]
-    else:
-        examples = _tokenize_by_segments(tokenizer, rendered)
+    all_ids, all_starts = encode(tokenizer, [text for _, text, _ in rendered])
     dataset = Dataset([], problems)
-    for example in examples:
+    for (conversation, text, spans), ids, starts in zip(rendered, all_ids, all_starts):
+        if markers:
+            trained = _marker_mask(tokenizer, conversation, ids)
+            if trained is None:
+                dataset.problems.append(Problem(conversation.where, "template parity: apply_chat_template(tokenize=True) gives other tokens than tokenizing the rendered text"))
+                continue
+        else:
+            trained = _span_mask(starts, spans)
+        labels = np.where(trained, np.asarray(ids, dtype=np.int64), IGNORE_INDEX)
+        example = _example(conversation, text, spans, ids, labels, [*starts, len(text)])
         _truncate(example, max_seq_length)
         if example.trained_tokens == 0 and example.truncated:
             dataset.cut_by_truncation.append(example)
@@ -203,32 +249,21 @@ def tokenize(tokenizer: Any, conversations: list[TrainingRow], max_seq_length: i
     return dataset
 
 
-def _tokenize_by_segments(tokenizer: Any, rendered: list[tuple[TrainingRow, str, list[AssistantSpan]]]) -> list[Example]:
-    # Prompt and answer pieces are tokenized separately, so the prompt's tokens are exactly
-    # what inference gets from tokenizing the generation prompt, never merged across the boundary.
-    pieces = [(index, piece) for index, (_, text, spans) in enumerate(rendered) for piece in _segments(text, spans)]
-    texts = [rendered[index][1][start:end] for index, (start, end, _) in pieces]
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else {"input_ids": [], "offset_mapping": []}
-    per_example: list[tuple[list[int], list[int], list[int]]] = [([], [], []) for _ in rendered]
-    for (index, (start, _end, trained)), ids, offsets in zip(pieces, encoded["input_ids"], encoded["offset_mapping"]):
-        token_ids, labels, starts = per_example[index]
-        token_ids += ids
-        labels += ids if trained else [IGNORE_INDEX] * len(ids)
-        starts += [start + begin for begin, _ in offsets]
-    examples = []
-    for (conversation, text, spans), (token_ids, labels, starts) in zip(rendered, per_example):
-        stop = spans[-1].end if spans else len(text)
-        examples.append(_example(conversation, text, spans, token_ids, labels, [*starts, stop]))
-    return examples
+def _span_mask(starts: list[int], spans: list[AssistantSpan]) -> np.ndarray:
+    """Tokens that start inside an assistant span (generation start to end-of-turn)."""
+    begins = np.asarray(starts, dtype=np.int64)
+    trained = np.zeros(len(begins), dtype=bool)
+    for span in spans:
+        trained |= (begins >= span.start) & (begins < span.end)
+    return trained
 
 
-def _tokenize_with_markers(tokenizer: Any, conversation: TrainingRow, text: str, spans: list[AssistantSpan]) -> Example:
+def _marker_mask(tokenizer: Any, conversation: TrainingRow, ids: list[int]) -> np.ndarray | None:
+    """The `{% generation %}` mask, or None when the template's own tokenization is not `ids`."""
     encoded = tokenizer.apply_chat_template(conversation.messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    token_ids = list(encoded["input_ids"])
-    mask = list(encoded["assistant_masks"])
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    labels = [token if trained else IGNORE_INDEX for token, trained in zip(token_ids, mask)]
-    return _example(conversation, text, spans, token_ids, labels, [begin for begin, _ in offsets] + [len(text)])
+    if list(encoded["input_ids"]) != list(ids):
+        return None
+    return np.asarray(encoded["assistant_masks"], dtype=bool)
 
 
 def _example(conversation: TrainingRow, text: str, spans: list[AssistantSpan], token_ids: list[int], labels: list[int], offsets: list[int]) -> Example:

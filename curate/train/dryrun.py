@@ -23,11 +23,12 @@ def dry_run_report(config: TrainConfig, tokenizer, data: PreparedData, *, proces
     train = data.train
     schedule = plan_schedule(config, len(train.examples), processes)
     packing, batching = packing_plan(config.packing, default_attention(pick_device(), config.attn_implementation))
-    audit = run_audit(data, config, tokenizer.pad_token_id, packing)
+    audit = run_audit(data, config, tokenizer, packing)
     truncated = sum(1 for example in train.examples if example.truncated)
     lines = [
         f"rows: {data.conversations + data.unusable_rows} read, {data.unusable_rows} unusable; "
-        f"train {len(train.examples)} examples, eval {len(data.evaluation.examples)} ({data.eval_source})",
+        f"train {len(train.examples)} examples, eval {len(data.evaluation.examples)} ({data.eval_source})"
+        + (f"; {data.clusters_kept_together} duplicate clusters kept on one side of the split" if data.clusters_kept_together else ""),
         f"after templating: {train.tokens:,} tokens, {train.trained_tokens:,} assistant tokens trained "
         f"({_share(train.trained_tokens, train.tokens)}); {truncated} examples cut at max-seq-length {config.max_seq_length}",
         *mask_audit.summary_lines(audit, tokenizer, len(train.cut_by_truncation)),

@@ -10,6 +10,9 @@ from typing import IO
 from curate.engine.runner import LintResult
 from curate.engine.settings import LintPlan
 
+#: The rules whose clusters the eval split keeps on one side (exact and near duplicates).
+DUPLICATE_CODES = ("DU001", "DU002")
+
 
 @dataclass
 class GateOutcome:
@@ -18,6 +21,9 @@ class GateOutcome:
     summary: dict
     #: Rules that could not run (a tokenizer that did not load, an unreadable eval file).
     setup_errors: list[str] = field(default_factory=list)
+    #: line -> line of its duplicate cluster's kept row, for the data file; None when the gate
+    #: did not run both duplicate rules over all findings (deselected, or a baseline waived some).
+    duplicate_of: dict[int, int] | None = None
 
     def to_manifest(self) -> dict:
         return {"passed": self.passed, "forced": self.forced, "summary": self.summary, "setup_errors": self.setup_errors}
@@ -34,6 +40,9 @@ def lint_gate(plan: LintPlan, *, force: bool, report_to: IO[str] | None) -> tupl
     errors = result.count(Severity.ERROR)
     passed = errors == 0 and not result.errors
     outcome = GateOutcome(passed=passed, forced=force and not passed, summary=summary_dict(result), setup_errors=list(result.errors))
+    ran = {rule.code for rule in result.rules}
+    if set(DUPLICATE_CODES) <= ran and not result.waived and plan.paths:
+        outcome.duplicate_of = duplicate_clusters(result, plan.paths[0])
     if not passed and report_to is not None:
         report_to.write(gate_summary(result, plan))
         for problem in result.errors:
@@ -76,3 +85,33 @@ def refusal_message(outcome: GateOutcome, data_path: str) -> str:
         f"refusing to train on {data_path}: {reason}; fix the data (`curate fix`, `curate review`) "
         "or pass --force to train anyway (recorded in manifest.json)"
     )
+
+
+def duplicate_clusters(result: LintResult, path: str) -> dict[int, int]:
+    """line -> a representative line of its duplicate cluster, from the DU001/DU002 findings of
+    `path` (each finding's `related[0]` is its cluster's kept row). An exact copy of a row that
+    is itself a near duplicate joins that row's cluster (union-find)."""
+    parent: dict[int, int] = {}
+
+    def root(line: int) -> int:
+        while parent.get(line, line) != line:
+            parent[line] = parent.get(parent[line], parent[line])
+            line = parent[line]
+        return line
+
+    for finding in result.findings:
+        if finding.code in DUPLICATE_CODES and finding.path == path and finding.line is not None and finding.related:
+            kept = finding.related[0]
+            if kept.path == path and kept.line is not None:
+                a, b = root(finding.line), root(kept.line)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return {line: root(line) for line in parent}
+
+
+def find_duplicate_clusters(path: str) -> dict[int, int]:
+    """The duplicate clusters of a data file by running only the duplicate rules (when no gate ran them)."""
+    from curate.engine.runner import run_lint
+    from curate.engine.settings import LintRequest, plan_lint
+
+    return duplicate_clusters(run_lint(plan_lint(LintRequest(paths=[path], isolated=True, select=list(DUPLICATE_CODES)))), path)

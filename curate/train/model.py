@@ -4,7 +4,9 @@ assistant-token loss.
 
 The loss runs the output head only on positions whose next token is trained: for
 chat data most positions are prompt, and the head over a 150k vocabulary is a
-large share of a small model's compute and of its activation memory.
+large share of a small model's compute and of its activation memory. It runs in
+chunks of rows with the gradient taken in the same pass, so the logits are never
+whole in memory.
 """
 
 from __future__ import annotations
@@ -251,13 +253,95 @@ def make_loss_module(model, selective_head: bool, device: DeviceInfo | None = No
             with precision():
                 if selective_head:
                     causal_lm = causal_lm_of(self.model)
-                    hidden = causal_lm.get_decoder()(**inputs).last_hidden_state
-                    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
+                    hidden = causal_lm.get_decoder()(**inputs).last_hidden_state[:, :-1][keep]
+                    head = causal_lm.get_output_embeddings()
+                    if fusable_head(head):
+                        return linear_cross_entropy(hidden, head.weight, targets[keep])
+                    logits = head(hidden)
                 else:
                     logits = self.model(**inputs).logits[:, :-1][keep]
             return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
 
     return AssistantLoss()
+
+
+#: Logit elements computed at once by the chunked loss (32M: 128 MiB in fp32), so the
+#: [trained tokens x vocabulary] logits of a large-vocabulary model are never whole in memory.
+LOSS_CHUNK_ELEMENTS = 1 << 25
+
+
+def fusable_head(head) -> bool:
+    """A frozen, bias-free linear output head: its loss can be computed chunk by chunk."""
+    import torch
+
+    return type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+
+
+def linear_cross_entropy(hidden, weight, targets, chunk_elements: int = LOSS_CHUNK_ELEMENTS):
+    """Summed cross-entropy of `hidden @ weight.T` against `targets`, in chunks of rows.
+
+    The gradient with respect to `hidden` (softmax minus one-hot, times the head) is
+    computed chunk by chunk in the forward pass and kept instead of the logits, so peak
+    memory holds one chunk of logits, not all of them twice (logits and their gradient),
+    and no matmul is repeated. The head must be frozen (it is under LoRA)."""
+    import torch
+
+    rows = max(1, chunk_elements // weight.shape[0])
+    if not (torch.is_grad_enabled() and hidden.requires_grad):
+        with torch.no_grad():
+            return sum(_chunk_loss(hidden[i : i + rows], weight, targets[i : i + rows], None) for i in range(0, len(hidden), rows)) if len(hidden) else hidden.new_zeros((), dtype=torch.float32)
+    return _LinearCrossEntropy.apply(hidden, weight, targets, rows)
+
+
+def _chunk_loss(hidden, weight, targets, grad_out):
+    """Summed loss of one chunk; when `grad_out` is given, its rows get d(loss)/d(hidden)."""
+    import torch
+
+    logits = (hidden @ weight.t()).float()
+    normalizer = torch.logsumexp(logits, dim=-1)
+    loss = (normalizer - logits.gather(1, targets[:, None]).squeeze(1)).sum()
+    if grad_out is not None:
+        probabilities = logits.sub_(normalizer[:, None]).exp_()
+        probabilities[torch.arange(len(targets), device=targets.device), targets] -= 1
+        grad_out.copy_(probabilities.to(weight.dtype) @ weight)
+    return loss
+
+
+def _linear_cross_entropy_function():
+    import torch
+
+    class LinearCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, hidden, weight, targets, rows):
+            grad_hidden = torch.empty(hidden.shape, dtype=torch.promote_types(hidden.dtype, weight.dtype), device=hidden.device)
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            for start in range(0, len(hidden), rows):
+                total += _chunk_loss(hidden[start : start + rows], weight, targets[start : start + rows], grad_hidden[start : start + rows])
+            ctx.save_for_backward(grad_hidden)
+            ctx.hidden_dtype = hidden.dtype
+            return total
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            (grad_hidden,) = ctx.saved_tensors
+            return (grad_hidden * grad_output).to(ctx.hidden_dtype), None, None, None
+
+    return LinearCrossEntropy
+
+
+class _Lazy:
+    """Builds the autograd Function on first use (torch is imported inside functions only)."""
+
+    def __init__(self, build):
+        self.build, self.value = build, None
+
+    def apply(self, *args):
+        if self.value is None:
+            self.value = self.build()
+        return self.value.apply(*args)
+
+
+_LinearCrossEntropy = _Lazy(_linear_cross_entropy_function)
 
 
 def probe(model, device: DeviceInfo, vocab_size: int) -> tuple[bool, bool]:

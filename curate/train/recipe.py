@@ -74,6 +74,8 @@ class PreparedData:
     evaluation: Dataset
     eval_conversations: list[TrainingRow]
     eval_source: str
+    #: Duplicate clusters kept wholly on one side of the eval split.
+    clusters_kept_together: int = 0
 
 
 @dataclass
@@ -87,9 +89,13 @@ class Schedule:
         return self.micro_batches_per_epoch / self.micro_batches_per_step
 
 
-def prepare_data(config: TrainConfig, tokenizer, data_path: str) -> PreparedData:
+def prepare_data(config: TrainConfig, tokenizer, data_path: str, gate: GateOutcome | None = None) -> PreparedData:
+    """Read, split and tokenize; the eval split keeps duplicate clusters together (from the
+    lint gate's duplicate findings, or from running the duplicate rules when no gate did)."""
     from curate.io import InputError
+    from curate.train.gate import find_duplicate_clusters
 
+    kept_together = 0
     try:
         conversations, unusable = read_conversations(data_path)
         if config.eval_file:
@@ -97,7 +103,11 @@ def prepare_data(config: TrainConfig, tokenizer, data_path: str) -> PreparedData
             eval_rows, _ = read_conversations(config.eval_file)
             source = config.eval_file
         else:
-            train_rows, eval_rows = split_eval(conversations, config.eval_fraction, config.seed)
+            duplicate_of = None
+            if config.eval_fraction > 0:
+                duplicate_of = gate.duplicate_of if gate and gate.duplicate_of is not None else find_duplicate_clusters(data_path)
+            split = split_eval(conversations, config.eval_fraction, config.seed, duplicate_of)
+            train_rows, eval_rows, kept_together = split.train, split.evaluation, split.clusters_kept_together
             source = f"held out by eval-fraction {config.eval_fraction}" if eval_rows else "none"
     except InputError as exc:
         raise TrainError(str(exc)) from None
@@ -105,7 +115,7 @@ def prepare_data(config: TrainConfig, tokenizer, data_path: str) -> PreparedData
         raise TrainError(f"{data_path}: no usable conversations to train on (run `curate lint {data_path}` to see why)")
     train = tokenize(tokenizer, train_rows, config.max_seq_length)
     evaluation = tokenize(tokenizer, eval_rows, config.max_seq_length)
-    return PreparedData(len(conversations), unusable, train, evaluation, eval_rows, source)
+    return PreparedData(len(conversations), unusable, train, evaluation, eval_rows, source, kept_together)
 
 
 def plan_schedule(config: TrainConfig, train_examples: int, processes: int) -> Schedule:
@@ -125,27 +135,20 @@ def micro_batch_stream(lengths: list[int], config: TrainConfig, packing: bool, s
         epoch, offset = epoch + 1, 0
 
 
-def run_audit(data: PreparedData, config: TrainConfig, pad_id: int, packing: bool) -> mask_audit.AuditReport:
+def run_audit(data: PreparedData, config: TrainConfig, tokenizer, packing: bool) -> mask_audit.AuditReport:
     """Audit every train and eval example as the collator hands it to the model."""
 
     def fed(dataset: Dataset, batches: list[list[int]]):
         for indices in batches:
-            batch = collate(dataset.examples, indices, packing, pad_id)
+            batch = collate(dataset.examples, indices, packing, tokenizer.pad_token_id)
             for index, input_ids, labels in unpack(batch):
                 yield dataset.examples[index], input_ids, labels
 
     lengths = [len(example) for example in data.train.examples]
     train_batches = epoch_order(lengths, config.batch_size, config.seed, 0, packing)
     eval_batches = eval_order(data.evaluation, config.batch_size)
-    report = mask_audit.audit(fed(data.train, train_batches))
-    eval_report = mask_audit.audit(fed(data.evaluation, eval_batches))
-    report.examples += eval_report.examples
-    report.assistant_turns += eval_report.assistant_turns
-    report.turns_with_end_of_turn_trained += eval_report.turns_with_end_of_turn_trained
-    report.partly_truncated += eval_report.partly_truncated
-    report.failures += eval_report.failures
-    for token, count in eval_report.end_of_turn_tokens.items():
-        report.end_of_turn_tokens[token] = report.end_of_turn_tokens.get(token, 0) + count
+    report = mask_audit.audit(fed(data.train, train_batches), tokenizer)
+    report.add(mask_audit.audit(fed(data.evaluation, eval_batches), tokenizer))
     return report
 
 
@@ -228,7 +231,7 @@ class Run:
         self.data_sha256 = file_sha256(self.data_path)
         self.eval_sha256 = file_sha256(config.eval_file) if config.eval_file else None
         self.tokenizer = builders.load_tokenizer(config.model)
-        self.data = prepare_data(config, self.tokenizer, self.data_path)
+        self.data = prepare_data(config, self.tokenizer, self.data_path, self.gate)
         if self.data.train.problems or self.data.evaluation.problems:
             raise Refused(template_problems_text(self.data))
         if not self.data.train.examples:
@@ -248,7 +251,7 @@ class Run:
         self.reporter.say(f"batches: {self.batching}")
 
         # The mask audit gates the run on the batches exactly as they will be collated.
-        self.audit = run_audit(self.data, config, self.tokenizer.pad_token_id, self.packing)
+        self.audit = run_audit(self.data, config, self.tokenizer, self.packing)
         if not self.audit.ok:
             raise Refused(audit_failure_text(self.audit))
         for line in mask_audit.summary_lines(self.audit, self.tokenizer, len(self.data.train.cut_by_truncation)):
@@ -496,7 +499,7 @@ class Run:
 
     def _finish(self) -> dict:
         """Final eval, stop check, loss curve and manifest, after the adapter is safe on disk."""
-        from curate.train.manifest import versions, write_manifest
+        from curate.train.manifest import base_model_revision, versions, write_manifest
         from curate.train.plot import write_loss_curve
         from curate.train.stopcheck import stop_check
 
@@ -516,6 +519,7 @@ class Run:
             self.reporter.say(check.line())
         if self.rank != 0:
             return {}
+        evaluation = self._short_eval() if config.eval_prompts and self.data.eval_conversations else None
         write_loss_curve(self.output / "loss.png", self.metrics, f"{Path(self.data_path).name} on {Path(config.model).name}")
         train_losses = [m["loss"] for m in self.metrics if "loss" in m]
         manifest = {
@@ -530,6 +534,7 @@ class Run:
                 "train_examples": len(self.data.train.examples),
                 "eval_examples": len(self.data.evaluation.examples),
                 "eval_source": self.data.eval_source,
+                "eval_lines": None if config.eval_file else [c.line for c in self.data.eval_conversations],
                 "tokens": self.data.train.tokens,
                 "trained_tokens": self.data.train.trained_tokens,
                 "cut_by_truncation": len(self.data.train.cut_by_truncation),
@@ -539,6 +544,7 @@ class Run:
             "config": config.model_dump(),
             "seed": config.seed,
             "base_model": self.base_path,
+            "base_model_revision": base_model_revision(config.model),
             "versions": versions(),
             "device": {"type": self.device.type, "name": self.device.name, "compute_dtype": str(self.device.compute_dtype).removeprefix("torch."),
                        "processes": self.accelerator.num_processes if self.accelerator else 1},
@@ -567,6 +573,7 @@ class Run:
                 "base_eval_loss": self.base_eval_loss,
             },
             "stop_check": check.to_manifest() if check else None,
+            "eval": evaluation,
             "performance": {
                 "wall_time_s": round(time.time() - self.started, 2),
                 "train_time_s": round(self.train_seconds, 2),
@@ -579,6 +586,15 @@ class Run:
         }
         write_manifest(self.output / "manifest.json", manifest)
         return manifest
+
+    def _short_eval(self) -> dict:
+        """`curate eval` of base vs adapter on the held-out split, with the model in memory (RUN/eval/)."""
+        from curate.evaluate.pipeline import after_training
+        from curate.train.model import autocast
+
+        with autocast(self.device):
+            return after_training(self.model, self.tokenizer, self.device, self.data.eval_conversations, [e.conversation for e in self.data.train.examples],
+                                  prompts=self.config.eval_prompts, max_new_tokens=self.config.stop_check_max_new_tokens, output=self.output, say=self.reporter.say)
 
     def _write_metrics(self) -> None:
         from curate.io import atomic_write_jsonl

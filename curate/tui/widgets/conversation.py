@@ -45,9 +45,13 @@ class ConversationView(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static("", classes="placeholder")
 
-    def show(self, obj: Any, raw: RawRow | None = None, spans: list[list[Span]] | None = None, highlight: str = "") -> None:
-        """Show a row; existing turn blocks are updated in place (a remount relayouts the screen)."""
+    def show(self, obj: Any, raw: RawRow | None = None, spans: list[list[Span]] | None = None, highlight: str = "",
+             titles: list[str] | None = None) -> None:
+        """Show a row; existing turn blocks are updated in place (a remount relayouts the screen).
+        `titles` replaces the turns' border titles (the eval view names each candidate)."""
         fresh = self.widgets_for(obj, raw, spans, highlight)
+        for widget, title in zip(fresh, titles or []):
+            widget.border_title = title
         current = list(self.query_children(Static))
         for widget, new in zip(current, fresh):
             widget.update(new.content)

@@ -12,6 +12,7 @@ from textual.widgets import ContentSwitcher, Static
 
 from curate.text.diff import CompareMode, compare_messages
 from curate.engine.findings import Finding
+from curate.rules.evaluation import candidate_outputs
 from curate.tui.session import ReviewSession
 from curate.tui.widgets.conversation import ConversationView, messages_of
 
@@ -41,6 +42,11 @@ class DetailPane(Vertical):
         header.update(finding_header(session, finding))
         row = session.row_of(finding)
         obj = session.current_row_object(finding.line) if row is not None else None
+        outputs = candidate_outputs(obj) if finding.code == "EV001" else None
+        if outputs and row is not None:
+            self.show_candidates(obj, row, outputs)
+            switcher.current = "compare"
+            return
         counterpart = session.counterpart(finding)
         if counterpart is None or counterpart.row is None or not counterpart.row.ok or row is None:
             self.query_one("#single", ConversationView).show(obj, row)
@@ -60,6 +66,22 @@ class DetailPane(Vertical):
         left_view.show(obj, row, left_spans, highlight)
         right_view.show(counterpart.row.obj, counterpart.row, right_spans, highlight)
         switcher.current = "compare"
+
+
+    def show_candidates(self, obj, row, outputs: list[tuple[str, str, bool | None]]) -> None:
+        """A `curate eval` failure: prompt and reference on the left, each candidate's answer on
+        the right, with the words that differ from the reference marked."""
+        messages = messages_of(obj) or []
+        reference = messages[-1].content if messages and messages[-1].role == "assistant" else ""
+        spans = [compare_messages([reference], [text], CompareMode.DIFF)[1].spans[0] for _, text, _ in outputs]
+        left_view = self.query_one("#compare-left", ConversationView)
+        right_view = self.query_one("#compare-right", ConversationView)
+        left_view.border_title = "prompt and reference"
+        right_view.border_title = f"candidates · {LEGENDS[CompareMode.DIFF]} from the reference"
+        left_view.show(obj, row)
+        answers = {"messages": [{"role": "assistant", "content": text} for _, text, _ in outputs]}
+        titles = [f"{name} · {'passes' if passed else 'FAILS' if passed is False else 'not checked'}" for name, _, passed in outputs]
+        right_view.show(answers, None, spans, HIGHLIGHTS[CompareMode.DIFF], titles)
 
 
 def finding_header(session: ReviewSession, finding: Finding) -> Text:
