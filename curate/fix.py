@@ -39,6 +39,7 @@ from curate.rules.duplicates import duplicate_groups
 from curate.sources import apply_column_mapping, output_format_for, write_rows
 
 REVIEW = "review"
+UNPARSED = "unparsed"
 
 Key = tuple[str, int]
 
@@ -85,6 +86,23 @@ class FileFix:
     #: Who is still reviewing the file ("pid 123") when fix read its journal.
     journal_holder: str | None = None
 
+    @property
+    def written(self) -> int:
+        return self.rows_out
+
+    @property
+    def dropped(self) -> int:
+        return sum(count for (code, verb), count in self.actions.items() if verb == "dropped" and code != UNPARSED)
+
+    @property
+    def edited(self) -> int:
+        return self.actions[(REVIEW, "edited")]
+
+    @property
+    def unreadable(self) -> int:
+        """Rows that were never parsed (invalid JSON, over max-row-bytes) and cannot be carried over."""
+        return self.actions[(UNPARSED, "dropped")]
+
 
 # -- deciding ------------------------------------------------------------------------------
 
@@ -98,19 +116,11 @@ def finding_fix(finding: Finding, fixers: dict[str, Rule]) -> tuple[Rule, Fix] |
 
 def plan_row_fixes(result: LintResult, states: dict[str, ReviewState]) -> dict[Key, RowFix]:
     """Decide, from the findings, their rules' fixes and the review journals, what happens to each row."""
-    fixes: dict[Key, RowFix] = {}
+    fixes = journal_fixes(states)
 
     def fix_of(key: Key) -> RowFix:
         return fixes.setdefault(key, RowFix())
 
-    for path, state in states.items():
-        for line, row_state in state.rows.items():
-            fix = fix_of((path, line))
-            if row_state.dropped:
-                fix.drop = REVIEW
-            elif row_state.action is not None:
-                fix.protected = True
-                fix.edited, fix.has_edit = row_state.edited, row_state.has_edit
     file_fixes: dict[tuple[str, str], tuple[Rule, Fix]] = {}
     duplicates: list[Finding] = []
     for finding in live_findings(result, states):
@@ -136,6 +146,20 @@ def plan_row_fixes(result: LintResult, states: dict[str, ReviewState]) -> dict[K
             if fix.takes(rule, action):
                 fix.rewrites.append((code, action))
     _drop_duplicates(duplicates, fixes, fix_of)
+    return fixes
+
+
+def journal_fixes(states: dict[str, ReviewState]) -> dict[Key, RowFix]:
+    """The reviewer's decisions as row fixes: drops, and keeps and edits that protect a row."""
+    fixes: dict[Key, RowFix] = {}
+    for path, state in states.items():
+        for line, row_state in state.rows.items():
+            fix = fixes.setdefault((path, line), RowFix())
+            if row_state.dropped:
+                fix.drop = REVIEW
+            elif row_state.action is not None:
+                fix.protected = True
+                fix.edited, fix.has_edit = row_state.edited, row_state.has_edit
     return fixes
 
 
@@ -176,7 +200,7 @@ def fixed_line(row: RawRow, fix: RowFix | None, actions: Counter[tuple[str, str]
         return orjson.dumps(apply_rewrites(fix.edited, fix.rewrites, actions))
     if not row.ok:
         # Unparsed rows are always SC findings and dropped above; be safe if SC is deselected.
-        actions[("unparsed", "dropped")] += 1
+        actions[(UNPARSED, "dropped")] += 1
         return None
     if fix is None or not fix.rewrites:
         return row.text.encode("utf-8", "surrogatepass") if row.text is not None else orjson.dumps(row.obj)
@@ -195,23 +219,44 @@ def apply_rewrites(obj: Any, rewrites: list[tuple[str, Fix]], actions: Counter[t
     return obj
 
 
-def fix_file(path: str, output: str | None, fixes: dict[Key, RowFix], report: FileFix, options: FixOptions | None = None) -> None:
-    """Stream one input file through its fixes; write `output` atomically unless it is None (dry run).
-    A file whose every row would be dropped is not written (InputError): an empty output is never a result."""
-    options = options or FixOptions()
+def cleaned_lines(rows: Iterable[RawRow], fixes: dict[Key, RowFix], report: FileFix) -> list[bytes]:
+    """The lines of a cleaned file: every row through its fixes (what `curate fix` and
+    `curate review`'s save both write), counting into `report`."""
     lines: list[bytes] = []
-    for row in iter_rows(path, options=options.source_options):
+    for row in rows:
         report.rows_in += 1
-        if options.columns:
-            apply_column_mapping([row], options.columns)
         line = fixed_line(row, fixes.get((row.path, row.line)), report.actions)
         if line is not None:
             lines.append(line + b"\n")
     report.rows_out = len(lines)
+    return lines
+
+
+def fix_file(path: str, output: str | None, fixes: dict[Key, RowFix], report: FileFix, options: FixOptions | None = None) -> None:
+    """Stream one input file through its fixes; write `output` atomically unless it is None (dry run).
+    A file whose every row would be dropped is not written (InputError): an empty output is never a result."""
+    options = options or FixOptions()
+    lines = cleaned_lines(_read(path, options), fixes, report)
     if report.rows_in and not lines:
         raise InputError(f"{path}: all {report.rows_in} rows would be dropped; nothing written (run `curate lint {path}` to see why)")
     if output is not None:
         write_rows(output, lines, options.output_formats.get(path) or output_format_for(path, output))
+
+
+def _read(path: str, options: FixOptions) -> Iterator[RawRow]:
+    for row in iter_rows(path, options=options.source_options):
+        if options.columns:
+            apply_column_mapping([row], options.columns)
+        yield row
+
+
+def save_reviewed(result: LintResult, path: str, rows: Iterable[RawRow], state: ReviewState, output: str) -> FileFix:
+    """`curate review`'s save: the file `curate fix` would write from the same lint and journal
+    (rows already read and mapped; always JSON Lines), written atomically."""
+    report = FileFix(path, output)
+    lines = cleaned_lines(rows, plan_row_fixes(result, {path: state}), report)
+    write_rows(output, lines, "jsonl")
+    return report
 
 
 def load_review_states(paths: Iterable[str], result: LintResult) -> tuple[dict[str, ReviewState], dict[str, ReplayReport]]:
@@ -234,9 +279,9 @@ class FixRun:
     left: Counter[str]
 
 
-def findings_left(result: LintResult, fixes: dict[Key, RowFix], states: dict[str, ReviewState]) -> Counter[str]:
+def left_findings(result: LintResult, fixes: dict[Key, RowFix], states: dict[str, ReviewState]) -> list[Finding]:
     """Findings that fix neither dropped nor repaired nor the reviewer settled: what still needs a human."""
-    left: Counter[str] = Counter()
+    left = []
     for finding in result.findings:
         if finding.path in states and states[finding.path].is_waived(finding.line, finding.code):
             continue
@@ -247,8 +292,13 @@ def findings_left(result: LintResult, fixes: dict[Key, RowFix], states: dict[str
             continue
         if planned is not None and planned[1].scope != "duplicates" and (planned[1].scope == "file" or finding.line is not None):
             continue
-        left[finding.code] += 1
+        left.append(finding)
     return left
+
+
+def findings_left(result: LintResult, fixes: dict[Key, RowFix], states: dict[str, ReviewState]) -> Counter[str]:
+    """`left_findings` counted by code."""
+    return Counter(finding.code for finding in left_findings(result, fixes, states))
 
 
 def run_fix(result: LintResult, outputs: dict[str, str], options: FixOptions, dry_run: bool = False) -> FixRun:
@@ -262,3 +312,34 @@ def run_fix(result: LintResult, outputs: dict[str, str], options: FixOptions, dr
         fix_file(path, None if dry_run else output, fixes, report, options)
         done.append(report)
     return FixRun(done, findings_left(result, fixes, states))
+
+
+# -- validating an edited row --------------------------------------------------------------
+
+
+def schema_row_rules(rules: Iterable[Any]) -> list[Any]:
+    """The schema (SC) row rules of a plan, ready to check one edited row."""
+    from curate.engine.rule import RowRule
+
+    chosen = [rule for rule in rules if isinstance(rule, RowRule) and rule.code.startswith("SC")]
+    for rule in chosen:
+        rule.setup()  # cheap and idempotent for schema rules; the plan's rules may not have run yet
+    return chosen
+
+
+def check_edited_row(text: str, path: str, line: int, rules: Iterable[Any]) -> tuple[Any, list[str]]:
+    """Parse an edited row and run the schema row rules on it.
+
+    Returns (row object, problems); the edit may be saved only when problems is empty,
+    so a reviewer can never write a row that `curate lint` would reject as malformed.
+    """
+    from curate.engine.batch import Batch
+
+    try:
+        obj = orjson.loads(text.encode("utf-8", "surrogatepass"))
+    except orjson.JSONDecodeError as exc:
+        return None, [f"invalid JSON: {exc}"]
+    raw = RawRow(path, line, text, obj=obj)
+    batch = Batch.from_raw([raw])
+    problems = [f"{finding.code} {finding.name}: {finding.message}" for rule in rules for finding in rule.check_batch(batch)]
+    return obj, problems
