@@ -91,7 +91,7 @@ def test_run_folder_holds_adapter_tokenizer_metrics_curve_and_manifest(trained):
     names = {path.name for path in run.output.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "metrics.jsonl", "loss.png", "manifest.json"} <= names
     assert (run.output / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len((run.output / "metrics.jsonl").read_text().splitlines()) == len(run.metrics)
+    assert len((run.output / "metrics.jsonl").read_text().splitlines()) == len(run.state.metrics)
     assert manifest["data"]["sha256"] == __import__("hashlib").sha256(Path(run.data_path).read_bytes()).hexdigest()
     assert manifest["config"]["learning_rate"] == 1e-2 and manifest["seed"] == 5
     assert set(manifest["versions"]) >= {"torch", "transformers", "peft", "bitsandbytes"}
@@ -533,10 +533,10 @@ def test_early_stopping_keeps_the_best_adapter(tmp_path):
     run.setup()
     run.train()
     manifest = run.save()
-    evals = [m for m in run.metrics if "eval_loss" in m]
+    evals = [m for m in run.state.metrics if "eval_loss" in m]
     best = min(evals, key=lambda m: m["eval_loss"])
-    assert run.stopped_early and run.step < 40
-    assert run.step == evals[-1]["step"] and run.step - best["step"] == 2
+    assert run.state.stopped_early and run.state.step < 40
+    assert run.state.step == evals[-1]["step"] and run.state.step - best["step"] == 2
     assert manifest["training"]["adapter_step"] == best["step"]
     assert manifest["results"]["final_eval_loss"] == pytest.approx(best["eval_loss"], abs=1e-6)
     saved = load_file(str(run.output / "adapter_model.safetensors"))

@@ -433,3 +433,15 @@ def test_chunked_linear_cross_entropy_equals_the_plain_loss_and_gradient():
     assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)  # the logits are float32
     with torch.no_grad():
         assert torch.allclose(linear_cross_entropy(hidden, weight, targets, chunk_elements=7 * 300), expected.float(), rtol=1e-6)
+
+
+def test_train_state_is_what_a_checkpoint_saves_and_resume_restores():
+    import json
+
+    from curate.train.recipe import TrainState
+
+    state = TrainState(step=7, metrics=[{"step": 7, "loss": 1.5}], best_eval_loss=0.9, best_step=5, evals_since_best=1,
+                       base_eval_loss=1.2, train_seconds=3.5, tokens_seen=900, trained_tokens_seen=400, stopped_early=True)
+    saved = json.loads(json.dumps({**state.to_json(), "config": {"epochs": 1}, "data_sha256": "ab12", "eval_sha256": None}))
+    assert TrainState.from_json(saved) == state
+    assert TrainState.from_json({"step": 3, "metrics": []}) == TrainState(step=3)  # an older state.json
