@@ -502,7 +502,7 @@ class Run:
 
     def _finish(self) -> dict:
         """Final eval, stop check, loss curve and manifest, after the adapter is safe on disk."""
-        from curate.train.manifest import base_model_revision, versions, write_manifest
+        from curate.train.manifest import build_manifest, write_manifest
         from curate.train.plot import write_loss_curve
         from curate.train.stopcheck import stop_check
 
@@ -524,69 +524,7 @@ class Run:
             return {}
         evaluation = self._short_eval() if config.eval_prompts and self.data.eval_conversations else None
         write_loss_curve(self.output / "loss.png", self.state.metrics, f"{Path(self.data_path).name} on {Path(config.model).name}")
-        train_losses = [m["loss"] for m in self.state.metrics if "loss" in m]
-        manifest = {
-            "curate_train": 1,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": self.command,
-            "data": {
-                "path": self.data_path,
-                "sha256": self.data_sha256,
-                "rows": self.data.conversations + self.data.unusable_rows,
-                "unusable_rows": self.data.unusable_rows,
-                "train_examples": len(self.data.train.examples),
-                "eval_examples": len(self.data.evaluation.examples),
-                "eval_source": self.data.eval_source,
-                "eval_lines": None if config.eval_file else [c.line for c in self.data.eval_conversations],
-                "tokens": self.data.train.tokens,
-                "trained_tokens": self.data.train.trained_tokens,
-                "cut_by_truncation": len(self.data.train.cut_by_truncation),
-            },
-            "lint": self.gate.to_manifest() if self.gate else None,
-            "forced": bool(self.gate and self.gate.forced),
-            "config": config.model_dump(),
-            "seed": config.seed,
-            "base_model": self.base_path,
-            "base_model_revision": base_model_revision(config.model),
-            "versions": versions(),
-            "device": {"type": self.device.type, "name": self.device.name, "compute_dtype": str(self.device.compute_dtype).removeprefix("torch."),
-                       "processes": self.accelerator.num_processes if self.accelerator else 1},
-            "training": {
-                "packing": "padding-free" if self.packing else "length-grouped padding",
-                "batching": self.batching,
-                "attn_implementation": self.model.config._attn_implementation,
-                "steps": self.state.step,
-                "total_steps": self.schedule.total_steps,
-                "adapter_step": adapter_step,
-                "stopped_early": self.state.stopped_early,
-                "epochs": round(self.state.step * self.schedule.micro_batches_per_step / self.schedule.micro_batches_per_epoch, 4),
-                "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-            },
-            "mask_audit": {
-                "examples": self.audit.examples,
-                "assistant_turns": self.audit.assistant_turns,
-                "end_of_turn_trained": self.audit.turns_with_end_of_turn_trained,
-                "end_of_turn_tokens": self.audit.end_of_turn_tokens,
-                "partly_truncated_turns": self.audit.partly_truncated,
-            },
-            "results": {
-                "final_train_loss": train_losses[-1] if train_losses else None,
-                "final_eval_loss": final_eval,
-                "best_eval_loss": self.state.best_eval_loss,
-                "base_eval_loss": self.state.base_eval_loss,
-            },
-            "stop_check": check.to_manifest() if check else None,
-            "eval": evaluation,
-            "performance": {
-                "wall_time_s": round(time.time() - self.started, 2),
-                "train_time_s": round(self.state.train_seconds, 2),
-                "tokens": self.state.tokens_seen,
-                "tokens_per_s": round(self.state.tokens_seen / self.state.train_seconds, 1) if self.state.train_seconds else None,
-                "mfu": self._mean_mfu(),
-                "peak_memory_bytes": peak_memory[0],
-                "peak_memory_kind": peak_memory[1],
-            },
-        }
+        manifest = build_manifest(self, adapter_step=adapter_step, final_eval=final_eval, check=check, evaluation=evaluation, peak_memory=peak_memory)
         write_manifest(self.output / "manifest.json", manifest)
         return manifest
 
@@ -605,7 +543,7 @@ class Run:
         if self.rank == 0:
             atomic_write_jsonl(self.output / "metrics.jsonl", self.state.metrics)
 
-    def _mean_mfu(self) -> float | None:
+    def mean_mfu(self) -> float | None:
         values = [m["mfu"] for m in self.state.metrics if m.get("mfu") is not None]
         return round(sum(values[1:]) / len(values[1:]), 4) if len(values) > 1 else None  # the first step warms up
 
