@@ -169,7 +169,7 @@ def worker_curate(args: argparse.Namespace) -> dict:
     run.setup()
     meter = Meter()
     run.train()
-    steps = [m for m in run.metrics if "loss" in m]
+    steps = [m for m in run.state.metrics if "loss" in m]
     return {**meter.result([m["tokens"] for m in steps], args.warmup_steps), "batching": run.batching, "device": run.device.describe()}
 
 

@@ -21,7 +21,8 @@ from curate.io import DEFAULT_MAX_ROW_BYTES
 FailOn = Literal["error", "warning", "info", "never"]
 
 
-def _kebab(name: str) -> str:
+def kebab(name: str) -> str:
+    """`max_seq_length` -> `max-seq-length`: how option names are written in config files."""
     return name.replace("_", "-")
 
 
@@ -36,7 +37,7 @@ class ConfigError(Exception):
 class TemplateBudgetConfig(BaseModel):
     """`[tool.curate.template-budget]`: what rendering an untrusted chat template may cost."""
 
-    model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True)
 
     row_seconds: float = Field(2.0, gt=0, description="CPU seconds one row may take to render (over: CT001).")
     row_chars: int = Field(4 * 1024 * 1024, gt=0, description="Characters one row may render to (over: CT001; never tokenized).")
@@ -48,7 +49,7 @@ class TemplateBudgetConfig(BaseModel):
 class CurateConfig(BaseModel):
     """The `[tool.curate]` table."""
 
-    model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True)
 
     select: list[str] | None = Field(None, description="Rule codes, prefixes or names to enable (default: all).")
     extend_select: list[str] = Field(default_factory=list, description="Added to `select`.")

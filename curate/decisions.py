@@ -1,4 +1,4 @@
-"""Review decisions: an append-only journal beside the data, and applying it.
+"""Review decisions: an append-only journal beside the data (`curate.fix` applies it).
 
 Every decision a reviewer makes (keep, drop, edit, waive) is appended to
 `<data>.curate-review.jsonl` and fsynced before the UI moves on, so a crash,
@@ -19,14 +19,15 @@ non-blocking lock (`<journal>.lock`, holding the pid). A write that fails is
 undone (the journal is cut back to its last complete entry) and reported, so a
 decision the UI reported as failed is never replayed later.
 
-This module is headless (no Textual): `curate fix` applies journals too.
+This module is headless (no Textual) and only keeps the journal: the cleaned file both
+`curate review` and `curate fix` write, and the check of an edited row, are in `curate.fix`.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from curate.io import InputError, RawRow, atomic_write_bytes
+from curate.io import InputError
 
 JOURNAL_SUFFIX = ".curate-review.jsonl"
 JOURNAL_VERSION = 1
@@ -517,75 +518,3 @@ def _move_last(source: list[list[Decision]], target: list[list[Decision]], verb:
     step = source.pop()
     target.append(step)
     return step
-
-
-# -- applying decisions --------------------------------------------------------------------
-
-
-@dataclass
-class SaveSummary:
-    written: int = 0
-    dropped: int = 0
-    edited: int = 0
-    #: Rows that were never parsed (over max-row-bytes) cannot be carried over.
-    unreadable: int = 0
-
-
-def reviewed_lines(rows: Iterable[RawRow], state: ReviewState, summary: SaveSummary) -> Iterator[bytes]:
-    """The JSONL lines of the cleaned file: dropped rows left out, edits applied,
-    untouched rows copied byte for byte (their text) so nothing else changes."""
-    for row in rows:
-        decision = state.get(row.line)
-        if decision is not None and decision.dropped:
-            summary.dropped += 1
-            continue
-        if decision is not None and decision.has_edit:
-            summary.edited += 1
-            line = orjson.dumps(decision.edited)
-        elif row.text is not None:
-            line = row.text.encode("utf-8", "surrogatepass")
-        elif row.obj is not None or row.ok:
-            line = orjson.dumps(row.obj)
-        else:
-            summary.unreadable += 1
-            continue
-        summary.written += 1
-        yield line + b"\n"
-
-
-def write_reviewed(rows: Iterable[RawRow], state: ReviewState, output: str | os.PathLike) -> SaveSummary:
-    """Write the data with the decisions applied to `output`, atomically (the input is never touched)."""
-    summary = SaveSummary()
-    atomic_write_bytes(output, b"".join(reviewed_lines(rows, state, summary)))
-    return summary
-
-
-# -- validating an edited row --------------------------------------------------------------
-
-
-def schema_row_rules(rules: Iterable[Any]) -> list[Any]:
-    """The schema (SC) row rules of a plan, ready to check one edited row."""
-    from curate.engine.rule import RowRule
-
-    chosen = [rule for rule in rules if isinstance(rule, RowRule) and rule.code.startswith("SC")]
-    for rule in chosen:
-        rule.setup()  # cheap and idempotent for schema rules; the plan's rules may not have run yet
-    return chosen
-
-
-def check_edited_row(text: str, path: str, line: int, rules: Iterable[Any]) -> tuple[Any, list[str]]:
-    """Parse an edited row and run the schema row rules on it.
-
-    Returns (row object, problems); the edit may be saved only when problems is empty,
-    so a reviewer can never write a row that `curate lint` would reject as malformed.
-    """
-    from curate.engine.batch import Batch
-
-    try:
-        obj = orjson.loads(text.encode("utf-8", "surrogatepass"))
-    except orjson.JSONDecodeError as exc:
-        return None, [f"invalid JSON: {exc}"]
-    raw = RawRow(path, line, text, obj=obj)
-    batch = Batch.from_raw([raw])
-    problems = [f"{finding.code} {finding.name}: {finding.message}" for rule in rules for finding in rule.check_batch(batch)]
-    return obj, problems

@@ -137,25 +137,12 @@ class Conversation:
     #: The row's `tools` (function schemas a template renders into the prompt), when it is a list.
     tools: list | None = None
 
-    def by_role(self, role: str) -> list[Message]:
-        return [m for m in self.messages if m.role == role]
-
-    @property
-    def prompt_messages(self) -> list[Message]:
-        """Every turn before the last assistant turn (the prompt a model sees)."""
-        last = self.last_assistant_index
-        return self.messages if last is None else self.messages[:last]
-
     @property
     def last_assistant_index(self) -> int | None:
         for position in range(len(self.messages) - 1, -1, -1):
             if self.messages[position].role == "assistant":
                 return position
         return None
-
-    @property
-    def assistant_text(self) -> str:
-        return "\n".join(m.content for m in self.messages if m.role == "assistant")
 
     @property
     def final_answer(self) -> str | None:

@@ -75,11 +75,6 @@ def row_hash(row: RawRow) -> str:
     return hashlib.blake2b(payload, digest_size=8).hexdigest()
 
 
-def object_hash(obj: Any) -> str:
-    """The same content hash as `row_hash` for an already parsed row object."""
-    return hashlib.blake2b(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
-
-
 def check_input_file(path: Path) -> None:
     """Refuse, before opening it, anything but a regular file: a FIFO would block on open, a
     device (/dev/zero) never ends, a directory is not data."""

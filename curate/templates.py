@@ -56,6 +56,11 @@ TEXT_PRESERVING_PRE_TOKENIZERS = frozenset({"ByteLevel", "Split", "Digits", "Pun
 UNICODE_NORMALIZERS = frozenset({"NFC", "NFD", "NFKC", "NFKD"})
 
 GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+def has_generation_markers(source: str | None) -> bool:
+    """A chat template source wraps assistant text in `{% generation %}` (masks come from spans)."""
+    return bool(source) and bool(GENERATION_MARKER.search(source))
 #: Message keys a template reads for reasoning; transformers copies the first one found to
 #: `thinking` and `reasoning_content` so either spelling reaches the template.
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -695,7 +700,7 @@ class ChatTemplate:
     @cached_property
     def has_generation_markers(self) -> bool:
         """The template wraps assistant text in `{% generation %}`, so masks come from spans."""
-        return bool(GENERATION_MARKER.search(self.source))
+        return has_generation_markers(self.source)
 
     @property
     def max_length(self) -> int:
@@ -820,9 +825,6 @@ class ChatTemplate:
     def encode_batch(self, texts: Sequence[str]) -> list[Encoding]:
         """Encodings of rendered texts (no extra special tokens: the template wrote them)."""
         return self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(encoding.ids) for encoding in self.encode_batch(texts)]
 
     def token_upper_bound(self, text: str) -> int | None:
         """A number of tokens `text` cannot exceed, without tokenizing it, or None when the

@@ -11,7 +11,7 @@ import pytest
 from curate.engine.report import write_text
 from curate.engine.runner import run_lint
 from curate.engine.settings import LintRequest, plan_lint
-from curate.rules.output_format import DominantSchema, OutputFormat, classify_output, classify_outputs, json_shape
+from curate.rules.output_format import DominantSchema, OutputFormat, classify_outputs, json_shape
 from tests.conftest import SAMPLES, write_jsonl
 
 PROSE = [
@@ -62,7 +62,8 @@ def codes(result, code: str) -> list:
     ],
 )
 def test_classify_output_on_realistic_answers(text, expected):
-    assert classify_output(text) is OutputFormat(expected)
+    formats, _ = classify_outputs([text])
+    assert OutputFormat(formats[0]) is OutputFormat(expected)
 
 
 def test_batch_classifier_keeps_order_and_parses_only_json():

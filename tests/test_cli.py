@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -181,3 +182,13 @@ def test_readme_lists_every_rule():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = [code for code in load_builtin_rules() if f"| {code} |" not in readme]
     assert not missing, f"README rule table lacks {missing}"
+
+
+def test_rule_docs_say_where_the_rule_is_defined():
+    doc = curate("rules", "QL006")
+    match = re.search(r"defined in (curate/rules/\w+\.py):(\d+)", doc.stdout)
+    assert doc.returncode == 0 and match, doc.stdout
+    source = (ROOT / match.group(1)).read_text(encoding="utf-8").splitlines()
+    assert source[int(match.group(2)) - 1].startswith("class PiiOrSecret(")
+    info = json.loads(curate("rules", "SC007", "--format", "json").stdout)
+    assert info["source"].startswith("curate/rules/schema.py:") and info["fixable"] is True

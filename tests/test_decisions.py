@@ -7,19 +7,20 @@ import json
 import orjson
 import pytest
 
-from curate.decisions import (
-    Action,
-    Decision,
-    DecisionJournal,
-    check_edited_row,
-    default_clean_path,
-    journal_path,
-    schema_row_rules,
-    write_reviewed,
-)
+from curate.decisions import Action, Decision, DecisionJournal, default_clean_path, journal_path
+from curate.engine.runner import LintResult
+from curate.fix import check_edited_row, save_reviewed, schema_row_rules
 from curate.engine.rule import load_builtin_rules
 from curate.io import OutputError, read_rows, row_hash
 from tests.conftest import write_jsonl
+
+
+def write_reviewed(rows, state, out):
+    """Review's save of `rows` (no findings: only the journal's decisions apply)."""
+    rows = list(rows)
+    path = rows[0].path if rows else ""
+    result = LintResult(findings=[], rows=len(rows), files=[path], row_hashes={(row.path, row.line): row_hash(row) for row in rows})
+    return save_reviewed(result, path, rows, state, str(out))
 
 
 def chat(user: str, answer: str) -> dict:

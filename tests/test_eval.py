@@ -15,7 +15,7 @@ from curate.evaluate.metrics import aggregate, expect_checks, score, task_profil
 from curate.evaluate.pipeline import paired_tests, regression_failures
 from curate.evaluate.stats import bootstrap_mean, mcnemar, wilson
 from curate.text.answers import final_answer
-from curate.train.data import Conversation
+from curate.train.data import TrainingRow
 from tests.conftest import SAMPLES, write_jsonl
 
 
@@ -132,8 +132,8 @@ def test_paired_tests_say_when_a_difference_is_not_significant():
     assert any("NOT significant" in line for line in lines)
 
 
-def conversations(rows: list[tuple[str, str]], path: str = "train.jsonl") -> list[Conversation]:
-    return [Conversation(path, i + 1, [{"role": "user", "content": q}, {"role": "assistant", "content": a}]) for i, (q, a) in enumerate(rows)]
+def conversations(rows: list[tuple[str, str]], path: str = "train.jsonl") -> list[TrainingRow]:
+    return [TrainingRow(path, i + 1, [{"role": "user", "content": q}, {"role": "assistant", "content": a}]) for i, (q, a) in enumerate(rows)]
 
 
 def test_few_shot_examples_never_come_from_eval_rows():

@@ -11,7 +11,9 @@ from curate.decisions import Action, Decision, DecisionJournal, journal_path
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import load_builtin_rules
 from curate.engine.runner import LintResult
-from curate.fix import FixOptions, duplicate_groups, plan_row_fixes, strip_control_characters
+from curate.fix import plan_row_fixes
+from curate.rules.duplicates import duplicate_groups
+from curate.rules.quality import strip_row_control_characters
 from curate.io import read_rows, row_hash
 from tests.conftest import write_jsonl
 
@@ -192,8 +194,15 @@ def finding(code: str, line: int, *, related: list[int] = (), severity=Severity.
     return Finding(code, code.lower(), severity, path, line, "m", [Location(path, r) for r in related], data)
 
 
-def result_of(findings: list[Finding], rows: int = 10) -> LintResult:
-    return LintResult(findings=findings, rows=rows, files=["d.jsonl"], row_hashes={("d.jsonl", line): f"h{line}" for line in range(1, rows + 1)})
+def result_of(findings: list[Finding], rows: int = 10, options: dict[str, dict] | None = None) -> LintResult:
+    """A lint result with the fixable rules configured as `options` says (e.g. {"LK001": {"drop": True}})."""
+    options = options or {}
+    fixers = {code: rule(rule.Options(**options.get(code, {}))) for code, rule in REGISTRY.items() if rule.fixable}
+    return LintResult(findings=findings, rows=rows, files=["d.jsonl"], row_hashes={("d.jsonl", line): f"h{line}" for line in range(1, rows + 1)}, fixers=fixers)
+
+
+def rewrites(fix) -> list[tuple[str, str]]:
+    return [(code, action.verb) for code, action in fix.rewrites]
 
 
 def test_duplicate_groups_join_chains_and_clusters():
@@ -210,33 +219,33 @@ def test_plan_keeps_first_survivor_and_honours_the_reviewer():
     from curate.decisions import ReviewState
 
     findings = [finding("DU001", 5, related=[2]), finding("DU001", 8, related=[2]), finding("SC006", 2, severity=Severity.ERROR)]
-    fixes = plan_row_fixes(result_of(findings), {}, FixOptions())
+    fixes = plan_row_fixes(result_of(findings), {})
     # row 2 is broken, so the first surviving copy (5) is kept and 8 dropped
     assert fixes[("d.jsonl", 2)].drop == "SC006" and not fixes[("d.jsonl", 5)].drop and fixes[("d.jsonl", 8)].drop == "DU001"
     state = ReviewState()
     state.apply(Decision(Action.KEEP, 8, "h8"))
     state.apply(Decision(Action.WAIVE, 2, "h2", code="SC006"))
-    fixes = plan_row_fixes(result_of(findings), {"d.jsonl": state}, FixOptions())
+    fixes = plan_row_fixes(result_of(findings), {"d.jsonl": state})
     assert not fixes[("d.jsonl", 2)].drop and fixes[("d.jsonl", 5)].drop == "DU001" and not fixes[("d.jsonl", 8)].drop
 
 
 def test_plan_drops_leaks_only_when_asked_and_strips_controls():
     findings = [finding("LK001", 3, related=[1], severity=Severity.ERROR), finding("QL002", 4)]
-    assert not plan_row_fixes(result_of(findings), {}, FixOptions()).get(("d.jsonl", 3), None).drop
-    fixes = plan_row_fixes(result_of(findings), {}, FixOptions(drop_leaked=True))
-    assert fixes[("d.jsonl", 3)].drop == "LK001" and fixes[("d.jsonl", 4)].strip_controls
+    assert not plan_row_fixes(result_of(findings), {}).get(("d.jsonl", 3), None).drop
+    fixes = plan_row_fixes(result_of(findings, options={"LK001": {"drop": True}}), {})
+    assert fixes[("d.jsonl", 3)].drop == "LK001" and rewrites(fixes[("d.jsonl", 4)]) == [("QL002", "cleaned")]
 
 
 def test_strip_control_characters_keeps_newlines_and_tabs():
     dirty = {"messages": [{"role": "user", "content": "a\x00b\x1b[31mred\x1b[0m\tc\nd\x7f\x85e"}]}
-    assert strip_control_characters(dirty) == {"messages": [{"role": "user", "content": "abred\tc\nde"}]}
+    assert strip_row_control_characters(dirty) == {"messages": [{"role": "user", "content": "abred\tc\nde"}]}
 
 
 def test_plan_drops_placeholder_answers_and_clears_placeholder_inputs():
     findings = [finding("QL001", 2, role="assistant", message_index=1), finding("QL001", 3, source="input", role="user")]
-    fixes = plan_row_fixes(result_of(findings), {}, FixOptions())
+    fixes = plan_row_fixes(result_of(findings), {})
     assert fixes[("d.jsonl", 2)].drop == "QL001"
-    assert not fixes[("d.jsonl", 3)].drop and fixes[("d.jsonl", 3)].clear_fields == ["input"]
+    assert not fixes[("d.jsonl", 3)].drop and rewrites(fixes[("d.jsonl", 3)]) == [("QL001", "placeholder input cleared")]
 
 
 PII_ROWS = [
@@ -335,3 +344,27 @@ def test_a_fix_killed_mid_write_leaves_a_temp_that_the_next_run_removes(tmp_path
         alive.kill()
     assert code == 0 and len(lines_of(tmp_path / "data.clean.jsonl")) == 2
     assert not left[0].exists() and busy.exists() and foreign.exists()
+
+
+def test_the_lint_report_counts_the_findings_fix_will_change(tmp_path, capsys):
+    rows = [
+        chat("What is the capital of Peru?", "Lima."),
+        {"messages": [{"role": "assistant", "content": "Welcome!"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hi"}]},
+        {"messages": [{"role": "user", "content": "What is the capital of Chile?"}, {"role": "bot", "content": "Santiago."}]},
+        chat("Summarize the attached PDF for me.", "It covers the refund policy."),
+    ]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    main(["lint", "--isolated", "--select", "SC004,SC007,QL004", str(data)])
+    out = capsys.readouterr().out
+    # SC007 (dropped) and SC004 (renamed) are fixed; QL004 is for a reviewer.
+    assert "SC007" in out and "SC004" in out and "QL004" in out
+    assert "2 can be fixed with `curate fix`" in out
+
+
+def test_fixable_is_derived_from_the_fix_hook_and_cannot_be_claimed():
+    from curate.engine.rule import RowRule
+
+    doc = "Claims.\n\n## What it does\nx\n## Why is this bad\nx\n## Example\nx\n## Use instead\nx\n"
+    with pytest.raises(TypeError, match="fixable is derived from `fix`"):
+        type("ClaimsAFix", (RowRule,), {"__doc__": doc, "code": "ZZ901", "name": "claims-a-fix", "fixable": True})
+    assert not REGISTRY["QL004"].fixable and REGISTRY["SC007"].fixable

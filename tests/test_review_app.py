@@ -167,7 +167,7 @@ async def test_save_writes_the_cleaned_file_and_leaves_the_input(data):
     original = data.read_bytes()
     async with reviewing(data) as (app, pilot, screen, table):
         dropped = [f.line for f in app.session.visible]
-        assert app.session.unresolved_errors() == 2  # SC001 and SC006, reported when saving
+        assert app.session.unresolved_errors() == 0  # SC001 and SC006 rows are dropped by the save, as by `curate fix`
         for _ in dropped:
             await pilot.press("d")
         await pilot.press("s")
@@ -175,6 +175,18 @@ async def test_save_writes_the_cleaned_file_and_leaves_the_input(data):
     written = [json.loads(line) for line in (data.parent / "data.clean.jsonl").read_text().splitlines()]
     kept = [row for line, row in enumerate(REVIEW_ROWS, start=1) if line not in dropped]
     assert written == kept and data.read_bytes() == original
+
+
+async def test_review_save_writes_what_curate_fix_writes_from_the_same_journal(data, tmp_path, capsys):
+    async with reviewing(data) as (app, pilot, screen, table):
+        await pilot.press("k")  # keep the first flagged row; the save still drops what fix drops
+        await pilot.press("s")
+    saved = (data.parent / "data.clean.jsonl").read_bytes()
+    assert main(["fix", "--isolated", "--no-progress", "--select", ",".join(RULES), str(data), "-o", str(tmp_path / "fixed.jsonl")]) == 0
+    capsys.readouterr()
+    assert saved == (tmp_path / "fixed.jsonl").read_bytes()
+    # the broken line (SC001), the answerless row (SC006) and the copy (DU001) are gone
+    assert len(saved.splitlines()) == 3
 
 
 async def test_reopen_resumes_the_decisions_and_position(data):

@@ -13,16 +13,25 @@ Case file format (one `[[case]]` table per case):
     model = "samples/tiny-chat"      # optional: --model (a path relative to the repo root, or @fixture)
     max_seq_length = 64              # optional
     max_row_bytes = 100              # optional
+    fixed = ['''{"messages": [...]}''']   # optional: the rows `curate fix` writes (parsed JSON compared);
+                                     # re-linting them must not fire the rule; [] means every row is dropped
+
+A fixable rule (one that defines `fix`) needs a case with `fixed`.
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from curate.engine.rule import load_builtin_rules
+from curate.engine.runner import run_lint
+from curate.engine.settings import LintRequest, plan_lint
+from curate.fix import FixOptions, run_fix
+from curate.io import InputError
 from tests.conftest import ROOT, lint_rows, write_jsonl
 
 CASES_DIR = Path(__file__).parent / "rule_cases"
@@ -49,7 +58,8 @@ def test_rule_case(code, case, tmp_path):
     for key in ("max_seq_length", "max_row_bytes"):
         if key in case:
             kwargs[key] = case[key]
-    result = lint_rows(tmp_path, case["rows"], **kwargs)
+    data = write_jsonl(tmp_path / "data.jsonl", case["rows"])
+    result = run_lint(plan_lint(LintRequest(paths=[str(data)], isolated=True, **kwargs)), keep_row_hashes=True)
     assert not result.errors, result.errors
     fired = sorted({f.line or 0 for f in result.findings if f.code == code})
     assert fired == sorted(case["fire"]), [f"{f.line}: {f.message}" for f in result.findings]
@@ -57,6 +67,26 @@ def test_rule_case(code, case, tmp_path):
         assert finding.code == code
         if "message" in case:
             assert case["message"] in finding.message
+    if "fixed" in case:
+        assert REGISTRY[code].fixable, f"{code} has a `fixed` case but no fix"
+        check_fixed(code, case, result, data, tmp_path, kwargs)
+
+
+def check_fixed(code: str, case: dict, result, data: Path, tmp_path: Path, kwargs: dict) -> None:
+    """`curate fix` writes the case's `fixed` rows, and linting them again does not fire the rule."""
+    output = tmp_path / "fixed.jsonl"
+    expected = [json.loads(row) for row in case["fixed"]]
+    if not expected:
+        with pytest.raises(InputError, match="rows would be dropped"):
+            run_fix(result, {str(data): str(output)}, FixOptions(apply_journal=False))
+        return
+    run_fix(result, {str(data): str(output)}, FixOptions(apply_journal=False))
+    written = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert written == expected
+    relint_dir = tmp_path / "relint"
+    relint_dir.mkdir()
+    again = lint_rows(relint_dir, output.read_text(encoding="utf-8").splitlines(), **kwargs)
+    assert not [f"{f.line}: {f.message}" for f in again.findings if f.code == code]
 
 
 def resolve_model(name: str, tmp_path: Path) -> str:
@@ -80,4 +110,6 @@ def test_every_rule_has_cases_that_fire_and_that_do_not():
             missing.append(f"{code}: no case that fires")
         if not any(not case["fire"] for case in cases):
             missing.append(f"{code}: no case that must not fire")
+        if REGISTRY[code].fixable and not any(case.get("fixed") for case in cases):
+            missing.append(f"{code}: fixable, but no case with the `fixed` rows")
     assert not missing, missing

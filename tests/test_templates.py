@@ -118,7 +118,7 @@ def test_token_counts_equal_transformers(name, models, reference):
             continue
         expected.append(len(reference[name].apply_chat_template(messages, tokenize=True, return_dict=False)))
     assert texts
-    assert template.count_tokens(texts) == expected
+    assert [len(encoding.ids) for encoding in template.encode_batch(texts)] == expected
 
 
 @pytest.mark.parametrize("add_generation_prompt", [False, True])
@@ -297,7 +297,7 @@ BOUND_TEXTS = [
 @pytest.mark.parametrize("name", ["tiny-chat", "llama3", "mistral"])
 def test_token_upper_bound_never_undercounts(name, models):
     template = ChatTemplate.load(models[name])
-    counts = template.count_tokens(BOUND_TEXTS)
+    counts = [len(encoding.ids) for encoding in template.encode_batch(BOUND_TEXTS)]
     bounds = [template.token_upper_bound(text) for text in BOUND_TEXTS]
     assert all(bound is not None and bound >= count for bound, count in zip(bounds, counts)), list(zip(bounds, counts))
 
@@ -332,13 +332,13 @@ def test_exceeds_max_length_counts_assistant_tokens_like_transformers_mask(tmp_p
 
 def test_exceeds_max_length_counts_assistant_tokens_as_curate_train_labels_them(tmp_path):
     import transformers
-    from curate.train.data import Conversation, tokenize
+    from curate.train.data import TrainingRow, tokenize
 
     conversations = [messages for messages in CONVERSATIONS.values() if messages[-1]["role"] == "assistant"]
     rows = [json.dumps({"messages": messages}) for messages in conversations]
     result = lint_rows(tmp_path, rows, model=str(TINY_CHAT), select=["CT003"], max_seq_length=4)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(TINY_CHAT))
-    dataset = tokenize(tokenizer, [Conversation("x", line, messages) for line, messages in enumerate(conversations, 1)], 100_000)
+    dataset = tokenize(tokenizer, [TrainingRow("x", line, messages) for line, messages in enumerate(conversations, 1)], 100_000)
     assert [f.data["assistant_tokens"] for f in result.findings] == [example.trained_tokens for example in dataset.examples]
 
 

@@ -79,7 +79,7 @@ def test_lora_weights_change_and_base_weights_do_not(trained):
 
 def test_loss_falls_and_beats_the_base_model_on_eval(trained):
     manifest = trained[3]
-    losses = [m["loss"] for m in trained[0].metrics if "loss" in m]
+    losses = [m["loss"] for m in trained[0].state.metrics if "loss" in m]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
     results = manifest["results"]
@@ -91,7 +91,7 @@ def test_run_folder_holds_adapter_tokenizer_metrics_curve_and_manifest(trained):
     names = {path.name for path in run.output.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "metrics.jsonl", "loss.png", "manifest.json"} <= names
     assert (run.output / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len((run.output / "metrics.jsonl").read_text().splitlines()) == len(run.metrics)
+    assert len((run.output / "metrics.jsonl").read_text().splitlines()) == len(run.state.metrics)
     assert manifest["data"]["sha256"] == __import__("hashlib").sha256(Path(run.data_path).read_bytes()).hexdigest()
     assert manifest["config"]["learning_rate"] == 1e-2 and manifest["seed"] == 5
     assert set(manifest["versions"]) >= {"torch", "transformers", "peft", "bitsandbytes"}
@@ -226,7 +226,7 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues_to_the_same_result(tm
     straight.setup()
     straight.train()
     expected = lora_state(straight.model)
-    expected_losses = [m["loss"] for m in straight.metrics if "loss" in m]
+    expected_losses = [m["loss"] for m in straight.state.metrics if "loss" in m]
     straight.cleanup()
 
     def interrupt(step: int) -> None:
@@ -245,11 +245,11 @@ def test_interrupt_saves_a_checkpoint_and_resume_continues_to_the_same_result(tm
 
     second = Run(config(save_every=3), first.data_path, first.output, gate=None, resume=True, reporter=Reporter(progress=False, out=io.StringIO()))
     second.setup()
-    assert second.step == 4
+    assert second.state.step == 4
     second.train()
-    assert second.step == 6
-    assert [m["step"] for m in second.metrics if "loss" in m] == [1, 2, 3, 4, 5, 6]
-    assert [m["loss"] for m in second.metrics if "loss" in m] == pytest.approx(expected_losses, abs=1e-5)
+    assert second.state.step == 6
+    assert [m["step"] for m in second.state.metrics if "loss" in m] == [1, 2, 3, 4, 5, 6]
+    assert [m["loss"] for m in second.state.metrics if "loss" in m] == pytest.approx(expected_losses, abs=1e-5)
     for name, tensor in lora_state(second.model).items():
         assert torch.allclose(tensor, expected[name], atol=1e-6), name
     second.cleanup()
@@ -288,7 +288,7 @@ def test_ctrl_c_after_the_last_step_leaves_a_run_that_resume_finishes(tmp_path, 
     straight = make_run(tmp_path, "straight")
     straight.setup()
     straight.train()
-    expected, expected_metrics = lora_state(straight.model), _losses(straight.metrics)
+    expected, expected_metrics = lora_state(straight.model), _losses(straight.state.metrics)
     monkeypatch.setattr(stopcheck, "stop_check", _ctrl_c)
     with pytest.raises(Interrupted) as caught:
         straight.save()
@@ -303,7 +303,7 @@ def test_ctrl_c_after_the_last_step_leaves_a_run_that_resume_finishes(tmp_path, 
         return again
 
     finishing = resumed(straight)
-    assert finishing.step == 6
+    assert finishing.state.step == 6
     finishing.train()  # nothing left to train
     monkeypatch.setattr(finishing, "evaluate", _ctrl_c)
     with pytest.raises(Interrupted, match="adapter is saved"):
@@ -311,7 +311,7 @@ def test_ctrl_c_after_the_last_step_leaves_a_run_that_resume_finishes(tmp_path, 
     monkeypatch.undo()
     manifest = finishing.save()
     assert manifest["training"]["steps"] == 6 and manifest["results"]["final_eval_loss"] is not None and manifest["stop_check"]
-    assert (straight.output / "manifest.json").exists() and _losses(finishing.metrics) == pytest.approx(expected_metrics)
+    assert (straight.output / "manifest.json").exists() and _losses(finishing.state.metrics) == pytest.approx(expected_metrics)
     for name, tensor in lora_state(finishing.model).items():
         assert torch.equal(tensor, expected[name]), name
     finishing.cleanup()
@@ -319,7 +319,7 @@ def test_ctrl_c_after_the_last_step_leaves_a_run_that_resume_finishes(tmp_path, 
     cut = make_run(tmp_path, "cut")
     cut.setup()
     evaluate = cut.evaluate
-    monkeypatch.setattr(cut, "evaluate", lambda: _ctrl_c() if cut.step == 6 else evaluate())
+    monkeypatch.setattr(cut, "evaluate", lambda: _ctrl_c() if cut.state.step == 6 else evaluate())
     with pytest.raises(Interrupted) as caught:
         cut.train()  # Ctrl-C in the eval of the last step
     monkeypatch.undo()
@@ -327,7 +327,7 @@ def test_ctrl_c_after_the_last_step_leaves_a_run_that_resume_finishes(tmp_path, 
     assert caught.value.checkpoint.name == "step-0000006"
     again = resumed(cut)
     again.train()  # the missed eval is made up for, nothing is trained twice
-    assert _losses(again.metrics) == pytest.approx(expected_metrics)
+    assert _losses(again.state.metrics) == pytest.approx(expected_metrics)
     for name, tensor in lora_state(again.model).items():
         assert torch.allclose(tensor, expected[name], atol=1e-6), name
     again.cleanup()
@@ -533,10 +533,10 @@ def test_early_stopping_keeps_the_best_adapter(tmp_path):
     run.setup()
     run.train()
     manifest = run.save()
-    evals = [m for m in run.metrics if "eval_loss" in m]
+    evals = [m for m in run.state.metrics if "eval_loss" in m]
     best = min(evals, key=lambda m: m["eval_loss"])
-    assert run.stopped_early and run.step < 40
-    assert run.step == evals[-1]["step"] and run.step - best["step"] == 2
+    assert run.state.stopped_early and run.state.step < 40
+    assert run.state.step == evals[-1]["step"] and run.state.step - best["step"] == 2
     assert manifest["training"]["adapter_step"] == best["step"]
     assert manifest["results"]["final_eval_loss"] == pytest.approx(best["eval_loss"], abs=1e-6)
     saved = load_file(str(run.output / "adapter_model.safetensors"))

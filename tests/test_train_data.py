@@ -10,7 +10,7 @@ from curate.config import ConfigError
 from curate.train.audit import TRAINED_CLOSE, TRAINED_OPEN, audit, describe_failure
 from curate.train.batching import collate, epoch_order, unpack
 from curate.train.config import is_train_only_table, resolve_train_config
-from curate.train.data import IGNORE_INDEX, Conversation, split_eval, tokenize
+from curate.train.data import IGNORE_INDEX, TrainingRow, split_eval, tokenize
 from tests.conftest import SAMPLES, write_jsonl
 
 
@@ -66,7 +66,7 @@ def llama3_tokenizer():
 
 
 def conversations(rows=CONVERSATIONS):
-    return [Conversation("data.jsonl", line, messages) for line, messages in enumerate(rows, start=1)]
+    return [TrainingRow("data.jsonl", line, messages) for line, messages in enumerate(rows, start=1)]
 
 
 def trained_runs(tokenizer, example) -> list[str]:
@@ -447,3 +447,15 @@ def test_language_modeling_text_rows_are_not_trained_as_assistant_turns(tmp_path
     conversations, unusable = read_conversations(write_jsonl(tmp_path / "mixed.jsonl", rows))
     assert [c.line for c in conversations] == [2]
     assert unusable == 1
+
+
+def test_train_state_is_what_a_checkpoint_saves_and_resume_restores():
+    import json
+
+    from curate.train.recipe import TrainState
+
+    state = TrainState(step=7, metrics=[{"step": 7, "loss": 1.5}], best_eval_loss=0.9, best_step=5, evals_since_best=1,
+                       base_eval_loss=1.2, train_seconds=3.5, tokens_seen=900, trained_tokens_seen=400, stopped_early=True)
+    saved = json.loads(json.dumps({**state.to_json(), "config": {"epochs": 1}, "data_sha256": "ab12", "eval_sha256": None}))
+    assert TrainState.from_json(saved) == state
+    assert TrainState.from_json({"step": 3, "metrics": []}) == TrainState(step=3)  # an older state.json

@@ -16,9 +16,9 @@ def add_lint_options(parser: argparse.ArgumentParser, *, with_paths: bool = True
     if with_paths:
         parser.add_argument("paths", nargs="+", metavar="INPUT", help="data files (.jsonl, .json, .parquet, .arrow, .csv, .tsv; .gz of the text ones), directories, - (stdin), save_to_disk folders or hf://datasets/ORG/NAME[@REV]")
     group = parser.add_argument_group("rule selection and configuration")
-    group.add_argument("--select", type=_csv, default=None, metavar="RULES", help="comma-separated codes, prefixes or names to enable (replaces the config)")
-    group.add_argument("--extend-select", type=_csv, default=[], metavar="RULES", help="rules to enable in addition")
-    group.add_argument("--ignore", type=_csv, default=[], metavar="RULES", help="rules to disable")
+    group.add_argument("--select", type=csv_list, default=None, metavar="RULES", help="comma-separated codes, prefixes or names to enable (replaces the config)")
+    group.add_argument("--extend-select", type=csv_list, default=[], metavar="RULES", help="rules to enable in addition")
+    group.add_argument("--ignore", type=csv_list, default=[], metavar="RULES", help="rules to disable")
     group.add_argument("--model", default=None, metavar="PATH_OR_NAME", help="tokenizer folder or hub name whose chat template to check (CT rules)")
     group.add_argument("--eval", action="append", default=None, metavar="FILE", help="eval file to check for leakage (repeatable; LK rules)")
     group.add_argument("--max-seq-length", type=positive_int, default=None, metavar="N", help="token budget per row")
@@ -39,7 +39,7 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
 def parse_columns(value: str) -> dict[str, str]:
     """`question=user,answer=assistant` -> {"question": "user", "answer": "assistant"}."""
     columns = {}
-    for item in _csv(value):
+    for item in csv_list(value):
         field, sep, target = item.partition("=")
         if not sep or not field.strip() or not target.strip():
             raise argparse.ArgumentTypeError(f"expected FIELD=TARGET pairs, e.g. question=user,answer=assistant (got `{item}`)")
@@ -58,7 +58,8 @@ def positive_int(value: str) -> int:
     return number
 
 
-def _csv(value: str) -> list[str]:
+def csv_list(value: str) -> list[str]:
+    """An argparse type: `a, b,,c` -> ["a", "b", "c"]."""
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
@@ -82,7 +83,8 @@ def parse_rule_options(items: list[str]) -> dict[str, dict]:
     return options
 
 
-def request_from_args(args: argparse.Namespace, paths: list[str] | None = None) -> LintRequest:
+def request_from_args(args: argparse.Namespace, paths: list[str] | None = None, rule_options: Iterable[str] = ()) -> LintRequest:
+    """The lint request of a command's arguments; `rule_options` are more `--set` items (set by flags)."""
     return LintRequest(
         paths=paths if paths is not None else list(args.paths),
         config_path=args.config,
@@ -95,7 +97,7 @@ def request_from_args(args: argparse.Namespace, paths: list[str] | None = None) 
         eval=args.eval,
         max_seq_length=args.max_seq_length,
         baseline=getattr(args, "baseline", None),
-        rule_options=parse_rule_options(args.rule_options),
+        rule_options=parse_rule_options([*args.rule_options, *rule_options]),
         split=getattr(args, "split", None),
         subset=getattr(args, "subset", None),
         stdin_filename=getattr(args, "stdin_filename", None),
@@ -103,10 +105,10 @@ def request_from_args(args: argparse.Namespace, paths: list[str] | None = None) 
     )
 
 
-def plan_from_args(args: argparse.Namespace, paths: list[str] | None = None) -> LintPlan | None:
+def plan_from_args(args: argparse.Namespace, paths: list[str] | None = None, rule_options: Iterable[str] = ()) -> LintPlan | None:
     """The lint plan, or None after printing every config problem (the caller exits 2)."""
     try:
-        return plan_lint(request_from_args(args, paths))
+        return plan_lint(request_from_args(args, paths, rule_options))
     except ConfigError as exc:
         for problem in exc.problems:
             error(problem)

@@ -4,8 +4,11 @@ Lints the files, then: drops rows with schema errors, keeps the first row of eve
 group of exact or near duplicates and drops the rest, strips control characters,
 drops rows whose turn is only a placeholder (and clears placeholder Alpaca inputs),
 removes unexpected keys, rewrites files that mix row formats as `messages` rows,
-optionally drops rows that leak eval data (--drop-leaked), and applies the review
-journal written by `curate review` when there is one. Input files are never changed.
+optionally drops rows that leak eval data (--drop-leaked) and redacts personal data
+(--redact-pii), and applies the review journal written by `curate review` when there is
+one. Each rule decides what becomes of its findings' rows (`curate rules CODE` says);
+the two flags set the rules' own options (`LK001.drop`, `LK002.drop`, `QL006.redact`).
+Input files are never changed.
 
 One output per input: `-o FILE` with one input, otherwise `<name>.clean.jsonl`
 beside each input (or in --output-dir). Outputs keep the input's kind of format: JSON Lines
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.drop_leaked and not args.eval:
         sys.stderr.write("curate: note: --drop-leaked without --eval drops only what the config's eval files find\n")
-    plan = plan_from_args(args)
+    plan = plan_from_args(args, rule_options=flag_rule_options(args))
     if plan is None:
         return 2
     outputs = output_paths(args, plan.paths)
@@ -97,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
         error("nothing written: fix the problems above first")
         return 2
     try:
-        options = FixOptions(drop_leaked=args.drop_leaked, apply_journal=not args.no_journal, redact=pii_redactor(plan) if args.redact_pii else None,
-                             columns=plan.columns, source_options=plan.source_options,
+        options = FixOptions(apply_journal=not args.no_journal, columns=plan.columns, source_options=plan.source_options,
                              output_formats={path: args.output_format for path in outputs if args.output_format})
         fixed = run_fix(result, outputs, options, dry_run=args.dry_run)
     except InputError as exc:
@@ -108,15 +110,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def pii_redactor(plan):
-    """QL006's configured detectors (its `kinds` and `allow` options) as a string redactor."""
-    from curate.rules.pii import PiiOrSecret
+#: Flags that set an option on every rule that has it: `--drop-leaked` is `drop = true` on the
+#: LK rules, `--redact-pii` is `redact = true` on QL006.
+FLAG_OPTIONS = {"drop_leaked": "drop", "redact_pii": "redact"}
 
-    configured = next((rule for rule in plan.rules if isinstance(rule, PiiOrSecret)), None)
-    if configured is None:
-        configured = PiiOrSecret()
-        configured.setup()
-    return configured.redact_text
+
+def flag_rule_options(args: argparse.Namespace) -> list[str]:
+    """The `--set RULE.OPTION=true` items the fix flags stand for."""
+    from curate.engine.rule import load_builtin_rules
+
+    rules = load_builtin_rules()
+    return [f"{code}.{option}=true" for flag, option in FLAG_OPTIONS.items() if getattr(args, flag)
+            for code, rule in sorted(rules.items()) if option in rule.Options.model_fields]
 
 
 def print_report(fixed, *, dry_run: bool, out=None) -> None:

@@ -4,8 +4,8 @@ Lint runs in the background when the app opens. Every decision is written at onc
 to `<file>.curate-review.jsonl` beside the data, so nothing is lost on a crash;
 reopening the same file resumes. One session per file: a second one is refused
 with the pid of the first. `s` writes the cleaned file (default
-`<name>.clean.jsonl`); the input is never changed. `curate fix` applies the same
-journal without the UI.
+`<name>.clean.jsonl`): the file `curate fix` writes from the same journal, which
+`curate fix` applies without the UI. The input is never changed.
 
 Exit codes: 0 closed normally, 2 usage, configuration or input error.
 """

@@ -1,4 +1,4 @@
-"""List every rule (code, name, severity, summary), or print one rule's documentation."""
+"""List every rule (code, name, severity, summary), or print one rule's documentation and where it is defined."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(orjson.dumps(rule_info(rule, full=True), option=orjson.OPT_INDENT_2).decode())
             return 0
-        console.print(f"[bold]{rule.code} {rule.name}[/bold] [{rule.severity.value}]\n")
+        console.print(f"[bold]{rule.code} {rule.name}[/bold] [{rule.severity.value}]")
+        fixing = "`curate fix` drops or repairs its rows" if rule.fixable else "`curate fix` leaves its findings for review"
+        console.print(f"defined in {rule.source()}; {fixing}\n", markup=False)
         console.print(Markdown(rule.documentation() + options_doc(rule)))
         return 0
     if args.format == "json":
@@ -49,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def rule_info(rule, full: bool = False) -> dict:
-    info = {"code": rule.code, "name": rule.name, "severity": rule.severity.value, "summary": rule.summary(), "requires": list(rule.requires)}
+    info = {"code": rule.code, "name": rule.name, "severity": rule.severity.value, "summary": rule.summary(), "requires": list(rule.requires),
+            "fixable": rule.fixable}
     if full:
+        info["source"] = rule.source()
         info["documentation"] = rule.documentation()
         info["options"] = rule.Options.model_json_schema().get("properties", {})
     return info

@@ -21,13 +21,9 @@ import os
 import sys
 from pathlib import Path
 
-from curate.commands.common import add_lint_options, error, model_files, refuse_overwriting_inputs, request_from_args
+from curate.commands.common import add_lint_options, csv_list, error, model_files, refuse_overwriting_inputs, request_from_args
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _csv(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default 16)")
     train.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 32)")
     train.add_argument("--lora-dropout", type=float, default=None, help="LoRA dropout (default 0.05)")
-    train.add_argument("--lora-targets", type=_csv, default=None, metavar="NAMES", help="comma-separated module names (default: all linear layers)")
+    train.add_argument("--lora-targets", type=csv_list, default=None, metavar="NAMES", help="comma-separated module names (default: all linear layers)")
     train.add_argument("--eval-fraction", type=float, default=None, help="share of rows held out for eval (default 0.05)")
     train.add_argument("--eval-file", default=None, metavar="FILE", help="separate eval file (also checked for leakage)")
     train.add_argument("--eval-every", type=int, default=None, metavar="STEPS", help="eval interval in steps (default: each epoch)")

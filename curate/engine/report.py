@@ -186,12 +186,6 @@ def write_sarif(result: LintResult, out: IO[str]) -> None:
 SEVERITY_STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "blue"}
 
 
-def finding_line(finding: Finding) -> str:
-    """`path:line: CODE [severity] message` (no line for dataset-level findings)."""
-    where = f"{finding.path}:{finding.line}" if finding.line is not None else finding.path
-    return f"{where}: {finding.code} [{finding.severity.value}] {finding.message}"
-
-
 def write_text(result: LintResult, out: IO[str], *, show_stats: bool = False, color: bool | None = None) -> None:
     """Human report: one line per finding, charts for distributions, then a summary."""
     from rich.console import Console
@@ -253,7 +247,7 @@ def _write_summary(console, result: LintResult) -> None:
             groups.setdefault(reason, []).append(code)
         for reason, codes in groups.items():
             console.print(f"Skipped {', '.join(codes)}: {reason}.", style="dim")
-    fixable = sum(1 for f in result.findings if f.code in REGISTRY and REGISTRY[f.code].fixable)
+    fixable = result.fixable
     if fixable:
         console.print(f"{fixable} can be fixed with `curate fix` or reviewed with `curate review`.", style="dim")
 

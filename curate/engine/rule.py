@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from curate.config import kebab
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Location, Severity
 from curate.formats import Message
@@ -32,14 +33,10 @@ REGISTRY: dict[str, type[Rule]] = {}
 _NAMES: dict[str, str] = {}
 
 
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
 class RuleOptions(BaseModel):
     """Base for per-rule options. Fields take `snake_case` or `kebab-case` keys."""
 
-    model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True, frozen=True)
 
 
 class RuleSetupError(Exception):
@@ -83,6 +80,40 @@ def _masked(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """What `curate fix` does with the row of one finding; a rule's `fix` returns it (None: the
+    row is left for review). Build one with `Fix.drop`, `Fix.rewrite` or `Fix.keep_first`."""
+
+    #: What the fix report says was done ("dropped", "keys removed", ...).
+    verb: str
+    #: obj -> fixed obj (the obj itself when there was nothing to change); None drops the row.
+    function: Callable[[Any], Any] | None = None
+    #: "row" (the finding's row), "file" (every row of the finding's file) or "duplicates"
+    #: (the finding's duplicate group: the first row is kept, the others dropped).
+    scope: str = "row"
+    #: A reviewer's keep of the row turns this fix off (a judgement call, not a repair).
+    undone_by_keep: bool = False
+    #: Rewrites run by stage, then in finding order: 0 edits fields, 1 cleans text, 2 reshapes the row.
+    stage: int = 0
+
+    @property
+    def drops(self) -> bool:
+        return self.function is None
+
+    @classmethod
+    def drop(cls, *, undone_by_keep: bool = False) -> Fix:
+        return cls("dropped", undone_by_keep=undone_by_keep)
+
+    @classmethod
+    def rewrite(cls, verb: str, function: Callable[[Any], Any], *, stage: int = 0, scope: str = "row", undone_by_keep: bool = False) -> Fix:
+        return cls(verb, function, scope, undone_by_keep, stage)
+
+    @classmethod
+    def keep_first(cls) -> Fix:
+        return cls("dropped", scope="duplicates", undone_by_keep=True)
+
+
 def missing_doc_sections(doc: str | None) -> list[str]:
     text = doc or ""
     return [section for section in DOC_SECTIONS if not re.search(rf"^\s*## {section}\b", text, re.M)]
@@ -96,15 +127,22 @@ class Rule:
     severity: ClassVar[Severity] = Severity.WARNING
     #: Context a rule needs: "model" (a tokenizer with a chat template) or "eval" (eval files).
     requires: ClassVar[tuple[str, ...]] = ()
-    #: `curate fix` can repair or drop rows with this finding.
+    #: `curate fix` can repair or drop rows with this finding: True when the rule defines `fix`.
     fixable: ClassVar[bool] = False
+    #: A reviewer's keep or edit of a row settles this rule's findings on it (no fix, nothing left
+    #: to review). False for secrets: a kept or edited row is still redacted, its finding still shown.
+    settled_by_keep: ClassVar[bool] = True
     Options: ClassVar[type[RuleOptions]] = RuleOptions
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        declared_fixable = "fixable" in cls.__dict__
+        cls.fixable = cls.fix is not Rule.fix
         if not cls.__dict__.get("code"):
             return  # an abstract base such as RowRule
         problems = []
+        if declared_fixable:
+            problems.append("fixable is derived from `fix`; define `fix` instead of setting it")
         if not CODE_PATTERN.match(cls.code):
             problems.append(f"code {cls.code!r} does not match {CODE_PATTERN.pattern}")
         if not NAME_PATTERN.match(cls.name):
@@ -128,10 +166,29 @@ class Rule:
     def setup(self) -> None:
         """Load what the rule needs before the first batch; raise RuleSetupError if it cannot run."""
 
+    def fix(self, finding: Finding) -> Fix | None:
+        """What `curate fix` does with the row of `finding` (None: it is left for review)."""
+        return None
+
     @classmethod
     def summary(cls) -> str:
         """The first line of the docstring."""
         return (cls.__doc__ or "").strip().splitlines()[0].strip()
+
+    @classmethod
+    def source(cls) -> str:
+        """Where the class is defined, as `curate/rules/pii.py:31` (relative to the package's parent
+        folder when it is inside it, so a rule's source is one step from its code)."""
+        import inspect
+
+        file = Path(inspect.getsourcefile(cls) or "?")
+        _, line = inspect.getsourcelines(cls)
+        root = Path(__file__).resolve().parents[2]
+        try:
+            shown = file.resolve().relative_to(root).as_posix()
+        except ValueError:
+            shown = str(file)
+        return f"{shown}:{line}"
 
     @classmethod
     def documentation(cls) -> str:

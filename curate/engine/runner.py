@@ -51,6 +51,13 @@ class LintResult:
     #: (path, line) -> content hash; filled only when asked (baseline, review).
     row_hashes: dict[tuple[str, int], str] = field(default_factory=dict)
     rules: list[type[Rule]] = field(default_factory=list)
+    #: The configured rules that can fix their findings, by code (what `curate fix` applies).
+    fixers: dict[str, Rule] = field(default_factory=dict, repr=False)
+
+    @property
+    def fixable(self) -> int:
+        """Findings whose rule's fix, as configured, changes or drops their row."""
+        return sum(1 for finding in self.findings if finding.code in self.fixers and self.fixers[finding.code].fix(finding) is not None)
 
     def count(self, severity: Severity) -> int:
         return sum(1 for finding in self.findings if finding.severity is severity)
@@ -245,4 +252,5 @@ def _run_lint(
         seconds=time.perf_counter() - started,
         row_hashes=row_hashes,
         rules=[type(rule) for rule in rules],
+        fixers={rule.code: rule for rule in rules if rule.fixable},
     )

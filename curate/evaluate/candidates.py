@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from curate.evaluate.items import EvalError, EvalItem
-from curate.train.data import Conversation
+from curate.train.data import TrainingRow
 
 KINDS = ("base", "few-shot", "adapter", "merged")
 DEFAULT_SHOTS = 3
@@ -52,14 +52,14 @@ class Candidate:
                 "system_prompt": self.system_prompt, "few_shot": self.shot_sources}
 
 
-def shot_turns(conversation: Conversation) -> list[dict[str, str]]:
+def shot_turns(conversation: TrainingRow) -> list[dict[str, str]]:
     """An example's turns without its system prompt, through its last assistant turn."""
     messages = conversation.messages
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     return [m for m in messages[: last + 1] if m["role"] != "system"]
 
 
-def few_shot_pool(train: list[Conversation], items: list[EvalItem]) -> list[Conversation]:
+def few_shot_pool(train: list[TrainingRow], items: list[EvalItem]) -> list[TrainingRow]:
     """Training conversations that may serve as examples: not an eval row (same file and line)
     and not asking an eval prompt (LK001's normalized comparison of the user text)."""
     import polars as pl
@@ -76,7 +76,7 @@ def few_shot_pool(train: list[Conversation], items: list[EvalItem]) -> list[Conv
     return [c for c, key in zip(candidates, keys) if key not in eval_keys]
 
 
-def pick_shots(train: list[Conversation], items: list[EvalItem], count: int, seed: int) -> list[Conversation]:
+def pick_shots(train: list[TrainingRow], items: list[EvalItem], count: int, seed: int) -> list[TrainingRow]:
     """`count` examples drawn with `seed` (the same every run), in training-file order."""
     pool = few_shot_pool(train, items)
     if not pool:
@@ -85,7 +85,7 @@ def pick_shots(train: list[Conversation], items: list[EvalItem], count: int, see
     return [pool[i] for i in sorted(chosen.tolist())]
 
 
-def build_candidates(kinds: list[str], *, base: str, adapters: dict[str, str], merged: list[str], train: list[Conversation],
+def build_candidates(kinds: list[str], *, base: str, adapters: dict[str, str], merged: list[str], train: list[TrainingRow],
                      items: list[EvalItem], system_prompt: str | None, shots: int, seed: int) -> list[Candidate]:
     """The candidates asked for, in a fixed order: base, few-shot, each adapter, each merged model."""
     chosen: list[Candidate] = []

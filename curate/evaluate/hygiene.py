@@ -14,10 +14,10 @@ from typing import Any
 
 from curate.evaluate.items import EvalItem
 from curate.io import atomic_write_jsonl
-from curate.train.data import Conversation
+from curate.train.data import TrainingRow
 
 
-def contamination(items: list[EvalItem], train: list[Conversation]) -> dict[str, Any]:
+def contamination(items: list[EvalItem], train: list[TrainingRow]) -> dict[str, Any]:
     """{"checked", "train_rows", "contaminated": [{"where", "rules", "train", "message"}]}, one entry per eval item."""
     from curate.engine.runner import run_lint
     from curate.engine.settings import LintRequest, plan_lint

@@ -16,7 +16,7 @@ from curate.evaluate.items import EvalError, EvalItem
 from curate.evaluate.metrics import RATES, TaskProfile, aggregate, score, task_profile
 from curate.evaluate.report import SCHEMA_VERSION
 from curate.evaluate.stats import mcnemar
-from curate.train.data import Conversation, read_conversations, split_eval
+from curate.train.data import TrainingRow, read_conversations, split_eval
 
 #: Verdicts compared between candidates with McNemar's test: every rate, and the per-prompt pass.
 PAIRED = ("passed", *RATES)
@@ -31,7 +31,7 @@ class EvalSettings:
     progress: bool = True
 
 
-def item_of_conversation(conversation: Conversation) -> EvalItem:
+def item_of_conversation(conversation: TrainingRow) -> EvalItem:
     messages = conversation.messages
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     return EvalItem(conversation.path, conversation.line, messages[:last], messages[last]["content"])
@@ -45,7 +45,7 @@ class RunData:
     folder: Path
     manifest: dict[str, Any]
     base_model: str
-    train: list[Conversation]
+    train: list[TrainingRow]
     held_out_path: str | None
     held_out_lines: set[int] | None
 
@@ -187,7 +187,7 @@ def generation_row(item: EvalItem, candidates: list[Candidate], runs: dict[str, 
 
 
 # ---------------------------------------------------------------------------- after training
-def after_training(model: Any, tokenizer: Any, device: Any, eval_conversations: list[Conversation], train: list[Conversation], *,
+def after_training(model: Any, tokenizer: Any, device: Any, eval_conversations: list[TrainingRow], train: list[TrainingRow], *,
                    prompts: int, max_new_tokens: int, output: Path, say: Callable[[str], None]) -> dict[str, Any]:
     """The short eval `curate train` runs at the end: base vs adapter on the held-out split, with
     the model still in memory; writes RUN/eval/ and returns the summary for manifest.json."""

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, RuleOptions
-from curate.rules.output_format import final_answers, percent
+from curate.rules.toolkit import DatasetCounter, final_answers, percent
 
 if TYPE_CHECKING:
     import polars as pl
@@ -25,19 +25,6 @@ if TYPE_CHECKING:
 MAX_TRACKED_LABELS = 1000
 #: Whitespace allowed around a short answer before it is taken for free text without a closer look.
 SURROUNDING_WHITESPACE_BYTES = 64
-
-
-class DatasetCounter:
-    """Rows with a conversation, and the first file seen (where dataset-level findings point)."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.path: str | None = None
-
-    def add(self, batch: Batch) -> None:
-        self.rows += sum(1 for row in batch.rows if row.conversation is not None)
-        if self.path is None and batch.rows:
-            self.path = batch.rows[0].path
 
 
 class BoundedCounter(Counter):

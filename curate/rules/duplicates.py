@@ -17,9 +17,9 @@ from pydantic import Field, field_validator
 
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
-from curate.engine.rule import DatasetRule, RuleOptions, RunContext
+from curate.engine.rule import REGISTRY, DatasetRule, Fix, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
-from curate.rules.output_format import percent
+from curate.rules.toolkit import percent
 from curate.text.answers import POLAR_WORDS
 from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets
 from curate.text.rows import batch_features, batch_tokens, number_keys
@@ -182,7 +182,53 @@ def first_occurrences(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first_of, first_of == np.arange(len(keys))
 
 
-class ExactDuplicate(DatasetRule):
+Key = tuple[str, int]
+
+
+class KeepsFirstCopy:
+    """Mixin of the rules whose findings join rows into groups of copies (DU001, DU002, PF005):
+    `curate fix` keeps the first row of each group and drops the others, `curate review`
+    drops a group in one step; a reviewer's keep saves a row."""
+
+    def fix(self, finding: Finding) -> Fix | None:
+        return Fix.keep_first()
+
+
+def is_duplicate_finding(finding: Finding) -> bool:
+    rule = REGISTRY.get(finding.code)
+    return rule is not None and issubclass(rule, KeepsFirstCopy)
+
+
+def duplicate_groups(findings: Iterable[Finding]) -> list[list[Key]]:
+    """Rows joined by duplicate findings (the flagged row, its related rows, its cluster),
+    as groups sorted by (path, line); a union-find, so chains A~B~C form one group."""
+    parent: dict[Key, Key] = {}
+
+    def root(key: Key) -> Key:
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for finding in findings:
+        if finding.line is None or not is_duplicate_finding(finding):
+            continue
+        members = [(finding.path, finding.line)]
+        members += [(location.path, location.line) for location in finding.related if location.line is not None]
+        for item in finding.data.get("cluster") or []:
+            if isinstance(item, dict) and isinstance(item.get("line"), int):
+                members.append((str(item.get("path", finding.path)), item["line"]))
+        first = root(members[0])
+        for member in members[1:]:
+            parent[root(member)] = first
+    groups: dict[Key, list[Key]] = {}
+    for key in parent:
+        groups.setdefault(root(key), []).append(key)
+    return sorted(sorted(group) for group in groups.values() if len(group) > 1)
+
+
+class ExactDuplicate(KeepsFirstCopy, DatasetRule):
     """Row repeats an earlier row exactly (after normalizing unicode, case and whitespace).
 
     ## What it does
@@ -210,7 +256,6 @@ class ExactDuplicate(DatasetRule):
     name = "exact-duplicate"
     severity = Severity.WARNING
     skips_preference_rows = True
-    fixable = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -284,7 +329,7 @@ class ShingleStore:
         return gather_sets(self.values, self.starts, self.counts, rows)
 
 
-class NearDuplicate(DatasetRule):
+class NearDuplicate(KeepsFirstCopy, DatasetRule):
     """Row is almost the same as an earlier row (MinHash LSH, Jaccard >= threshold).
 
     ## What it does
@@ -328,7 +373,6 @@ class NearDuplicate(DatasetRule):
     name = "near-duplicate"
     severity = Severity.WARNING
     skips_preference_rows = True
-    fixable = True
     Options = NearDuplicateOptions
 
     def __init__(self, *args, **kwargs):

@@ -19,12 +19,12 @@ from pydantic import Field
 
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity
-from curate.engine.rule import DatasetRule, RuleOptions, RuleSetupError, RunContext
-from curate.text.diff import shorten
+from curate.engine.rule import DatasetRule, Fix, RuleOptions, RuleSetupError, RunContext
 from curate.text.evalset import EvalSetError, EvalText, load_eval_texts
 from curate.text.minhash import LshBands, MinHasher, query_pairs
 from curate.text.normalize import words_expr
 from curate.text.rows import KEY_SEED, batch_features, batch_tokens
+from curate.text.secrets import excerpt
 from curate.text.shingles import Tokens, exact_jaccard, fold32, member_of, shingle_hashes, sorted_unique, tokenize, unique_row_shingles
 
 #: Eval texts shorter than this (in words) are ignored: answers such as `B` or `Yes` match everything.
@@ -56,6 +56,17 @@ def text_keys(texts) -> np.ndarray:
     import polars as pl
 
     return pl.select(words_expr(pl.lit(texts)).list.join(" ").hash(seed=KEY_SEED)).to_series().to_numpy()
+
+
+class LeakOptions(RuleOptions):
+    drop: bool = Field(False, description="`curate fix` drops the rows that leak eval data (`curate fix --drop-leaked` sets it).")
+
+
+class DropsLeakedRows:
+    """Mixin of the LK rules: with the `drop` option, `curate fix` drops leaked rows a reviewer did not keep."""
+
+    def fix(self, finding: Finding) -> Fix | None:
+        return Fix.drop(undone_by_keep=True) if self.options.drop else None
 
 
 @dataclass
@@ -92,7 +103,7 @@ def prompt_matches(batch: Batch, index: ExactIndex) -> dict[int, EvalText]:
     return {int(row): index.texts[owner] for row, owner in zip(rows, owners[owners >= 0].tolist())}
 
 
-class EvalExactMatch(DatasetRule):
+class EvalExactMatch(DropsLeakedRows, DatasetRule):
     """Row's prompt is an eval prompt (after normalization).
 
     ## What it does
@@ -122,7 +133,7 @@ class EvalExactMatch(DatasetRule):
     name = "eval-exact-match"
     severity = Severity.ERROR
     requires = ("eval",)
-    fixable = True
+    Options = LeakOptions
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -135,7 +146,7 @@ class EvalExactMatch(DatasetRule):
     def observe(self, batch: Batch) -> None:
         for position, match in prompt_matches(batch, self.index).items():
             row = batch.rows[position]
-            text = f"prompt equals eval {match.describe()}: \"{shorten(match.text, SPAN_CHARS)}\""
+            text = f"prompt equals eval {match.describe()}: \"{excerpt(match.text, SPAN_CHARS)}\""
             data = {"eval": {**match.location.to_dict(), "field": match.field}}
             self.findings.append(self.row_finding(row, text, related=[match.location], data=data))
 
@@ -143,7 +154,7 @@ class EvalExactMatch(DatasetRule):
         return self.findings
 
 
-class EvalOverlapOptions(RuleOptions):
+class EvalOverlapOptions(LeakOptions):
     ngram: int = Field(13, ge=5, le=100, description="Words in a shared span that counts as leakage (13 as in GPT-3 and lm-evaluation-harness).")
     similarity: float = Field(0.8, gt=0.0, le=1.0, description="Share of words aligned (difflib ratio over words) at or above which a row's user text is a near-copy of an eval text.")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations used to find near-copy candidates.")
@@ -198,7 +209,7 @@ class Overlap:
     similarity: float | None = None
 
 
-class EvalOverlap(DatasetRule):
+class EvalOverlap(DropsLeakedRows, DatasetRule):
     """Row shares a long word span with an eval text, or is a near-copy of one.
 
     ## What it does
@@ -234,7 +245,6 @@ class EvalOverlap(DatasetRule):
     name = "eval-overlap"
     severity = Severity.ERROR
     requires = ("eval",)
-    fixable = True
     Options = EvalOverlapOptions
 
     def __init__(self, *args, **kwargs):
@@ -330,7 +340,7 @@ class EvalOverlap(DatasetRule):
     def _finding(self, batch: Batch, position: int, overlap: Overlap) -> Finding:
         row = batch.rows[position]
         match = overlap.match
-        quoted = shorten(overlap.span, SPAN_CHARS)
+        quoted = excerpt(overlap.span, SPAN_CHARS)
         if overlap.similarity is None:
             text = f"shares {overlap.words} words with eval {match.describe()}: \"{quoted}\""
         else:

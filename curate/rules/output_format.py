@@ -29,6 +29,7 @@ from pydantic import Field
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RuleOptions
+from curate.rules.toolkit import final_answers, percent
 
 if TYPE_CHECKING:
     import polars as pl
@@ -107,11 +108,6 @@ def classify_outputs(texts: pl.Series | list[str]) -> tuple[list[str], dict[int,
     return kinds.to_list(), parsed
 
 
-def classify_output(text: str) -> OutputFormat:
-    """The format of one answer (the same code path as the batch classifier)."""
-    return OutputFormat(classify_outputs([text])[0][0])
-
-
 def _json_kinds(texts: pl.Series) -> tuple[dict[int, Any], list[str | None]]:
     """Parse the texts that start with `{` or `[`: json when they parse to an object or array,
     json-like when they look like JSON but fail, None (classified later) otherwise."""
@@ -185,39 +181,10 @@ def batch_outputs(batch: Batch) -> BatchOutputs:
     return cached
 
 
-_FINAL_ANSWERS: WeakKeyDictionary[Batch, pl.DataFrame] = WeakKeyDictionary()
-
-
-def final_answers(batch: Batch) -> pl.DataFrame:
-    """`row`, `content` of each row's last non-empty assistant turn (built once per batch)."""
-    answers = _FINAL_ANSWERS.get(batch)
-    if answers is None:
-        answers = _FINAL_ANSWERS[batch] = _select_final_answers(batch)
-    return answers
-
-
-def _select_final_answers(batch: Batch) -> pl.DataFrame:
-    import polars as pl
-
-    return (
-        batch.messages.filter((pl.col("role") == "assistant") & (pl.col("content").str.strip_chars().str.len_bytes() > 0))
-        .unique(subset="row", keep="last", maintain_order=True)
-        .select("row", "content")
-    )
-
-
 def _classify_batch(batch: Batch) -> BatchOutputs:
     answers = final_answers(batch)
     formats, parsed = classify_outputs(answers["content"])
     return BatchOutputs(answers["row"].to_list(), formats, parsed)
-
-
-def percent(share: float) -> str:
-    """`72%`, or `99.2%` / `0.4%` where rounding to a whole percent would hide the point."""
-    whole = round(share * 100)
-    if whole in (0, 100) and 0 < share < 1:
-        return f"{share:.1%}"
-    return f"{whole}%"
 
 
 def distribution_text(counts: dict[str, int]) -> str:

@@ -14,9 +14,9 @@ from pydantic import Field
 
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
-from curate.engine.rule import RowRule, RuleOptions
+from curate.engine.rule import Fix, RowRule, RuleOptions
 from curate.formats import Message
-from curate.rules.quality import candidate_messages, locate
+from curate.rules.toolkit import candidate_messages, locate, redact_strings
 from curate.text.secrets import KINDS, PII_PREFILTER, PREFILTER_RE, Detector, Hit, Kind
 
 
@@ -26,6 +26,7 @@ class PiiOptions(RuleOptions):
         default_factory=list,
         description="Accepted values besides the reserved example domains and git SSH remotes: an email domain (and its subdomains), or an exact email, number or key.",
     )
+    redact: bool = Field(False, description="`curate fix` replaces what is found by typed tokens such as [EMAIL] and [API_KEY] (`curate fix --redact-pii` sets it).")
 
 
 class PiiOrSecret(RowRule):
@@ -64,8 +65,18 @@ class PiiOrSecret(RowRule):
     code = "QL006"
     name = "pii-or-secret"
     severity = Severity.WARNING
-    fixable = True
     Options = PiiOptions
+    #: A keep is about the row, not a verdict on its secrets: a kept or edited row is still
+    #: redacted, and only waiving the finding itself exempts it.
+    settled_by_keep = False
+
+    def fix(self, finding: Finding) -> Fix | None:
+        """With the `redact` option every string of the row is redacted with this rule's detectors."""
+        return Fix.rewrite("redacted", self.redact_row, stage=1) if self.options.redact else None
+
+    def redact_row(self, obj: Any) -> Any:
+        redacted, replaced = redact_strings(obj, self.redact_text)
+        return redacted if replaced else obj
 
     def setup(self) -> None:
         self.detector = Detector(self.options.kinds, self.options.allow)

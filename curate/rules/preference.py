@@ -16,9 +16,10 @@ from pydantic import Field
 
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Location, Severity
-from curate.engine.rule import DatasetRule, RowRule, RuleOptions
+from curate.engine.rule import DatasetRule, Fix, RowRule, RuleOptions
 from curate.formats import PREFERENCE_FORMATS, Message, PreferencePair, RowFormat, preference_pair
-from curate.rules.balance import DatasetCounter, percent
+from curate.rules.duplicates import KeepsFirstCopy
+from curate.rules.toolkit import DatasetCounter, percent
 from curate.text.normalize import normalize_text
 
 
@@ -71,7 +72,9 @@ class IdenticalPair(RowRule):
     code = "PF001"
     name = "identical-preference-pair"
     severity = Severity.ERROR
-    fixable = True
+    def fix(self, finding: Finding) -> Fix | None:
+        """A pair that prefers an answer over itself teaches nothing: dropped unless a reviewer kept it."""
+        return Fix.drop(undone_by_keep=True)
 
     def check_batch(self, batch: Batch) -> Iterator[Finding]:
         for row, pair in pairs_of(batch.rows):
@@ -141,7 +144,7 @@ class ContradictoryPreference(PairIndexRule):
                                 related=[Location(path, line)], data={"other_line": line})
 
 
-class DuplicatePair(PairIndexRule):
+class DuplicatePair(KeepsFirstCopy, PairIndexRule):
     """Preference pair repeats an earlier pair (same prompt, chosen and rejected).
 
     ## What it does
@@ -168,7 +171,6 @@ class DuplicatePair(PairIndexRule):
     code = "PF005"
     name = "duplicate-preference-pair"
     severity = Severity.WARNING
-    fixable = True
 
     def compare(self, row: Row, key: tuple[bytes, bytes, bytes]) -> Finding | None:
         earlier = self.seen.get(key)

@@ -13,40 +13,19 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
-from curate.engine.rule import DatasetRule, RowRule, RuleOptions
+from curate.engine.rule import DatasetRule, Fix, RowRule, RuleOptions
 from curate.formats import Message, RowFormat
-from curate.text.secrets import excerpt
+from curate.rules.toolkit import candidate_messages, clear_field, is_alpaca_prompt, locate, map_strings, quoted
 
 if TYPE_CHECKING:
     import numpy as np
     import polars as pl
-
-
-def candidate_messages(batch: Batch, *predicates: pl.Expr, roles: tuple[str, ...] = ()) -> Iterator[tuple[Row, Message]]:
-    """(row, message) pairs whose content passes polars prefilters, in file order.
-    Predicates apply one after the other, so put the cheapest, most selective first."""
-    import polars as pl
-
-    frame = batch.messages
-    if roles:
-        frame = frame.filter(pl.col("role").is_in(roles))
-    for predicate in predicates:
-        frame = frame.filter(predicate)
-    for row_pos, msg_pos in frame.select("row", "msg").iter_rows():
-        row = batch.rows[row_pos]
-        yield row, row.conversation.messages[msg_pos]
-
-
-def quoted(text: str, limit: int = 40) -> str:
-    """A short, single-line, quoted preview of `text` for a message, secrets masked (`excerpt`)."""
-    return f'"{excerpt(text, limit)}"'
 
 
 FENCED_CODE = re.compile(r"```.*?(?:```|\Z)", re.S)
@@ -58,23 +37,6 @@ def blank_code_blocks(text: str) -> str:
     if "```" not in text:
         return text
     return FENCED_CODE.sub(lambda block: " " * len(block.group()), text)
-
-
-def is_alpaca_prompt(row: Row, message: Message) -> bool:
-    """The Alpaca user turn is `instruction` and `input` joined; rules check those fields one by one."""
-    return row.format is RowFormat.ALPACA and message.container == "instruction"
-
-
-def locate(row: Row, message: Message, offset: int) -> tuple[Message, int]:
-    """The message a finding at `offset` should name, and the offset in it. For the
-    Alpaca prompt (`instruction` + blank line + `input`) a hit past the instruction
-    names the `input` field, so the user knows which field to edit."""
-    if is_alpaca_prompt(row, message):
-        instruction = row.obj.get("instruction", "")
-        start = len(instruction) + 2
-        if offset >= start and message.content.startswith(instruction) and len(message.content) > len(instruction):
-            return replace(message, content=message.content[start:], container="input"), offset - start
-    return message, offset
 
 
 def alpaca_prompt_fields(row: Row) -> Iterator[tuple[str, str]]:
@@ -154,8 +116,15 @@ class PlaceholderContent(RowRule):
     code = "QL001"
     name = "placeholder-content"
     severity = Severity.WARNING
-    fixable = True
     Options = PlaceholderOptions
+
+    def fix(self, finding: Finding) -> Fix | None:
+        """A placeholder Alpaca `input` means "no input": it is cleared. A placeholder turn
+        (an answer of "<No Output>") has nothing to train on: the row is dropped. A reviewer's
+        keep turns both off."""
+        if finding.data.get("source") == "input":
+            return Fix.rewrite("placeholder input cleared", lambda obj: clear_field(obj, "input"), undone_by_keep=True)
+        return Fix.drop(undone_by_keep=True)
 
     def setup(self) -> None:
         self.allowed = allowed = {normalize_placeholder(text) for text in self.options.allowed}
@@ -227,6 +196,11 @@ def strip_control_characters(text: str) -> str:
     return CONTROL_RE.sub("", ANSI_SEQUENCE_RE.sub("", text))
 
 
+def strip_row_control_characters(value: object) -> object:
+    """A JSON value with QL002's control characters removed from every string in it (keys included)."""
+    return map_strings(value, strip_control_characters, keys=True)
+
+
 class ControlCharacters(RowRule):
     r"""Content holds control characters, ANSI escapes or invisible bidi/zero-width characters.
 
@@ -259,7 +233,10 @@ class ControlCharacters(RowRule):
     code = "QL002"
     name = "control-characters"
     severity = Severity.WARNING
-    fixable = True
+
+    def fix(self, finding: Finding) -> Fix | None:
+        """The characters are stripped from every string of the row, keys included."""
+        return Fix.rewrite("cleaned", strip_row_control_characters, stage=1)
 
     def check_batch(self, batch: Batch) -> Iterator[Finding]:
         import polars as pl

@@ -9,12 +9,22 @@ from pydantic import Field
 
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
-from curate.engine.rule import DatasetRule, RowRule, RuleOptions
-from curate.formats import CANONICAL_ROLES, FORMAT_KEYS, MESSAGE_KEYS, OPENAI_ROLE_FORMATS, RowFormat, raw_message_items
+from curate.engine.rule import DatasetRule, Fix, RowRule, RuleOptions
+from curate.formats import CANONICAL_ROLES, CONVERTIBLE_TO_MESSAGES, FORMAT_KEYS, MESSAGE_KEYS, OPENAI_ROLE_FORMATS, RowFormat, detect_format, raw_message_items
 from curate.config import suggest
+from curate.rules.toolkit import as_messages_record, remove_key, rename_role
 
 
-class InvalidJson(RowRule):
+class DropsBrokenRows:
+    """Mixin of the schema rules whose rows cannot be trained on as written: `curate fix` drops
+    them, even when a reviewer kept them (only an edit saves the row). At a severity lowered
+    below error the finding is left for review."""
+
+    def fix(self, finding: Finding) -> Fix | None:
+        return Fix.drop() if finding.severity is Severity.ERROR else None
+
+
+class InvalidJson(DropsBrokenRows, RowRule):
     """Line is not valid JSON (or not valid UTF-8).
 
     ## What it does
@@ -40,14 +50,13 @@ class InvalidJson(RowRule):
     name = "invalid-json"
     severity = Severity.ERROR
     needs_conversation = False
-    fixable = True
 
     def check(self, row: Row) -> Iterable[Finding]:
         if row.raw.error:
             yield self.row_finding(row, row.raw.error)
 
 
-class UnknownRowFormat(RowRule):
+class UnknownRowFormat(DropsBrokenRows, RowRule):
     """Row has none of the messages / conversations / instruction / prompt shapes.
 
     ## What it does
@@ -75,7 +84,6 @@ class UnknownRowFormat(RowRule):
     name = "unknown-row-format"
     severity = Severity.ERROR
     needs_conversation = False
-    fixable = True
 
     KNOWN_KEYS = ("messages", "conversations", "instruction", "input", "output", "prompt", "completion", "chosen", "rejected", "text")
 
@@ -91,7 +99,7 @@ class UnknownRowFormat(RowRule):
         yield self.row_finding(row, f"no known row format; keys are {', '.join(hints) or 'none'}")
 
 
-class InvalidMessage(RowRule):
+class InvalidMessage(DropsBrokenRows, RowRule):
     """Message is not an object with a string role and string content.
 
     ## What it does
@@ -120,7 +128,6 @@ class InvalidMessage(RowRule):
     code = "SC003"
     name = "invalid-message"
     severity = Severity.ERROR
-    fixable = True
 
     LIST_CONTAINERS = {RowFormat.MESSAGES: "messages", RowFormat.SHAREGPT: "conversations"}
 
@@ -169,7 +176,7 @@ class UnknownRoleOptions(RuleOptions):
     extra_roles: list[str] = Field(default_factory=list, description="Roles to accept besides system, user, assistant and tool (and ShareGPT aliases).")
 
 
-class UnknownRole(RowRule):
+class UnknownRole(DropsBrokenRows, RowRule):
     """Role is not system, user, assistant or tool.
 
     ## What it does
@@ -200,8 +207,14 @@ class UnknownRole(RowRule):
     code = "SC004"
     name = "unknown-role"
     severity = Severity.ERROR
-    fixable = True
     Options = UnknownRoleOptions
+
+    def fix(self, finding: Finding) -> Fix | None:
+        """An alias in a `messages` row (`bot`, `Assistant`) is renamed; other unknown roles drop the row."""
+        source, role = finding.data.get("source"), finding.data.get("rename")
+        if role:
+            return Fix.rewrite("roles renamed", lambda obj: rename_role(obj, source, role))
+        return super().fix(finding)
 
     def setup(self) -> None:
         self.extra = set(self.options.extra_roles)
@@ -224,7 +237,7 @@ class UnknownRole(RowRule):
                 )
 
 
-class EmptyContent(RowRule):
+class EmptyContent(DropsBrokenRows, RowRule):
     """Message content is empty or only whitespace.
 
     ## What it does
@@ -247,7 +260,6 @@ class EmptyContent(RowRule):
     code = "SC005"
     name = "empty-content"
     severity = Severity.ERROR
-    fixable = True
 
     def check_batch(self, batch: Batch) -> Iterator[Finding]:
         import polars as pl
@@ -269,7 +281,7 @@ def _calls_tools(row: Row, message) -> bool:
     return isinstance(item, dict) and bool(item.get("tool_calls"))
 
 
-class MissingAssistantTurn(RowRule):
+class MissingAssistantTurn(DropsBrokenRows, RowRule):
     """Row has no turns, no assistant message, or does not end with one.
 
     ## What it does
@@ -294,7 +306,6 @@ class MissingAssistantTurn(RowRule):
     code = "SC006"
     name = "missing-assistant-turn"
     severity = Severity.ERROR
-    fixable = True
     needs_roles = True
 
     def check(self, row: Row) -> Iterable[Finding]:
@@ -314,7 +325,7 @@ class MissingAssistantTurn(RowRule):
             yield self.message_finding(row, messages[-1], "conversation ends with a non-assistant turn")
 
 
-class RoleOrder(RowRule):
+class RoleOrder(DropsBrokenRows, RowRule):
     """System not first, or user and assistant turns do not alternate.
 
     ## What it does
@@ -407,6 +418,13 @@ class UnexpectedKey(RowRule):
             description="Top-level keys accepted as metadata in any format.",
         )
 
+    def fix(self, finding: Finding) -> Fix | None:
+        """The unexpected key is removed."""
+        if "key" not in finding.data:
+            return None
+        source, key = finding.data.get("source"), finding.data["key"]
+        return Fix.rewrite("keys removed", lambda obj: remove_key(obj, source, key))
+
     def setup(self) -> None:
         self.known_keys = {fmt: keys | set(self.options.allowed) for fmt, keys in FORMAT_KEYS.items()}
         self.message_known = {fmt: {role, content} | optional for fmt, (role, content, optional) in MESSAGE_KEYS.items()}
@@ -434,7 +452,7 @@ class UnexpectedKey(RowRule):
                             yield self.finding(row.path, row.line, f"{source}: unexpected key `{key}`{suggest(key, known_keys - item.keys())}", data={"key": key, "source": source})
 
 
-class OversizedRow(RowRule):
+class OversizedRow(DropsBrokenRows, RowRule):
     """Row is larger than `max-row-bytes` and was not parsed.
 
     ## What it does
@@ -458,7 +476,6 @@ class OversizedRow(RowRule):
     name = "oversized-row"
     severity = Severity.ERROR
     needs_conversation = False
-    fixable = True
 
     def check(self, row: Row) -> Iterable[Finding]:
         if row.raw.oversized:
@@ -492,6 +509,10 @@ class MixedRowFormats(DatasetRule):
     name = "mixed-row-formats"
     severity = Severity.WARNING
 
+    def fix(self, finding: Finding) -> Fix | None:
+        """Every row of the file is rewritten in the `messages` format, after the other fixes."""
+        return Fix.rewrite("converted to messages", to_messages, stage=2, scope="file")
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.rows_by_file: dict[str, list[tuple[int, str]]] = {}
@@ -510,3 +531,10 @@ class MixedRowFormats(DatasetRule):
             for line, fmt in rows:
                 if fmt != dominant:
                     yield self.finding(path, line, f"row is in the {fmt} format; {dominant_count} of {len(rows)} rows in this file use {dominant}", data={"format": fmt, "dominant": dominant})
+
+
+def to_messages(obj: object) -> object:
+    """A row in a format `messages` can hold, rewritten as a `messages` row; any other row as it is."""
+    if isinstance(obj, dict) and detect_format(obj) in CONVERTIBLE_TO_MESSAGES:
+        return as_messages_record(obj)
+    return obj

@@ -123,10 +123,6 @@ def squeezed(text: str) -> str:
     return " ".join(text.split())
 
 
-def preview(text: str) -> str:
-    return excerpt(text, PREVIEW_CHARS)
-
-
 class RenderedRowRule(RowRule):
     """A CT row rule: works on the batch as the shared renderer rendered it."""
 
@@ -454,7 +450,7 @@ class ContentDroppedByTemplate(RenderedRowRule):
         return self.message_finding(
             row,
             message,
-            f"content does not appear in the rendered text; the chat template drops it (`{preview(message.content)}`)",
+            f"content does not appear in the rendered text; the chat template drops it (`{excerpt(message.content, PREVIEW_CHARS)}`)",
         )
 
 

@@ -88,12 +88,3 @@ def compare_messages(left: list[str], right: list[str], mode: CompareMode = Comp
         in_left = [not shared for shared in in_left]
         in_right = [not shared for shared in in_right]
     return _spans(left_words, in_left, len(left)), _spans(right_words, in_right, len(right))
-
-
-def shorten(text: str, limit: int = 80) -> str:
-    """One line of at most `limit` characters, cut at a word boundary with an ellipsis."""
-    flat = " ".join(text.split())
-    if len(flat) <= limit:
-        return flat
-    cut = flat[: limit - 1].rsplit(" ", 1)[0]
-    return (cut or flat[: limit - 1]) + "…"

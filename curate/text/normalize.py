@@ -51,16 +51,8 @@ def numbers(text: str) -> list[str]:
     return _NUMBER_RE.findall(unicodedata.normalize("NFKC", text))
 
 
-def normalize_expr(column: pl.Expr) -> pl.Expr:
-    """Polars twin of `normalize_text`."""
-    return column.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars(" ")
-
-
 def words_expr(column: pl.Expr) -> pl.Expr:
     """Polars twin of `words`: a list of word tokens per row."""
     return column.str.normalize("NFKC").str.to_lowercase().str.extract_all(WORD_PATTERN)
 
 
-def numbers_expr(column: pl.Expr) -> pl.Expr:
-    """Polars twin of `numbers`: a list of number strings per row."""
-    return column.str.normalize("NFKC").str.extract_all(NUMBER_PATTERN)

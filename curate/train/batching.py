@@ -42,7 +42,7 @@ def micro_batches_per_epoch(examples: int, batch_size: int) -> int:
 
 
 @dataclass
-class Batch:
+class TokenBatch:
     """Tensors for one forward pass plus what the loss and the audit need to know."""
 
     input_ids: object  # torch.Tensor [rows, length]
@@ -61,12 +61,12 @@ class Batch:
         """Label positions that count in the loss."""
         return int((self.labels != IGNORE_INDEX).sum())
 
-    def to(self, device) -> Batch:
+    def to(self, device) -> TokenBatch:
         move = lambda tensor: None if tensor is None else tensor.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.input_ids), move(self.labels), move(self.position_ids), move(self.attention_mask), self.indices, self.lengths)
+        return TokenBatch(move(self.input_ids), move(self.labels), move(self.position_ids), move(self.attention_mask), self.indices, self.lengths)
 
 
-def collate(examples: list[Example], indices: list[int], packing: bool, pad_id: int) -> Batch:
+def collate(examples: list[Example], indices: list[int], packing: bool, pad_id: int) -> TokenBatch:
     import torch
 
     chosen = [examples[i] for i in indices]
@@ -75,7 +75,7 @@ def collate(examples: list[Example], indices: list[int], packing: bool, pad_id: 
         input_ids = torch.from_numpy(np.concatenate([e.input_ids for e in chosen]))[None]
         labels = torch.from_numpy(np.concatenate([e.labels for e in chosen]))[None]
         position_ids = torch.from_numpy(np.concatenate([np.arange(n) for n in lengths]))[None]
-        return Batch(input_ids, labels, position_ids, None, list(indices), lengths)
+        return TokenBatch(input_ids, labels, position_ids, None, list(indices), lengths)
     width = max(lengths)
     input_ids = np.full((len(chosen), width), pad_id, dtype=np.int64)
     labels = np.full((len(chosen), width), IGNORE_INDEX, dtype=np.int64)
@@ -85,10 +85,10 @@ def collate(examples: list[Example], indices: list[int], packing: bool, pad_id: 
         labels[row, : len(example)] = example.labels
         mask[row, : len(example)] = 1
     positions = np.broadcast_to(np.arange(width), (len(chosen), width)).copy()
-    return Batch(torch.from_numpy(input_ids), torch.from_numpy(labels), torch.from_numpy(positions), torch.from_numpy(mask), list(indices), lengths)
+    return TokenBatch(torch.from_numpy(input_ids), torch.from_numpy(labels), torch.from_numpy(positions), torch.from_numpy(mask), list(indices), lengths)
 
 
-def unpack(batch: Batch) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def unpack(batch: TokenBatch) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(example index, input_ids, labels) of each example as the batch feeds it to the model."""
     input_ids = batch.input_ids.cpu().numpy()
     labels = batch.labels.cpu().numpy()

@@ -9,17 +9,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from curate.config import ConfigError, model_fields, resolve_relative, validation_problems
-
-
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
+from curate.config import ConfigError, kebab, model_fields, resolve_relative, validation_problems
 
 
 class TrainConfig(BaseModel):
     """Everything that decides what a training run does; recorded in full in manifest.json."""
 
-    model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True)
 
     model: str | None = Field(None, description="Base model: a local folder or a Hugging Face hub name.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training split (ignored when max-steps is set).")
@@ -101,10 +97,3 @@ def resolve_train_config(table: dict[str, Any], config_path: Path | None, overri
         raise ConfigError(validation_problems(exc, _where(config_path), model_fields(TrainConfig))) from None
 
 
-def describe_options() -> str:
-    """Markdown list of every option (for `--help` epilogs and the README)."""
-    lines = []
-    for name, field in TrainConfig.model_fields.items():
-        default = field.default if field.default_factory is None else field.default_factory()
-        lines.append(f"- `{_kebab(name)}` (default `{default}`): {field.description}")
-    return "\n".join(lines)

@@ -29,17 +29,13 @@ import numpy as np
 
 from curate.formats import has_roles, normalize
 from curate.io import read_rows
-from curate.templates import GENERATION_MARKER
+from curate.templates import has_generation_markers
 
 IGNORE_INDEX = -100
 
 
-class DataError(Exception):
-    """Training data that cannot be used as given; one line that says what to do."""
-
-
 @dataclass
-class Conversation:
+class TrainingRow:
     """One usable row: where it came from and its OpenAI-style messages."""
 
     path: str
@@ -68,7 +64,7 @@ class AssistantSpan:
 
 @dataclass
 class Example:
-    conversation: Conversation
+    conversation: TrainingRow
     text: str
     spans: list[AssistantSpan]
     input_ids: np.ndarray
@@ -109,7 +105,7 @@ class Dataset:
         return sum(example.trained_tokens for example in self.examples)
 
 
-def read_conversations(path: str | Path) -> tuple[list[Conversation], int]:
+def read_conversations(path: str | Path) -> tuple[list[TrainingRow], int]:
     """Usable conversations of a data file, and how many rows were not usable (lint reports why).
     Rows without roles (TRL's language-modeling `text`) have no assistant turn to train: unusable."""
     conversations, skipped = [], 0
@@ -119,19 +115,19 @@ def read_conversations(path: str | Path) -> tuple[list[Conversation], int]:
                 or conversation.last_assistant_index is None):
             skipped += 1
             continue
-        conversations.append(Conversation(raw.path, raw.line, conversation.template_messages()))
+        conversations.append(TrainingRow(raw.path, raw.line, conversation.template_messages()))
     return conversations, skipped
 
 
 @dataclass
 class Split:
-    train: list[Conversation]
-    evaluation: list[Conversation]
+    train: list[TrainingRow]
+    evaluation: list[TrainingRow]
     #: Duplicate clusters (two rows or more) kept wholly on one side of the split.
     clusters_kept_together: int = 0
 
 
-def split_eval(conversations: list[Conversation], fraction: float, seed: int, duplicate_of: dict[int, int] | None = None) -> Split:
+def split_eval(conversations: list[TrainingRow], fraction: float, seed: int, duplicate_of: dict[int, int] | None = None) -> Split:
     """A seeded random split by duplicate cluster: every copy of a row (`duplicate_of`: line ->
     its cluster's representative line) lands on the same side, so no eval row has a copy in
     train. About `fraction` of the rows are held out; at least one when it is positive."""
@@ -153,10 +149,6 @@ def split_eval(conversations: list[Conversation], fraction: float, seed: int, du
     train = [c for i, c in enumerate(conversations) if i not in held_out]
     evaluation = [c for i, c in enumerate(conversations) if i in held_out]
     return Split(train, evaluation, sum(1 for group in members if len(group) > 1))
-
-
-def has_generation_markers(chat_template: str | None) -> bool:
-    return bool(chat_template) and bool(GENERATION_MARKER.search(chat_template))
 
 
 def special_token_strings(tokenizer: Any) -> list[str]:
@@ -220,7 +212,7 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], special: re.
     return text, spans
 
 
-def tokenize(tokenizer: Any, conversations: list[Conversation], max_seq_length: int) -> Dataset:
+def tokenize(tokenizer: Any, conversations: list[TrainingRow], max_seq_length: int) -> Dataset:
     """Render, tokenize and label every conversation.
 
     Each rendered conversation is tokenized once, whole (one batched call), so the trained
@@ -268,7 +260,7 @@ def _span_mask(starts: list[int], spans: list[AssistantSpan]) -> np.ndarray:
     return trained
 
 
-def _marker_mask(tokenizer: Any, conversation: Conversation, ids: list[int]) -> np.ndarray | None:
+def _marker_mask(tokenizer: Any, conversation: TrainingRow, ids: list[int]) -> np.ndarray | None:
     """The `{% generation %}` mask, or None when the template's own tokenization is not `ids`."""
     encoded = tokenizer.apply_chat_template(conversation.messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     if list(encoded["input_ids"]) != list(ids):
@@ -276,7 +268,7 @@ def _marker_mask(tokenizer: Any, conversation: Conversation, ids: list[int]) -> 
     return np.asarray(encoded["assistant_masks"], dtype=bool)
 
 
-def _example(conversation: Conversation, text: str, spans: list[AssistantSpan], token_ids: list[int], labels: list[int], offsets: list[int]) -> Example:
+def _example(conversation: TrainingRow, text: str, spans: list[AssistantSpan], token_ids: list[int], labels: list[int], offsets: list[int]) -> Example:
     labels_array = np.asarray(labels, dtype=np.int64)
     if len(labels_array):
         labels_array[0] = IGNORE_INDEX  # nothing predicts the first token

@@ -88,25 +88,17 @@ def refusal_message(outcome: GateOutcome, data_path: str) -> str:
 
 
 def duplicate_clusters(result: LintResult, path: str) -> dict[int, int]:
-    """line -> a representative line of its duplicate cluster, from the DU001/DU002 findings of
-    `path` (each finding's `related[0]` is its cluster's kept row). An exact copy of a row that
-    is itself a near duplicate joins that row's cluster (union-find)."""
-    parent: dict[int, int] = {}
+    """line -> the first line of its duplicate cluster, from the DU001/DU002 findings of `path`
+    (the duplicate rules' own groups: an exact copy of a row that is itself a near duplicate
+    joins that row's cluster)."""
+    from curate.rules.duplicates import duplicate_groups
 
-    def root(line: int) -> int:
-        while parent.get(line, line) != line:
-            parent[line] = parent.get(parent[line], parent[line])
-            line = parent[line]
-        return line
-
-    for finding in result.findings:
-        if finding.code in DUPLICATE_CODES and finding.path == path and finding.line is not None and finding.related:
-            kept = finding.related[0]
-            if kept.path == path and kept.line is not None:
-                a, b = root(finding.line), root(kept.line)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    return {line: root(line) for line in parent}
+    findings = [finding for finding in result.findings if finding.code in DUPLICATE_CODES and finding.path == path]
+    clusters = {}
+    for group in duplicate_groups(findings):
+        lines = [line for member_path, line in group if member_path == path]
+        clusters.update((line, lines[0]) for line in lines)
+    return clusters
 
 
 def find_duplicate_clusters(path: str) -> dict[int, int]:

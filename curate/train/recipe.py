@@ -22,7 +22,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from curate.train.checkpoint import (
     save_checkpoint,
 )
 from curate.train.config import TrainConfig
-from curate.train.data import Conversation, Dataset, read_conversations, split_eval, tokenize
+from curate.train.data import Dataset, TrainingRow, read_conversations, split_eval, tokenize
 from curate.train.gate import GateOutcome
 
 
@@ -72,7 +72,7 @@ class PreparedData:
     unusable_rows: int
     train: Dataset
     evaluation: Dataset
-    eval_conversations: list[Conversation]
+    eval_conversations: list[TrainingRow]
     eval_source: str
     #: Duplicate clusters kept wholly on one side of the eval split.
     clusters_kept_together: int = 0
@@ -194,6 +194,34 @@ class Reporter:
         self.out.flush()
 
 
+@dataclass
+class TrainState:
+    """What a run has done so far: the counters a checkpoint saves (`state.json`, with the config
+    and data hashes it was made with) and `--resume` restores, listed once."""
+
+    step: int = 0
+    metrics: list[dict] = field(default_factory=list)
+    best_eval_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    base_eval_loss: float | None = None
+    train_seconds: float = 0.0
+    tokens_seen: int = 0
+    trained_tokens_seen: int = 0
+    stopped_early: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> TrainState:
+        """The state in a checkpoint's `state.json` (keys a later version added take their defaults)."""
+        known = {item.name for item in fields(cls)}
+        state = cls(**{key: value for key, value in saved.items() if key in known})
+        state.stopped_early = bool(state.stopped_early)
+        return state
+
+
 class Run:
     """One training run, from a resolved config to a run folder."""
 
@@ -207,7 +235,7 @@ class Run:
         self.reporter = reporter
         self.command = command or []
         self.on_step = on_step  # called after each optimizer step (tests interrupt runs through it)
-        self.metrics: list[dict] = []
+        self.state = TrainState()
         self.started = time.time()
 
     # ------------------------------------------------------------------ setup
@@ -270,22 +298,14 @@ class Run:
             self.loss_module, self.optimizer = self.accelerator.prepare(self.loss_module, self.optimizer)
         self.peak_flops = peak_flops(self.device.name) if self.device.type == "cuda" else None
 
-        self.step = 0
-        self.best_eval_loss: float | None = None
-        self.best_step: int | None = None
+        self.state = TrainState()
         self.best_lora: dict | None = None
-        self.evals_since_best = 0
-        self.base_eval_loss: float | None = None
-        self.train_seconds = 0.0
-        self.trained_tokens_seen = 0
-        self.tokens_seen = 0
-        self.stopped_early = False
         self.checkpointed_step: int | None = None
         if self.resume:
             self._resume()
         elif self.data.evaluation.examples:
             with self.model.disable_adapter():
-                self.base_eval_loss = self.evaluate()
+                self.state.base_eval_loss = self.evaluate()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device.torch_device)
 
@@ -312,12 +332,9 @@ class Run:
         self.scheduler.load_state_dict(loaded["scheduler"])
         restore_rng(loaded["rng"])
         self.best_lora = loaded["best_lora"]
-        self.step = self.checkpointed_step = state["step"]
-        self.stopped_early = bool(state.get("stopped_early", False))
-        self.metrics = state["metrics"]
-        for key in ("best_eval_loss", "best_step", "evals_since_best", "base_eval_loss", "train_seconds", "tokens_seen", "trained_tokens_seen"):
-            setattr(self, key, state[key])
-        self.reporter.say(f"curate: resuming {self.output} from step {self.step} ({path.name})")
+        self.state = TrainState.from_json(state)
+        self.checkpointed_step = self.state.step
+        self.reporter.say(f"curate: resuming {self.output} from step {self.state.step} ({path.name})")
 
     # ------------------------------------------------------------------ train
     def train(self) -> None:
@@ -329,7 +346,7 @@ class Run:
         examples = self.data.train.examples
         lengths = [len(example) for example in examples]
         trained = [example.trained_tokens for example in examples]
-        stream = micro_batch_stream(lengths, config, self.packing, self.step * schedule.micro_batches_per_step)
+        stream = micro_batch_stream(lengths, config, self.packing, self.state.step * schedule.micro_batches_per_step)
         accumulation = config.gradient_accumulation
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.loss_module.train()
@@ -338,7 +355,7 @@ class Run:
             try:
                 if self._eval_missed():
                     self._scheduled_eval()  # a Ctrl-C during the last eval: do it now, as a straight run would have
-                while self.step < schedule.total_steps and not self.stopped_early:
+                while self.state.step < schedule.total_steps and not self.state.stopped_early:
                     window = [next(stream) for _ in range(schedule.micro_batches_per_step)]
                     # Normalize by the trained tokens of the whole window (all processes), so every
                     # trained token weighs the same whatever micro-batch it fell in.
@@ -359,18 +376,18 @@ class Run:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss = self._reduce_sum(loss_sum).item() / max(window_targets, 1)
                     seconds = time.perf_counter() - started
-                    self.step += 1
+                    self.state.step += 1
                     rng_at_step_start = rng_state()  # what the next step starts from (eval uses no randomness)
 
                     window_lengths = [lengths[i] for indices in window for i in indices]
-                    self.tokens_seen += sum(window_lengths)
-                    self.trained_tokens_seen += window_targets
-                    self.train_seconds += seconds
+                    self.state.tokens_seen += sum(window_lengths)
+                    self.state.trained_tokens_seen += window_targets
+                    self.state.train_seconds += seconds
                     tokens_per_s = sum(window_lengths) / seconds
                     mfu = step_flops(self.shape, window_lengths, window_targets) / seconds / (self.peak_flops * (self.accelerator.num_processes if self.accelerator else 1)) if self.peak_flops else None
                     record = {
-                        "step": self.step,
-                        "epoch": round(self.step * schedule.micro_batches_per_step / schedule.micro_batches_per_epoch, 4),
+                        "step": self.state.step,
+                        "epoch": round(self.state.step * schedule.micro_batches_per_step / schedule.micro_batches_per_epoch, 4),
                         "loss": round(loss, 6),
                         "lr": self.scheduler.get_last_lr()[0],
                         "grad_norm": round(float(grad_norm), 6),
@@ -380,58 +397,58 @@ class Run:
                         "mfu": round(mfu, 4) if mfu is not None else None,
                         "seconds": round(seconds, 4),
                     }
-                    self.metrics.append(record)
+                    self.state.metrics.append(record)
                     progress(record)
 
                     if self._eval_due():
                         self._scheduled_eval()
                     if self.on_step:
-                        self.on_step(self.step)
-                    if config.save_every and self.step % config.save_every == 0 and self.step < schedule.total_steps:
+                        self.on_step(self.state.step)
+                    if config.save_every and self.state.step % config.save_every == 0 and self.state.step < schedule.total_steps:
                         self.checkpoint(rng_at_step_start)
-                    if self.stopped_early:
-                        self.reporter.say(f"curate: early stop at step {self.step}: eval loss did not improve for {config.patience} evals (best {self.best_eval_loss:.4f} at step {self.best_step})")
+                    if self.state.stopped_early:
+                        self.reporter.say(f"curate: early stop at step {self.state.step}: eval loss did not improve for {config.patience} evals (best {self.state.best_eval_loss:.4f} at step {self.state.best_step})")
                 # The last step is checkpointed too, so a Ctrl-C while saving leaves a run to --resume.
-                if self.checkpointed_step != self.step:
+                if self.checkpointed_step != self.state.step:
                     self.checkpoint(rng_at_step_start)
             except KeyboardInterrupt:
                 # Weights only change at optimizer steps, so the state after the last full step
                 # is consistent; the RNG goes back to where that step left it.
                 self.optimizer.zero_grad(set_to_none=True)
                 path = self.checkpoint(rng_at_step_start)
-                raise Interrupted(self.step, path) from None
+                raise Interrupted(self.state.step, path) from None
 
     def _scheduled_eval(self) -> None:
         eval_loss = self.evaluate()
-        self.metrics.append({"step": self.step, "eval_loss": round(eval_loss, 6)})
-        self.reporter.say(f"step {self.step}: eval loss {eval_loss:.4f}")
+        self.state.metrics.append({"step": self.state.step, "eval_loss": round(eval_loss, 6)})
+        self.reporter.say(f"step {self.state.step}: eval loss {eval_loss:.4f}")
         if self._early_stop(eval_loss):
-            self.stopped_early = True
+            self.state.stopped_early = True
 
     def _eval_missed(self) -> bool:
         """Resumed from a checkpoint written while the eval of its step was interrupted."""
-        return bool(self.step) and self._eval_due() and not any(m["step"] == self.step and "eval_loss" in m for m in self.metrics)
+        return bool(self.state.step) and self._eval_due() and not any(m["step"] == self.state.step and "eval_loss" in m for m in self.state.metrics)
 
     def _eval_due(self) -> bool:
         if not self.data.evaluation.examples:
             return False
-        if self.step >= self.schedule.total_steps:
+        if self.state.step >= self.schedule.total_steps:
             return True
         if self.config.eval_every:
-            return self.step % self.config.eval_every == 0
+            return self.state.step % self.config.eval_every == 0
         per_step, per_epoch = self.schedule.micro_batches_per_step, self.schedule.micro_batches_per_epoch
-        return (self.step * per_step) // per_epoch > ((self.step - 1) * per_step) // per_epoch
+        return (self.state.step * per_step) // per_epoch > ((self.state.step - 1) * per_step) // per_epoch
 
     def _early_stop(self, eval_loss: float) -> bool:
         from curate.train.model import lora_state
 
-        if self.best_eval_loss is None or eval_loss < self.best_eval_loss:
-            self.best_eval_loss, self.best_step, self.evals_since_best = eval_loss, self.step, 0
+        if self.state.best_eval_loss is None or eval_loss < self.state.best_eval_loss:
+            self.state.best_eval_loss, self.state.best_step, self.state.evals_since_best = eval_loss, self.state.step, 0
             if self.config.patience:
                 self.best_lora = lora_state(self.model)
             return False
-        self.evals_since_best += 1
-        return bool(self.config.patience) and self.evals_since_best >= self.config.patience
+        self.state.evals_since_best += 1
+        return bool(self.config.patience) and self.state.evals_since_best >= self.config.patience
 
     def evaluate(self) -> float:
         """Mean loss per trained token of the eval split (every process evaluates all of it)."""
@@ -453,25 +470,11 @@ class Run:
 
         if self.rank != 0:
             return None
-        state = {
-            "step": self.step,
-            "config": self.config.model_dump(),
-            "data_sha256": self.data_sha256,
-            "metrics": self.metrics,
-            "best_eval_loss": self.best_eval_loss,
-            "best_step": self.best_step,
-            "evals_since_best": self.evals_since_best,
-            "base_eval_loss": self.base_eval_loss,
-            "train_seconds": self.train_seconds,
-            "tokens_seen": self.tokens_seen,
-            "trained_tokens_seen": self.trained_tokens_seen,
-            "eval_sha256": self.eval_sha256,
-            "stopped_early": self.stopped_early,
-        }
-        path = save_checkpoint(self.output, self.step, lora=lora_state(self.model), best_lora=self.best_lora,
+        state = {**self.state.to_json(), "config": self.config.model_dump(), "data_sha256": self.data_sha256, "eval_sha256": self.eval_sha256}
+        path = save_checkpoint(self.output, self.state.step, lora=lora_state(self.model), best_lora=self.best_lora,
                                optimizer=self.optimizer, scheduler=self.scheduler, rng=rng, state=state,
                                keep=self.config.keep_checkpoints)
-        self.checkpointed_step = self.step
+        self.checkpointed_step = self.state.step
         self._write_metrics()
         return path
 
@@ -495,16 +498,16 @@ class Run:
                 adapter_saved = True
             return self._finish()
         except KeyboardInterrupt:
-            raise Interrupted(self.step, latest_checkpoint(self.output), self.output if adapter_saved else None) from None
+            raise Interrupted(self.state.step, latest_checkpoint(self.output), self.output if adapter_saved else None) from None
 
     def _finish(self) -> dict:
         """Final eval, stop check, loss curve and manifest, after the adapter is safe on disk."""
-        from curate.train.manifest import base_model_revision, versions, write_manifest
+        from curate.train.manifest import build_manifest, write_manifest
         from curate.train.plot import write_loss_curve
         from curate.train.stopcheck import stop_check
 
         config = self.config
-        adapter_step = self.best_step if config.patience and self.best_lora is not None else self.step
+        adapter_step = self.state.best_step if config.patience and self.best_lora is not None else self.state.step
         final_eval = self.evaluate() if self.data.evaluation.examples else None
         peak_memory = self._peak_memory()
         end_of_turn_ids = [self.tokenizer.convert_tokens_to_ids(token) for token in self.audit.end_of_turn_tokens]
@@ -520,70 +523,8 @@ class Run:
         if self.rank != 0:
             return {}
         evaluation = self._short_eval() if config.eval_prompts and self.data.eval_conversations else None
-        write_loss_curve(self.output / "loss.png", self.metrics, f"{Path(self.data_path).name} on {Path(config.model).name}")
-        train_losses = [m["loss"] for m in self.metrics if "loss" in m]
-        manifest = {
-            "curate_train": 1,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": self.command,
-            "data": {
-                "path": self.data_path,
-                "sha256": self.data_sha256,
-                "rows": self.data.conversations + self.data.unusable_rows,
-                "unusable_rows": self.data.unusable_rows,
-                "train_examples": len(self.data.train.examples),
-                "eval_examples": len(self.data.evaluation.examples),
-                "eval_source": self.data.eval_source,
-                "eval_lines": None if config.eval_file else [c.line for c in self.data.eval_conversations],
-                "tokens": self.data.train.tokens,
-                "trained_tokens": self.data.train.trained_tokens,
-                "cut_by_truncation": len(self.data.train.cut_by_truncation),
-            },
-            "lint": self.gate.to_manifest() if self.gate else None,
-            "forced": bool(self.gate and self.gate.forced),
-            "config": config.model_dump(),
-            "seed": config.seed,
-            "base_model": self.base_path,
-            "base_model_revision": base_model_revision(config.model),
-            "versions": versions(),
-            "device": {"type": self.device.type, "name": self.device.name, "compute_dtype": str(self.device.compute_dtype).removeprefix("torch."),
-                       "processes": self.accelerator.num_processes if self.accelerator else 1},
-            "training": {
-                "packing": "padding-free" if self.packing else "length-grouped padding",
-                "batching": self.batching,
-                "attn_implementation": self.model.config._attn_implementation,
-                "steps": self.step,
-                "total_steps": self.schedule.total_steps,
-                "adapter_step": adapter_step,
-                "stopped_early": self.stopped_early,
-                "epochs": round(self.step * self.schedule.micro_batches_per_step / self.schedule.micro_batches_per_epoch, 4),
-                "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-            },
-            "mask_audit": {
-                "examples": self.audit.examples,
-                "assistant_turns": self.audit.assistant_turns,
-                "end_of_turn_trained": self.audit.turns_with_end_of_turn_trained,
-                "end_of_turn_tokens": self.audit.end_of_turn_tokens,
-                "partly_truncated_turns": self.audit.partly_truncated,
-            },
-            "results": {
-                "final_train_loss": train_losses[-1] if train_losses else None,
-                "final_eval_loss": final_eval,
-                "best_eval_loss": self.best_eval_loss,
-                "base_eval_loss": self.base_eval_loss,
-            },
-            "stop_check": check.to_manifest() if check else None,
-            "eval": evaluation,
-            "performance": {
-                "wall_time_s": round(time.time() - self.started, 2),
-                "train_time_s": round(self.train_seconds, 2),
-                "tokens": self.tokens_seen,
-                "tokens_per_s": round(self.tokens_seen / self.train_seconds, 1) if self.train_seconds else None,
-                "mfu": self._mean_mfu(),
-                "peak_memory_bytes": peak_memory[0],
-                "peak_memory_kind": peak_memory[1],
-            },
-        }
+        write_loss_curve(self.output / "loss.png", self.state.metrics, f"{Path(self.data_path).name} on {Path(config.model).name}")
+        manifest = build_manifest(self, adapter_step=adapter_step, final_eval=final_eval, check=check, evaluation=evaluation, peak_memory=peak_memory)
         write_manifest(self.output / "manifest.json", manifest)
         return manifest
 
@@ -600,10 +541,10 @@ class Run:
         from curate.io import atomic_write_jsonl
 
         if self.rank == 0:
-            atomic_write_jsonl(self.output / "metrics.jsonl", self.metrics)
+            atomic_write_jsonl(self.output / "metrics.jsonl", self.state.metrics)
 
-    def _mean_mfu(self) -> float | None:
-        values = [m["mfu"] for m in self.metrics if m.get("mfu") is not None]
+    def mean_mfu(self) -> float | None:
+        values = [m["mfu"] for m in self.state.metrics if m.get("mfu") is not None]
         return round(sum(values[1:]) / len(values[1:]), 4) if len(values) > 1 else None  # the first step warms up
 
     def _peak_memory(self) -> tuple[int, str]:
@@ -630,7 +571,7 @@ class Run:
 
     # ------------------------------------------------------------------ helpers
     def _progress(self):
-        return _ProgressDisplay(self.reporter, self.schedule.total_steps, self.step)
+        return _ProgressDisplay(self.reporter, self.schedule.total_steps, self.state.step)
 
     def _no_sync(self, skip: bool):
         from contextlib import nullcontext

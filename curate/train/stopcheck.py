@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from curate.train.data import Conversation, prompt_text
+from curate.train.data import TrainingRow, prompt_text
 
 
 @dataclass
@@ -32,7 +32,7 @@ class StopCheck:
         )
 
 
-def held_out_prompts(conversations: list[Conversation], count: int) -> list[list[dict[str, str]]]:
+def held_out_prompts(conversations: list[TrainingRow], count: int) -> list[list[dict[str, str]]]:
     """The turns before the last assistant turn of the first `count` held-out conversations."""
     prompts = []
     for conversation in conversations[:count]:
@@ -65,7 +65,7 @@ def count_stopped(model, tokenizer, prompts: list[list[dict[str, str]]], stop_id
     return stopped
 
 
-def stop_check(model, tokenizer, conversations: list[Conversation], end_of_turn_ids: list[int], *, prompts: int, max_new_tokens: int, max_length: int, device) -> StopCheck:
+def stop_check(model, tokenizer, conversations: list[TrainingRow], end_of_turn_ids: list[int], *, prompts: int, max_new_tokens: int, max_length: int, device) -> StopCheck:
     chosen = held_out_prompts(conversations, prompts)
     stop_ids = sorted(set(end_of_turn_ids))
     with model.disable_adapter():

@@ -13,21 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.decisions import (
-    Action,
-    Decision,
-    DecisionJournal,
-    SaveSummary,
-    check_edited_row,
-    default_clean_path,
-    schema_row_rules,
-    write_reviewed,
-)
+from curate.decisions import Action, Decision, DecisionJournal, default_clean_path
+from curate.fix import FileFix, check_edited_row, left_findings, plan_row_fixes, save_reviewed, schema_row_rules
 from curate.text.diff import CompareMode
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.runner import LintResult, ProgressCallback, run_lint
 from curate.engine.settings import LintPlan
-from curate.fix import DUPLICATE_CODES, duplicate_groups
+from curate.rules.duplicates import duplicate_groups, is_duplicate_finding
 from curate.io import InputError, RawRow, read_rows
 
 SORT_KEYS: dict[str, Callable[[Finding], Any]] = {
@@ -224,7 +216,7 @@ class ReviewSession:
 
     def apply_to_cluster(self, finding: Finding) -> tuple[int, list[int]] | None:
         """Keep the first row of the finding's duplicate group and drop the rest, as one undo step."""
-        if finding.code not in DUPLICATE_CODES or self.journal is None:
+        if not is_duplicate_finding(finding) or self.journal is None:
             return None
         lines = self.cluster_of(finding)
         if len(lines) < 2:
@@ -249,17 +241,22 @@ class ReviewSession:
 
     # -- saving ------------------------------------------------------------------------------
 
-    def save(self) -> SaveSummary:
-        """Write the cleaned file (atomic; the input is never touched)."""
-        assert self.journal is not None
+    def save(self) -> FileFix:
+        """Write the cleaned file `curate fix` would write from this lint and journal (atomic;
+        the input is never touched)."""
+        assert self.journal is not None and self.result is not None
         rows = sorted(self.rows.values(), key=lambda row: row.line)
-        summary = write_reviewed(rows, self.journal.state, self.output)
+        summary = save_reviewed(self.result, self.data_path, rows, self.journal.state, self.output)
         self.changes_since_save = 0
         return summary
 
     def unresolved_errors(self) -> int:
-        """Error findings on rows the cleaned file still carries unchanged (not dropped, edited or waived)."""
-        return sum(1 for f in self.findings if f.severity is Severity.ERROR and f.line is not None and self.status_of(f) in ("", "kept"))
+        """Error findings the cleaned file still carries: neither its rule's fix nor the reviewer settled them."""
+        if self.result is None or self.journal is None:
+            return 0
+        states = {self.data_path: self.journal.state}
+        left = left_findings(self.result, plan_row_fixes(self.result, states), states)
+        return sum(1 for f in left if f.severity is Severity.ERROR and f.line is not None)
 
     @property
     def unsaved(self) -> bool:

@@ -375,7 +375,7 @@ class ReviewScreen(Screen):
         )
         errors = self.session.unresolved_errors()
         if errors:
-            self.notify(f"{errors} error finding{'s' if errors != 1 else ''} remain on rows you kept; `curate fix` drops broken rows.", severity="warning", timeout=6)
+            self.notify(f"{errors} error finding{'s' if errors != 1 else ''} remain on rows the cleaned file keeps; drop or edit them.", severity="warning", timeout=6)
         self._refresh_side_panes()
         return True
 

@@ -1,0 +1,176 @@
+"""What several rules share: candidate messages, final answers, locating a hit in an Alpaca
+prompt, previews and percentages, dataset counters, and the row edits their fixes make.
+
+Rules import from here, never from each other, so a rule module can change without breaking
+another one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
+
+import orjson
+
+from curate.engine.batch import Batch, Row
+from curate.formats import Message, RowFormat, conversation_to_record, normalize
+from curate.text.secrets import excerpt
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+# -- finding what to check --------------------------------------------------------------------
+
+
+def candidate_messages(batch: Batch, *predicates: pl.Expr, roles: tuple[str, ...] = ()) -> Iterator[tuple[Row, Message]]:
+    """(row, message) pairs whose content passes polars prefilters, in file order.
+    Predicates apply one after the other, so put the cheapest, most selective first."""
+    import polars as pl
+
+    frame = batch.messages
+    if roles:
+        frame = frame.filter(pl.col("role").is_in(roles))
+    for predicate in predicates:
+        frame = frame.filter(predicate)
+    for row_pos, msg_pos in frame.select("row", "msg").iter_rows():
+        row = batch.rows[row_pos]
+        yield row, row.conversation.messages[msg_pos]
+
+
+_FINAL_ANSWERS: WeakKeyDictionary[Batch, pl.DataFrame] = WeakKeyDictionary()
+
+
+def final_answers(batch: Batch) -> pl.DataFrame:
+    """`row`, `content` of each row's last non-empty assistant turn (built once per batch)."""
+    answers = _FINAL_ANSWERS.get(batch)
+    if answers is None:
+        answers = _FINAL_ANSWERS[batch] = _select_final_answers(batch)
+    return answers
+
+
+def _select_final_answers(batch: Batch) -> pl.DataFrame:
+    import polars as pl
+
+    return (
+        batch.messages.filter((pl.col("role") == "assistant") & (pl.col("content").str.strip_chars().str.len_bytes() > 0))
+        .unique(subset="row", keep="last", maintain_order=True)
+        .select("row", "content")
+    )
+
+
+def is_alpaca_prompt(row: Row, message: Message) -> bool:
+    """The Alpaca user turn is `instruction` and `input` joined; rules check those fields one by one."""
+    return row.format is RowFormat.ALPACA and message.container == "instruction"
+
+
+def locate(row: Row, message: Message, offset: int) -> tuple[Message, int]:
+    """The message a finding at `offset` should name, and the offset in it. For the
+    Alpaca prompt (`instruction` + blank line + `input`) a hit past the instruction
+    names the `input` field, so the user knows which field to edit."""
+    if is_alpaca_prompt(row, message):
+        instruction = row.obj.get("instruction", "")
+        start = len(instruction) + 2
+        if offset >= start and message.content.startswith(instruction) and len(message.content) > len(instruction):
+            return replace(message, content=message.content[start:], container="input"), offset - start
+    return message, offset
+
+
+# -- what messages say --------------------------------------------------------------------------
+
+
+def quoted(text: str, limit: int = 40) -> str:
+    """A short, single-line, quoted preview of `text` for a message, secrets masked (`excerpt`)."""
+    return f'"{excerpt(text, limit)}"'
+
+
+def percent(share: float) -> str:
+    """`72%`, or `99.2%` / `0.4%` where rounding to a whole percent would hide the point."""
+    whole = round(share * 100)
+    if whole in (0, 100) and 0 < share < 1:
+        return f"{share:.1%}"
+    return f"{whole}%"
+
+
+class DatasetCounter:
+    """Rows with a conversation, and the first file seen (where dataset-level findings point)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.path: str | None = None
+
+    def add(self, batch: Batch) -> None:
+        self.rows += sum(1 for row in batch.rows if row.conversation is not None)
+        if self.path is None and batch.rows:
+            self.path = batch.rows[0].path
+
+
+# -- the row edits fixes make (each returns a new value; the row as read is never changed) ------
+
+_SOURCE_PATTERN = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+def map_strings(value: Any, transform: Callable[[str], str], *, keys: bool = False) -> Any:
+    """A copy of a JSON value with `transform` applied to every string in it (and to keys if asked)."""
+    if isinstance(value, str):
+        return transform(value)
+    if isinstance(value, list):
+        return [map_strings(item, transform, keys=keys) for item in value]
+    if isinstance(value, dict):
+        return {(transform(key) if keys else key): map_strings(item, transform, keys=keys) for key, item in value.items()}
+    return value
+
+
+def redact_strings(value: Any, redact: Callable[[str], tuple[str, int]]) -> tuple[Any, int]:
+    """The value with `redact` applied to every string in it (not to keys), and the items replaced."""
+    replaced = 0
+
+    def redact_one(text: str) -> str:
+        nonlocal replaced
+        text, count = redact(text)
+        replaced += count
+        return text
+
+    return map_strings(value, redact_one), replaced
+
+
+def _target(obj: dict, source: str | None) -> Any:
+    """The top level (source None) or the message named by a source such as `messages[2]`."""
+    if source is None:
+        return obj
+    match = _SOURCE_PATTERN.match(source)
+    items = obj.get(match.group(1)) if match else None
+    index = int(match.group(2)) if match else -1
+    return items[index] if isinstance(items, list) and 0 <= index < len(items) else None
+
+
+def remove_key(obj: dict, source: str | None, key: str) -> dict:
+    """A copy of the row without one top-level (source None) or message-level key."""
+    obj = orjson.loads(orjson.dumps(obj))  # deep copy: the caller's row stays as read
+    target = _target(obj, source)
+    if isinstance(target, dict):
+        target.pop(key, None)
+    return obj
+
+
+def rename_role(obj: dict, source: str, role: str) -> dict:
+    """A copy of the row with the `role` of the message named by `source` set to `role`."""
+    obj = orjson.loads(orjson.dumps(obj))
+    target = _target(obj, source)
+    if isinstance(target, dict) and "role" in target:
+        target["role"] = role
+    return obj
+
+
+def clear_field(obj: Any, key: str) -> Any:
+    """A copy of the row with a top-level field set to "" (a placeholder Alpaca `input`)."""
+    return {**obj, key: ""} if isinstance(obj, dict) else obj
+
+
+def as_messages_record(obj: dict) -> dict:
+    """The row in the OpenAI `messages` format (meta keys kept)."""
+    conversation = normalize(obj)
+    return obj if conversation is None else conversation_to_record(conversation)
