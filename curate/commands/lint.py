@@ -58,11 +58,12 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
     if plan is None:
         return 2
-    inputs = lint_inputs(plan)
-    if refuse_overwriting_inputs([args.output, args.write_baseline], inputs) or refuse_overwriting_inputs(
-        [args.write_baseline], [path for path in inputs if path != plan.baseline]
-    ):
-        return 2
+    if args.output or args.write_baseline:  # a plain lint writes nothing: no inputs to list (pre-commit start-up)
+        inputs = lint_inputs(plan)
+        if refuse_overwriting_inputs([args.output, args.write_baseline], inputs) or refuse_overwriting_inputs(
+            [args.write_baseline], [path for path in inputs if path != plan.baseline]
+        ):
+            return 2
     baseline = None
     try:
         if plan.baseline and not args.write_baseline:
