@@ -459,3 +459,22 @@ def test_train_state_is_what_a_checkpoint_saves_and_resume_restores():
     saved = json.loads(json.dumps({**state.to_json(), "config": {"epochs": 1}, "data_sha256": "ab12", "eval_sha256": None}))
     assert TrainState.from_json(saved) == state
     assert TrainState.from_json({"step": 3, "metrics": []}) == TrainState(step=3)  # an older state.json
+
+
+def test_dry_run_and_training_refuse_truncation_that_leaves_nothing_with_one_message(tmp_path, capsys):
+    """The dry run and `Run.setup` ask `data_refusal` the same question, in the same words."""
+    from curate.cli import main
+    from curate.train.model import load_tokenizer
+    from curate.train.recipe import data_refusal, prepare_data
+
+    rows = [{"messages": [{"role": "user", "content": f"Tell me about the number {i} in one long sentence, please."},
+                          {"role": "assistant", "content": f"The number {i} is a number."}]} for i in range(12)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    code = main(["train", str(data), "--model", str(TINY), "--dry-run", "--max-seq-length", "16", "--isolated"])
+    err = capsys.readouterr().err
+    from curate.train.config import TrainConfig
+
+    config = TrainConfig(model=str(TINY), max_seq_length=16)
+    expected = data_refusal(config, prepare_data(config, load_tokenizer(config.model), str(data)))
+    assert code == 2 and expected is not None
+    assert f"curate: error: {expected}" in err

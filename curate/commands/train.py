@@ -216,7 +216,7 @@ def _lint_gate(args: argparse.Namespace, config, lint_config_path):
 def _dry_run(args: argparse.Namespace, config, gate) -> int:
     from curate.train.dryrun import dry_run_report
     from curate.train.model import ModelLoadError, load_tokenizer, quiet_libraries
-    from curate.train.recipe import TrainError, audit_failure_text, prepare_data, template_problems_text
+    from curate.train.recipe import Refused, TrainError, audit_failure_text, data_refusal, prepare_data
 
     quiet_libraries()
     try:
@@ -227,8 +227,9 @@ def _dry_run(args: argparse.Namespace, config, gate) -> int:
         return EXIT_ERROR
     if not gate.passed:
         print(f"lint gate: training would be refused{' (--force given: it would train anyway)' if args.force else ''}")
-    if data.train.problems or data.evaluation.problems:
-        print(template_problems_text(data))
+    refusal = data_refusal(config, data)
+    if isinstance(refusal, Refused):  # the template cannot render rows as trained: nothing to plan
+        print(refusal)
         return EXIT_REFUSED
     try:
         lines, audit, _ = dry_run_report(config, tokenizer, data)
@@ -236,8 +237,8 @@ def _dry_run(args: argparse.Namespace, config, gate) -> int:
         error(str(exc))
         return EXIT_ERROR
     print("\n".join(lines))
-    if not data.train.examples:
-        error(f"truncation at max-seq-length {config.max_seq_length} cuts every assistant token of every training example; raise --max-seq-length")
+    if refusal is not None:
+        error(str(refusal))
         return EXIT_ERROR
     if not audit.ok:
         print(audit_failure_text(audit))

@@ -118,6 +118,16 @@ def prepare_data(config: TrainConfig, tokenizer, data_path: str, gate: GateOutco
     return PreparedData(len(conversations), unusable, train, evaluation, eval_rows, source, kept_together)
 
 
+def data_refusal(config: TrainConfig, data: PreparedData) -> TrainError | None:
+    """Why prepared data must not train, or None: rows the template cannot render as trained
+    (a Refused), or truncation that left no assistant token. `Run.setup` and the dry run both ask."""
+    if data.train.problems or data.evaluation.problems:
+        return Refused(template_problems_text(data))
+    if not data.train.examples:
+        return TrainError(f"truncation at max-seq-length {config.max_seq_length} cuts every assistant token of every training example; raise --max-seq-length")
+    return None
+
+
 def plan_schedule(config: TrainConfig, train_examples: int, processes: int) -> Schedule:
     per_epoch = micro_batches_per_epoch(train_examples, config.batch_size)
     per_step = config.gradient_accumulation * processes
@@ -260,10 +270,9 @@ class Run:
         self.eval_sha256 = file_sha256(config.eval_file) if config.eval_file else None
         self.tokenizer = builders.load_tokenizer(config.model)
         self.data = prepare_data(config, self.tokenizer, self.data_path, self.gate)
-        if self.data.train.problems or self.data.evaluation.problems:
-            raise Refused(template_problems_text(self.data))
-        if not self.data.train.examples:
-            raise TrainError(f"truncation at max-seq-length {config.max_seq_length} cut every assistant token of every training example; raise --max-seq-length")
+        refusal = data_refusal(config, self.data)
+        if refusal is not None:
+            raise refusal
 
         self.base_path = builders.resolve_model_path(config.model)
         attention = builders.default_attention(self.device, config.attn_implementation)
