@@ -235,7 +235,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     previous = write_jsonl(tmp_path / "o" / "generations.jsonl", [{"messages": []}]) if (tmp_path / "o").mkdir() is None else None
     before = previous.read_bytes()
     assert main(["eval", "--model", "m", "--data", str(previous), "-o", str(tmp_path / "o")]) == 2
-    assert "would be overwritten" in capsys.readouterr().err and previous.read_bytes() == before
+    assert "holds the input" in capsys.readouterr().err and previous.read_bytes() == before
+    run = tmp_path / "runs" / "first"
+    run.mkdir(parents=True)
+    assert main(["eval", str(run), "-o", str(tmp_path / "runs")]) == 2  # a folder holding the run folder
+    assert "holds the input" in capsys.readouterr().err
     pytest.importorskip("torch")
     try:
         import vllm  # noqa: F401

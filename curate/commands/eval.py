@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from curate.commands.common import error
+from curate.commands.common import error, model_files, overwrite_problem
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 CANDIDATE_KINDS = ("base", "few-shot", "adapter", "merged")
@@ -103,8 +103,10 @@ def _run(args: argparse.Namespace) -> int:
     for path in (args.data, args.regression, args.system_prompt, args.train):
         if path and not Path(path).is_file():
             raise EvalError(f"{path}: no such file")
-        if path and Path(path).resolve().parent == output.resolve():
-            raise EvalError(f"{path}: an input inside the output folder {output} would be overwritten; choose another -o")
+    inputs = [args.data, args.regression, args.system_prompt, args.train, *args.runs, *args.adapter, *args.merged, *model_files(args.model)]
+    problem = overwrite_problem([output], [path for path in inputs if path], folders=True)  # the one guard every command uses
+    if problem:
+        raise EvalError(problem)
 
     runs = [read_run(folder) for folder in args.runs]
     bases = {run.base_model for run in runs}
