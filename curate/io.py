@@ -131,11 +131,13 @@ def _open_binary(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _data_suffix(path: Path) -> str:
+def data_suffix(path: Path) -> tuple[str, bool]:
+    """(the data suffix, lowercased; whether the file is gzipped)."""
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
+    gzipped = bool(suffixes) and suffixes[-1] == ".gz"
+    if gzipped:
         suffixes = suffixes[:-1]
-    return suffixes[-1] if suffixes else ""
+    return (suffixes[-1] if suffixes else ""), gzipped
 
 
 def _parse_line(path: str, line_no: int, raw: bytes | None, size: int) -> RawRow:
@@ -309,7 +311,7 @@ def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTE
     if rows is None:
         path = Path(path)
         check_input_file(path)
-        suffix = _data_suffix(path)
+        suffix, _ = data_suffix(path)
         if suffix == ".parquet":
             rows = iter_parquet(path)
         elif suffix == ".json":

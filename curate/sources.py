@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from curate.io import InputError, RawRow, check_input_file
+from curate.io import InputError, RawRow, check_input_file, data_suffix
 
 STDIN = "-"
 HF_SCHEME = "hf://datasets/"
@@ -69,15 +69,6 @@ def is_folder(path: Path) -> bool:
 def is_dataset_folder(path: Path) -> bool:
     """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
     return is_folder(path) and ((path / "state.json").is_file() and (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file())
-
-
-def data_suffix(path: Path) -> tuple[str, bool]:
-    """(the data suffix, lowercased; whether the file is gzipped)."""
-    suffixes = [s.lower() for s in path.suffixes]
-    gzipped = bool(suffixes) and suffixes[-1] == ".gz"
-    if gzipped:
-        suffixes = suffixes[:-1]
-    return (suffixes[-1] if suffixes else ""), gzipped
 
 
 def source_kind(source: str) -> str:

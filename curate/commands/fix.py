@@ -69,7 +69,8 @@ def output_paths(args: argparse.Namespace, paths: list[str] | None = None) -> di
 
 def clean_path(path: str, output_format: str | None) -> Path:
     """`<name>.clean.jsonl`, or `<name>.clean.parquet` when the output is Parquet."""
-    from curate.sources import data_suffix, output_format_for
+    from curate.io import data_suffix
+    from curate.sources import output_format_for
 
     source = Path(path.rstrip("/"))
     suffix, gzipped = data_suffix(source)
