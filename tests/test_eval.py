@@ -240,6 +240,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     run.mkdir(parents=True)
     assert main(["eval", str(run), "-o", str(tmp_path / "runs")]) == 2  # a folder holding the run folder
     assert "holds the input" in capsys.readouterr().err
+    assert main(["eval", "--model", "m", "--data", str(run), "-o", str(tmp_path / "elsewhere")]) == 2  # a folder is no data file
+    assert "is a directory" in capsys.readouterr().err
     pytest.importorskip("torch")
     try:
         import vllm  # noqa: F401

@@ -87,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     from curate.evaluate.generation import EngineUnavailable, check_vllm
     from curate.evaluate.items import EvalError, limit_items, read_items
     from curate.evaluate.pipeline import read_run
+    from curate.io import InputError, check_input_file
     from curate.train.data import read_conversations
 
     if args.engine == "vllm":
@@ -101,8 +102,11 @@ def _run(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         raise EvalError(f"{output} exists and is not a folder; choose another -o")
     for path in (args.data, args.regression, args.system_prompt, args.train):
-        if path and not Path(path).is_file():
-            raise EvalError(f"{path}: no such file")
+        if path:
+            try:
+                check_input_file(Path(path))  # missing, a directory, a FIFO: the readers' own check
+            except InputError as exc:
+                raise EvalError(str(exc)) from None
     inputs = [args.data, args.regression, args.system_prompt, args.train, *args.runs, *args.adapter, *args.merged, *model_files(args.model)]
     problem = overwrite_problem([output], [path for path in inputs if path], folders=True)  # the one guard every command uses
     if problem:
