@@ -1,9 +1,13 @@
 """Benchmark the lint pass: rows/s for the SC rules and SC+QL at 10k and 100k rows,
 the QL rules against a naive per-message Python loop measured in the same run,
-and the wall time of `curate lint` on 1k rows in a fresh interpreter.
+the whole `curate lint` (every default rule, JSON report, a fresh process) against the rensa
+near-duplicate pipeline alone on the same file (bench/rensa_baseline.py; issue 16 asks the
+whole lint to be the faster at 100k rows), and the wall time of `curate lint` on 1k rows in
+a fresh interpreter.
 
     .venv/bin/python bench/lint.py                 # 10k and 100k rows
     .venv/bin/python bench/lint.py --sizes 10000   # quicker
+    .venv/bin/python bench/lint.py --sizes 10000 --full-sizes 100000 1000000   # the 1M race (~5 min)
 
 Rows come from bench/generate.py, with 1% replaced by rows that carry a quality
 problem (placeholder, PII, a key, control characters, a merged example,
@@ -20,6 +24,7 @@ the ratio; the full-pass figures include them.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import subprocess
 import sys
@@ -139,10 +144,50 @@ def cli_seconds(path: Path, repeats: int = 3) -> tuple[float, float]:
     return best([sys.executable, "-m", "curate", "lint", "--isolated", str(path)]), best([sys.executable, "-c", "pass"])
 
 
+def measured_process(command: list[str]) -> dict:
+    """Wall seconds, CPU seconds (user + sys, every thread) and peak RSS of one child process."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    stdout = child.stdout.read() if child.stdout else b""
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(command)} exited {child.returncode}")
+    return {"wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_mib": usage.ru_maxrss / 1024, "stdout": stdout.decode()}
+
+
+def full_lint_vs_rensa(path: Path, repeats: int) -> tuple[dict, dict]:
+    """`curate lint` with every default rule (JSON report, as CI runs it) against the rensa
+    near-duplicate pipeline alone on the same file, each a fresh process from the first byte,
+    alternating; the best run of each by wall time (the machine is shared)."""
+    report = OUT / f"{path.stem}-report.json"
+    lint_runs, rensa_runs = [], []
+    for _ in range(repeats):
+        lint_runs.append(measured_process([sys.executable, "-m", "curate", "lint", "--isolated", "--format", "json", "-o", str(report), str(path)]))
+        rensa = measured_process([sys.executable, str(ROOT / "bench" / "rensa_baseline.py"), str(path)])
+        rensa_runs.append({**rensa, **orjson.loads(rensa["stdout"].strip().splitlines()[-1])})
+    lint = min(lint_runs, key=lambda run: run["wall_s"])
+    lint["findings"] = len(orjson.loads(report.read_bytes())["findings"])
+    return lint, min(rensa_runs, key=lambda run: run["wall_s"])
+
+
+def print_full_lint_vs_rensa(n: int, lint: dict, rensa: dict) -> None:
+    print(f"{n:>8}  curate lint, all default rules: {lint['wall_s']:.2f} s wall, {lint['cpu_s']:.2f} s CPU, "
+          f"{lint['peak_mib']:,.0f} MiB peak, {lint['findings']:,} findings ({n / lint['wall_s']:,.0f} rows/s)")
+    print(f"{'':>8}  rensa near-duplicate pipeline alone ({rensa['bands']} bands): {rensa['wall_s']:.2f} s wall, "
+          f"{rensa['cpu_s']:.2f} s CPU, {rensa['peak_mib']:,.0f} MiB peak, {rensa['rows_with_earlier_similar']:,} rows with an earlier similar row")
+    print(f"{'':>8}  -> every default rule vs rensa's one: {rensa['wall_s'] / lint['wall_s']:.2f}x by wall, "
+          f"{rensa['cpu_s'] / lint['cpu_s']:.2f}x by CPU (above 1: the whole lint is faster)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--naive-rows", type=int, default=20_000, help="rows the naive loop runs on (it takes minutes on 100k)")
+    parser.add_argument("--full-sizes", type=int, nargs="*", default=[100_000],
+                        help="sizes for the whole-lint vs rensa race (add 1000000 for the 1M figure: ~5 min)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs per side in the race")
     args = parser.parse_args()
 
     small = write_rows(OUT / "lint-1000.jsonl", 1000)
@@ -162,9 +207,13 @@ def main() -> None:
         print(f"{'':>8}  -> vectorized QL row rules: {(n / fast) / (slow_rows / slow):.1f}x the naive loop's rows/s")
         del batches
 
+    print()
+    for n in args.full_sizes:
+        print_full_lint_vs_rensa(n, *full_lint_vs_rensa(write_rows(OUT / f"lint-{n}.jsonl", n), args.repeats))
+
     wall, bare = cli_seconds(small)
     print(f"\n`curate lint` on 1,000 rows, subprocess wall (best of 3): {wall:.2f} s "
-          f"(target < 1.5 s; bare `python -c pass`: {bare:.2f} s, so curate adds {wall - bare:.2f} s)")
+          f"(target < 0.6 s; bare `python -c pass`: {bare:.2f} s, so curate adds {wall - bare:.2f} s)")
 
 
 if __name__ == "__main__":

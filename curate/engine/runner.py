@@ -10,6 +10,7 @@ import gc
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -151,6 +152,41 @@ def observe_dataset_rules(dataset_rules: list[DatasetRule], batch: Batch, left_o
         rule.observe(views.view("without_preference_rows", rule.code, left_out) if rule.skips_preference_rows else batch)
 
 
+class BackgroundObserver:
+    """Dataset rules observe each batch in a second thread while the main thread reads the next
+    batch and runs the row rules on this one. Most of a rule's observe is polars and numpy work,
+    which releases the GIL, so the two threads use both cores. Batches are observed one at a
+    time and in order (each `observe` first waits for the previous batch), so every rule sees
+    exactly the batches, in the order, a serial run would; an exception in a rule is raised in
+    the main thread at the next `observe` or `wait`."""
+
+    def __init__(self, dataset_rules: list[DatasetRule], left_out: Counter[str]):
+        self.dataset_rules = dataset_rules
+        self.left_out = left_out
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+
+    def observe(self, batch: Batch) -> None:
+        self.wait()
+        if not self.dataset_rules:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-observe")
+        batch.messages  # built once here, before both threads ask for it
+        self._pending = self._executor.submit(observe_dataset_rules, self.dataset_rules, batch, self.left_out)
+
+    def wait(self) -> None:
+        """Block until the last batch is observed (re-raising what its rules raised)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
 def add_row_indexes(findings: list[Finding], json_indexes: dict[tuple[str, int], int]) -> None:
     """Findings on rows that are not JSONL lines carry the row's 0-based `row_index` too: JSON
     arrays (whose `line` is where the object starts) and tables (Parquet, CSV, Arrow, datasets)."""
@@ -203,27 +239,32 @@ def _run_lint(
     roleless: Counter[str] = Counter()
     left_out: Counter[str] = Counter()
     json_indexes: dict[tuple[str, int], int] = {}
-    for path in plan.paths:
-        try:
-            for raw_rows in iter_batches(path, batch_size, plan.max_row_bytes, plan.source_options):
-                if plan.columns:
-                    apply_column_mapping(raw_rows, plan.columns)
-                batch = Batch.from_raw(raw_rows)
-                rows += len(batch)
-                findings.extend(check_row_rules(row_rules, batch, roleless, errors))
-                observe_dataset_rules(dataset_rules, batch, left_out)
-                formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
-                json_indexes.update(((raw.path, raw.line), raw.index) for raw in raw_rows if isinstance(raw, IndexedRow))
-                if keep_row_hashes:
-                    row_hashes.update(((raw.path, raw.line), row_hash(raw)) for raw in raw_rows)
-                if on_rows:
-                    on_rows(raw_rows)
-                done_bytes += sum(raw.size for raw in raw_rows)
-                if on_progress:
-                    on_progress(Progress("read", min(done_bytes, total_bytes), total_bytes, rows, path))
-            files_read.append(path)
-        except InputError as exc:
-            errors.append(str(exc))
+    observer = BackgroundObserver(dataset_rules, left_out)
+    try:
+        for path in plan.paths:
+            try:
+                for raw_rows in iter_batches(path, batch_size, plan.max_row_bytes, plan.source_options):
+                    if plan.columns:
+                        apply_column_mapping(raw_rows, plan.columns)
+                    batch = Batch.from_raw(raw_rows)
+                    rows += len(batch)
+                    observer.observe(batch)
+                    findings.extend(check_row_rules(row_rules, batch, roleless, errors))
+                    formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
+                    json_indexes.update(((raw.path, raw.line), raw.index) for raw in raw_rows if isinstance(raw, IndexedRow))
+                    if keep_row_hashes:
+                        row_hashes.update(((raw.path, raw.line), row_hash(raw)) for raw in raw_rows)
+                    if on_rows:
+                        on_rows(raw_rows)
+                    done_bytes += sum(raw.size for raw in raw_rows)
+                    if on_progress:
+                        on_progress(Progress("read", min(done_bytes, total_bytes), total_bytes, rows, path))
+                files_read.append(path)
+            except InputError as exc:
+                errors.append(str(exc))
+        observer.wait()
+    finally:
+        observer.close()
     skipped = dict(plan.skipped)
     for code, count in roleless.items():
         skipped[code] = f"{count} {'row has' if count == 1 else 'rows have'} no roles (TRL text format)"
