@@ -21,7 +21,10 @@ from curate.engine.settings import LintPlan, severity_fails
 from curate.io import InputError, RawRow, file_size, iter_batches, row_hash
 from curate.sources import IndexedRow, apply_column_mapping, source_kind
 
-DEFAULT_BATCH_SIZE = 20_000
+#: Rows per batch. 20k-row batches held ~10 KB of transient Python objects and arrays per row
+#: (~200 MB, two batches in flight with the observer thread); 5k rows use the same CPU time
+#: (100k rows: 8.3-8.6 s vs 8.9-9.0 s) at about half the peak (334 MB vs 619 MB).
+DEFAULT_BATCH_SIZE = 5_000
 
 
 @dataclass(frozen=True, slots=True)
