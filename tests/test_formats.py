@@ -112,3 +112,37 @@ def test_column_mapping_builds_messages_or_renames_keys():
     assert apply_columns({"input": "2+2?", "target": "4"}, {"input": "prompt", "target": "completion"}) == {"prompt": "2+2?", "completion": "4"}
     assert apply_columns({"messages": []}, {"question": "user"}) == {"messages": []}
     assert column_problems({"question": "asker"}) and not column_problems({"q": "user", "a": "completion"})
+
+
+def test_mixed_row_formats_are_counted_per_file(tmp_path):
+    """SC010 takes each file's dominant format on its own: a file of Alpaca rows with one chat row
+    beside a file of chat rows with one Alpaca row flags one row in each."""
+    from curate.engine.runner import run_lint
+    from curate.engine.settings import LintRequest, plan_lint
+    from tests.conftest import write_jsonl
+
+    chat = {"messages": [{"role": "user", "content": "What is 6 times 7?"}, {"role": "assistant", "content": "42"}]}
+    alpaca = {"instruction": "What is 6 times 7?", "input": "", "output": "42"}
+    first = write_jsonl(tmp_path / "a.jsonl", [alpaca, alpaca, chat, alpaca])
+    second = write_jsonl(tmp_path / "b.jsonl", [chat, alpaca, chat, chat, chat])
+    result = run_lint(plan_lint(LintRequest(paths=[str(first), str(second)], select=["SC010"], isolated=True)), batch_size=2)
+    assert [(f.path, f.line, f.data["format"], f.data["dominant"]) for f in result.findings] == [
+        (str(first), 3, "messages", "alpaca"),
+        (str(second), 2, "alpaca", "messages"),
+    ]
+    assert "3 of 4 rows in this file use alpaca" in result.findings[0].message
+
+
+def test_mixed_row_formats_in_one_batch_of_two_files(tmp_path):
+    """Rows of two files in one batch (a dataset's splits): a format seen in only one of them
+    counts in that one."""
+    from curate.engine.batch import Batch
+    from curate.engine.rule import load_builtin_rules
+    from curate.io import RawRow
+
+    chat = {"messages": [{"role": "user", "content": "What is 6 times 7?"}, {"role": "assistant", "content": "42"}]}
+    alpaca = {"instruction": "What is 6 times 7?", "input": "", "output": "42"}
+    rows = [("a", chat), ("a", chat), ("a", alpaca), ("b", chat), ("b", chat)]
+    rule = load_builtin_rules()["SC010"]()
+    rule.observe(Batch.from_raw([RawRow(path, line, None, obj=obj) for line, (path, obj) in enumerate(rows, start=1)]))
+    assert [(f.path, f.line) for f in rule.finish()] == [("a", 3)]

@@ -8,7 +8,6 @@ cleaner keeps, and carry the whole cluster in `data["cluster"]`.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -19,7 +18,7 @@ from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import REGISTRY, DatasetRule, Fix, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
-from curate.rules.toolkit import percent
+from curate.rules.toolkit import RowLocations, percent
 from curate.text.answers import POLAR_WORDS
 from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets
 from curate.text.rows import batch_features, batch_tokens, number_keys
@@ -42,57 +41,6 @@ KEPT_COMPARED = 64
 SCREEN_MARGIN = 0.12
 #: In a group of rows sharing one prompt, each row is compared with at most this many others (DU003).
 COMPARED_ANSWERS = 50
-
-
-class RowLocations:
-    """(path, line) of every row a rule kept, by a global row id, stored as arrays, not tuples."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        self._path_ids: dict[str, int] = {}
-        self._path_parts: list[np.ndarray] = []
-        self._line_parts: list[np.ndarray] = []
-        self.count = 0
-
-    def add(self, batch: Batch, positions: np.ndarray) -> np.ndarray:
-        """Record the rows at `positions` of `batch`; returns their global ids."""
-        paths, path_index, lines = batch_locations(batch)
-        ids_of_paths = np.array([self._path_id(path) for path in paths], dtype=np.int32)
-        self._path_parts.append(ids_of_paths[path_index[positions]])
-        self._line_parts.append(lines[positions])
-        ids = np.arange(self.count, self.count + len(positions), dtype=np.int64)
-        self.count += len(positions)
-        return ids
-
-    def _path_id(self, path: str) -> int:
-        if path not in self._path_ids:
-            self._path_ids[path] = len(self.paths)
-            self.paths.append(path)
-        return self._path_ids[path]
-
-    def freeze(self) -> None:
-        self.path_of = np.concatenate(self._path_parts) if self._path_parts else np.zeros(0, np.int32)
-        self.line_of = np.concatenate(self._line_parts) if self._line_parts else np.zeros(0, np.int64)
-
-    def location(self, row_id: int) -> Location:
-        return Location(self.paths[int(self.path_of[row_id])], int(self.line_of[row_id]))
-
-
-_LOCATIONS: weakref.WeakKeyDictionary[Batch, tuple[list[str], np.ndarray, np.ndarray]] = weakref.WeakKeyDictionary()
-
-
-def batch_locations(batch: Batch) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(the batch's distinct paths, each row's index into them, each row's line), built once per
-    batch for every duplicate rule that keeps row locations."""
-    found = _LOCATIONS.get(batch)
-    if found is None:
-        raws = [row.raw for row in batch.rows]
-        paths = list(dict.fromkeys(raw.path for raw in raws))
-        index = {path: position for position, path in enumerate(paths)}
-        path_index = np.zeros(len(raws), dtype=np.int32) if len(paths) == 1 else np.array([index[raw.path] for raw in raws], dtype=np.int32)
-        lines = np.array([raw.line for raw in raws], dtype=np.int64)
-        found = _LOCATIONS[batch] = (paths, path_index, lines)
-    return found
 
 
 def release_freed_memory() -> None:

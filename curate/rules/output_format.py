@@ -29,7 +29,7 @@ from pydantic import Field
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RuleOptions
-from curate.rules.toolkit import final_answers, percent
+from curate.rules.toolkit import LocationsByKey, final_answers, percent
 
 if TYPE_CHECKING:
     import polars as pl
@@ -263,7 +263,7 @@ class MixedOutputFormats(DatasetRule):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.seen = FormatCounts()
-        self.locations: dict[str, list[tuple[str, int]]] = {}
+        self.locations = LocationsByKey()  # by output format
 
     def family(self, fmt: str) -> str:
         if self.options.separate_markdown and fmt in ("prose", "markdown"):
@@ -284,10 +284,7 @@ class MixedOutputFormats(DatasetRule):
     def observe(self, batch: Batch) -> None:
         outputs = batch_outputs(batch)
         self.seen.add(batch, outputs)
-        rows = batch.rows
-        for position, fmt in zip(outputs.rows, outputs.formats):
-            row = rows[position]
-            self.locations.setdefault(fmt, []).append((row.path, row.line))
+        self.locations.add(batch, outputs.formats, outputs.rows)
 
     def finish(self) -> Iterator[Finding]:
         total = self.seen.total
@@ -299,14 +296,14 @@ class MixedOutputFormats(DatasetRule):
             return
         formats = dict(self.seen.counts.most_common())
         if share > 0.5:
-            for fmt, locations in self.locations.items():
+            for fmt, locations in self.locations.frozen().items():
                 if fmt in accepted:
                     continue
                 shown = f"{fmt} (does not parse)" if fmt == "json-like" else fmt
                 message = f"assistant output is {shown}; {percent(share)} of outputs are {or_list(accepted)}"
                 data = {"format": fmt, "convention": accepted, "share": round(share, 4), "formats": formats}
-                for path, line in locations:
-                    yield self.finding(path, line, message, data=data)
+                for path_id, line in zip(locations.path_of.tolist(), locations.line_of.tolist()):
+                    yield self.finding(locations.paths[path_id], line, message, data=data)
         if share < self.options.dominant_share:
             yield self.finding(
                 self.seen.first_path or "",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from collections import Counter
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
@@ -12,7 +12,10 @@ from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Fix, RowRule, RuleOptions
 from curate.formats import CANONICAL_ROLES, CONVERTIBLE_TO_MESSAGES, FORMAT_KEYS, MESSAGE_KEYS, OPENAI_ROLE_FORMATS, RowFormat, detect_format, raw_message_items
 from curate.config import suggest
-from curate.rules.toolkit import as_messages_record, remove_key, rename_role
+from curate.rules.toolkit import LocationsByKey, as_messages_record, remove_key, rename_role
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class DropsBrokenRows:
@@ -515,22 +518,29 @@ class MixedRowFormats(DatasetRule):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.rows_by_file: dict[str, list[tuple[int, str]]] = {}
+        self.rows_by_format = LocationsByKey()
 
     def observe(self, batch: Batch) -> None:
-        for row in batch.rows:
-            if row.format is not None:
-                self.rows_by_file.setdefault(row.path, []).append((row.line, str(row.format)))
+        positions = [position for position, row in enumerate(batch.rows) if row.format is not None]
+        self.rows_by_format.add(batch, [str(batch.rows[position].format) for position in positions], positions)
 
     def finish(self) -> Iterable[Finding]:
-        for path, rows in self.rows_by_file.items():
-            counts = Counter(fmt for _, fmt in rows)
-            if len(counts) < 2:
+        lines_by_file: dict[str, dict[str, np.ndarray]] = {}  # path -> format -> its lines, in the order read
+        for fmt, group in self.rows_by_format.frozen().items():
+            for path_id, path in enumerate(group.paths):
+                lines = group.line_of[group.path_of == path_id]
+                if len(lines):  # a group names every path of the batches it saw, rows of its format or not
+                    lines_by_file.setdefault(path, {})[fmt] = lines
+        for path, formats in lines_by_file.items():
+            if len(formats) < 2:
                 continue
-            dominant, dominant_count = counts.most_common(1)[0]
-            for line, fmt in rows:
+            # The most common format; on a tie the one the file shows first.
+            dominant = max(formats, key=lambda fmt: (len(formats[fmt]), -int(formats[fmt][0])))
+            message = f"{len(formats[dominant])} of {sum(map(len, formats.values()))} rows in this file use {dominant}"
+            for fmt, lines in formats.items():
                 if fmt != dominant:
-                    yield self.finding(path, line, f"row is in the {fmt} format; {dominant_count} of {len(rows)} rows in this file use {dominant}", data={"format": fmt, "dominant": dominant})
+                    for line in lines.tolist():
+                        yield self.finding(path, line, f"row is in the {fmt} format; {message}", data={"format": fmt, "dominant": dominant})
 
 
 def to_messages(obj: object) -> object:
