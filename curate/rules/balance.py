@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
+from curate.lightmodel import Field, field_validator
 
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import Field, field_validator
+from curate.lightmodel import Field, field_validator
 
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import Field
+from curate.lightmodel import Field
 
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 import orjson
-from pydantic import Field
+from curate.lightmodel import Field
 
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity

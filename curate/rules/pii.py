@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import Field
+from curate.lightmodel import Field
 
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pydantic import Field
+from curate.lightmodel import Field
 
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Location, Severity

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from curate.lightmodel import Field
 
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity

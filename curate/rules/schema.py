@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from collections import Counter
 
-from pydantic import Field
+from curate.lightmodel import Field
 
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity

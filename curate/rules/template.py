@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from curate.lightmodel import Field
 
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
