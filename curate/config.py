@@ -8,9 +8,7 @@ and every error is collected before failing, so one run shows them all.
 
 from __future__ import annotations
 
-import difflib
 import os
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -89,6 +87,8 @@ def find_config(start: Path) -> Path | None:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when a config file is read (not with --isolated, nor for `--help`)
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -109,6 +109,8 @@ def table_of(path: Path) -> dict[str, Any]:
 
 def suggest(word: str, choices: list[str] | set[str]) -> str:
     """' (did you mean `x`?)' or ''."""
+    import difflib
+
     match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f" (did you mean `{match[0]}`?)" if match else ""
 

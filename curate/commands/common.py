@@ -65,6 +65,8 @@ def csv_list(value: str) -> list[str]:
 
 def parse_rule_options(items: list[str]) -> dict[str, dict]:
     """`DU002.threshold=0.9` -> {"DU002": {"threshold": 0.9}}; values are TOML literals or bare strings."""
+    if not items:
+        return {}
     import tomllib
 
     from curate.config import ConfigError

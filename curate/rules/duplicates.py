@@ -601,11 +601,11 @@ class ConflictingResponses(DatasetRule):
         self.parts.append(features.select(*self.COLUMNS).with_columns(row_id=pl.Series(ids)))
 
     def finish(self) -> Iterable[Finding]:
-        import polars as pl
-
         self.locations.freeze()
         if not self.parts:
             return
+        import polars as pl
+
         rows = pl.concat(self.parts)
         self.parts = []
         shared = rows.filter((pl.len().over("prompt_key") > 1) & (pl.col("answer_key").n_unique().over("prompt_key") > 1))
