@@ -35,9 +35,9 @@ class FieldSpec:
 
     def default(self) -> Any:
         """The default value (a factory's result), or _MISSING for a required field."""
-        if "default_factory" in self.kwargs and self.kwargs["default_factory"] is not None:
+        if self.kwargs.get("default_factory") is not None:
             return self.kwargs["default_factory"]()
-        value = self.args[0] if self.args else self.kwargs.get("default", _MISSING)
+        value = self.args[0] if self.args else self.kwargs.get("default", ...)
         return _MISSING if value is ... else value
 
 
@@ -77,26 +77,21 @@ class LightModel(metaclass=_LightMeta):
     """Base of settings models whose pydantic validation is built on first use."""
 
     model_config: dict[str, Any] = {}
-    #: name -> FieldSpec or plain default, this class's and its bases', in declaration order.
+    #: name -> FieldSpec (a pydantic FieldInfo works too) or plain default, this class's and its
+    #: bases', in declaration order. Validators stay in the class dict until the twin is built.
     _light_fields: dict[str, Any] = {}
-    _light_validators: dict[str, ValidatorSpec] = {}
     _light_twin: Any = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         fields = dict(cls._light_fields)
-        validators = dict(cls._light_validators)
         for name, annotation in cls.__dict__.get("__annotations__", {}).items():
             if name.startswith("_") or "ClassVar" in str(annotation):
                 continue
             fields[name] = cls.__dict__.get(name, _MISSING)
             if name in cls.__dict__:
                 delattr(cls, name)  # as in pydantic, a field is not a class attribute
-        for name, value in list(cls.__dict__.items()):
-            if isinstance(value, ValidatorSpec):
-                validators[name] = value
         cls._light_fields = fields
-        cls._light_validators = validators
         cls._light_twin = None
 
     def __init__(self, **values: Any) -> None:
@@ -104,11 +99,11 @@ class LightModel(metaclass=_LightMeta):
             self._light_copy(type(self).pydantic_model().model_validate(values))
             return
         for name, spec in self._light_fields.items():
-            object.__setattr__(self, name, spec.default() if isinstance(spec, FieldSpec) else spec)
+            object.__setattr__(self, name, _default(spec))
 
     @classmethod
     def _light_required(cls) -> bool:
-        return any(spec is _MISSING or (isinstance(spec, FieldSpec) and not _has_default(spec)) for spec in cls._light_fields.values())
+        return any(_required(spec) for spec in cls._light_fields.values())
 
     @classmethod
     def model_validate(cls, data: Any) -> LightModel:
@@ -180,8 +175,26 @@ class LightModel(metaclass=_LightMeta):
         return f"{type(self).__name__}({', '.join(f'{name}={value!r}' for name, value in self._light_items())})"
 
 
-def _has_default(spec: FieldSpec) -> bool:
-    return spec.kwargs.get("default_factory") is not None or (spec.args[0] if spec.args else spec.kwargs.get("default", ...)) is not ...
+def _is_pydantic_field(spec: Any) -> bool:
+    """A `pydantic.Field(...)` declared in a LightModel (pydantic is then imported already)."""
+    return type(spec).__name__ == "FieldInfo" and type(spec).__module__.startswith("pydantic")
+
+
+def _required(spec: Any) -> bool:
+    if isinstance(spec, FieldSpec):
+        return spec.kwargs.get("default_factory") is None and (spec.args[0] if spec.args else spec.kwargs.get("default", ...)) is ...
+    if _is_pydantic_field(spec):
+        return spec.is_required()
+    return spec is _MISSING
+
+
+def _default(spec: Any) -> Any:
+    """A field's default (a factory's result), or _MISSING for a required field."""
+    if isinstance(spec, FieldSpec):
+        return spec.default()
+    if _is_pydantic_field(spec):
+        return _MISSING if spec.is_required() else spec.get_default(call_default_factory=True)
+    return spec
 
 
 def _build_twin(cls: type[LightModel]) -> type:
@@ -206,4 +219,6 @@ def _build_twin(cls: type[LightModel]) -> type:
     for name, validator in cls.__dict__.items():
         if isinstance(validator, ValidatorSpec):
             namespace[name] = pydantic.field_validator(*validator.fields, **validator.kwargs)(validator.function)
+        elif type(validator).__name__ == "PydanticDescriptorProxy":  # `from pydantic import field_validator`
+            namespace[name] = validator
     return type(cls.__name__, (parent,), namespace)

@@ -145,3 +145,28 @@ def test_nested_table_is_validated_and_stays_a_light_model():
     ]
     kept = CurateConfig.model_validate({"template_budget": TemplateBudgetConfig(), "model": "org/name"})
     assert kept.template_budget == TemplateBudgetConfig() and kept.model == "org/name"
+
+
+def test_pydantic_field_and_validator_declared_in_a_light_model_still_work():
+    """A rule written with `from pydantic import Field, field_validator` keeps its defaults and
+    its validation (it only gives up the lazy import)."""
+
+    class Written(LightModel):
+        """Declared with pydantic's own helpers."""
+
+        size: int = pydantic.Field(3, ge=1)
+        names: list[str] = pydantic.Field(default_factory=lambda: ["a"])
+
+        @pydantic.field_validator("names")
+        @classmethod
+        def _not_b(cls, names: list[str]) -> list[str]:
+            if "b" in names:
+                raise ValueError("no b")
+            return names
+
+    assert Written().size == 3 and Written().names == ["a"]
+    assert Written.model_validate({"size": 4}).size == 4
+    with pytest.raises(pydantic.ValidationError, match="no b"):
+        Written.model_validate({"names": ["b"]})
+    with pytest.raises(pydantic.ValidationError, match="greater than or equal to 1"):
+        Written(size=0)
