@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from curate.lightmodel import Field, field_validator
 
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import REGISTRY, DatasetRule, Fix, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
+from curate.lightmodel import Field, field_validator
 from curate.rules.toolkit import percent
 from curate.text.answers import POLAR_WORDS
 from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets
