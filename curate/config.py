@@ -8,15 +8,15 @@ and every error is collected before failing, so one run shows them all.
 
 from __future__ import annotations
 
-import difflib
 import os
-import tomllib
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Any, Literal
 
 from curate.io import DEFAULT_MAX_ROW_BYTES
+from curate.lightmodel import ConfigDict, Field, LightModel
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
 
 FailOn = Literal["error", "warning", "info", "never"]
 
@@ -34,7 +34,7 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-class TemplateBudgetConfig(BaseModel):
+class TemplateBudgetConfig(LightModel):
     """`[tool.curate.template-budget]`: what rendering an untrusted chat template may cost."""
 
     model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True)
@@ -46,7 +46,7 @@ class TemplateBudgetConfig(BaseModel):
     max_template_bytes: int = Field(1024 * 1024, gt=0, description="Largest chat template accepted.")
 
 
-class CurateConfig(BaseModel):
+class CurateConfig(LightModel):
     """The `[tool.curate]` table."""
 
     model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True)
@@ -87,6 +87,8 @@ def find_config(start: Path) -> Path | None:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when a config file is read (not with --isolated, nor for `--help`)
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -107,6 +109,8 @@ def table_of(path: Path) -> dict[str, Any]:
 
 def suggest(word: str, choices: list[str] | set[str]) -> str:
     """' (did you mean `x`?)' or ''."""
+    import difflib
+
     match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f" (did you mean `{match[0]}`?)" if match else ""
 
@@ -123,15 +127,25 @@ def validation_problems(exc: ValidationError, where: str, fields: set[str]) -> l
     return problems
 
 
-def model_fields(model: type[BaseModel]) -> set[str]:
+def model_fields(model: type[BaseModel] | type[LightModel]) -> set[str]:
     return {alias for name, field in model.model_fields.items() for alias in (name, field.alias or name)}
 
 
-def parse_config(table: dict[str, Any], where: str) -> CurateConfig:
+def validated(model: type[LightModel], table: dict[str, Any], where: str) -> Any:
+    """`model` validated from `table`, or ConfigError with one readable line per problem
+    (pydantic is imported only here, when there is something to validate)."""
+    if not table:
+        return model.model_validate(table)
+    from pydantic import ValidationError
+
     try:
-        return CurateConfig.model_validate(table)
+        return model.model_validate(table)
     except ValidationError as exc:
-        raise ConfigError(validation_problems(exc, where, model_fields(CurateConfig))) from None
+        raise ConfigError(validation_problems(exc, where, model_fields(model))) from None
+
+
+def parse_config(table: dict[str, Any], where: str) -> CurateConfig:
+    return validated(CurateConfig, table, where)
 
 
 def load_config(path: Path | None) -> tuple[CurateConfig, Path | None]:

@@ -161,6 +161,43 @@ def test_lint_does_not_import_heavy_libraries():
     assert "HEAVY=\n" in proc.stdout, proc.stdout.splitlines()[-2:]
 
 
+def loaded_after(argv: list[str], modules: tuple[str, ...]) -> tuple[list[str], str]:
+    """Which of `modules` a fresh interpreter has imported after `curate ARGV`, and its stderr."""
+    script = (
+        "import sys\n"
+        "from curate.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('LOADED=' + ','.join(m for m in {modules!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    line = next((line for line in proc.stdout.splitlines() if line.startswith("LOADED=")), None)
+    assert line is not None, proc.stderr[-2000:]
+    return [name for name in line.removeprefix("LOADED=").split(",") if name], proc.stderr
+
+
+def test_help_and_error_paths_do_not_import_polars_or_pydantic(tmp_path):
+    """`--help`, a missing input, a config error and `curate rules` end before any row is read:
+    they must not pay for polars (nor pydantic, only needed to validate a table that is set)."""
+    assert loaded_after(["--help"], ("polars", "numpy", "pydantic", "rich")) == ([], "")
+    assert loaded_after(["lint", "--help"], ("polars", "numpy", "pydantic", "rich"))[0] == []
+    missing, stderr = loaded_after(["lint", str(tmp_path / "nosuchfile.jsonl"), "--isolated"], ("polars", "pydantic"))
+    assert "nosuchfile.jsonl: no such file" in stderr and missing == []
+    unknown, stderr = loaded_after(["lint", str(SAMPLES / "support-chat.jsonl"), "--isolated", "--select", "XX123"], ("polars", "pydantic"))
+    assert "unknown rule selector `XX123`" in stderr and unknown == []
+    assert loaded_after(["rules"], ("polars", "pydantic"))[0] == []
+
+
+def test_plain_lint_needs_no_pydantic_and_a_set_option_is_still_validated():
+    sample = str(SAMPLES / "support-chat.jsonl")
+    assert loaded_after(["lint", sample, "--isolated", "--format", "json"], ("pydantic",))[0] == []
+    loaded, stderr = loaded_after(["lint", sample, "--isolated", "--set", "DU002.threshold=1.5"], ("pydantic",))
+    assert loaded == ["pydantic"]
+    assert "rule DU002 (near-duplicate) options: `threshold`: Input should be less than or equal to 1" in stderr
+
+
 def test_pre_commit_hook_runs_on_samples():
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     hook = next(h for h in hooks if h["id"] == "curate-lint")

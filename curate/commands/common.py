@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tomllib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from curate.config import ConfigError
-from curate.engine.settings import LintPlan, LintRequest, plan_lint
+if TYPE_CHECKING:  # the config and the rules load when a command runs, not when `--help` builds the parser
+    from curate.engine.settings import LintPlan, LintRequest
 
 
 def add_lint_options(parser: argparse.ArgumentParser, *, with_paths: bool = True) -> None:
@@ -65,6 +65,12 @@ def csv_list(value: str) -> list[str]:
 
 def parse_rule_options(items: list[str]) -> dict[str, dict]:
     """`DU002.threshold=0.9` -> {"DU002": {"threshold": 0.9}}; values are TOML literals or bare strings."""
+    if not items:
+        return {}
+    import tomllib
+
+    from curate.config import ConfigError
+
     options: dict[str, dict] = {}
     problems = []
     for item in items:
@@ -85,6 +91,8 @@ def parse_rule_options(items: list[str]) -> dict[str, dict]:
 
 def request_from_args(args: argparse.Namespace, paths: list[str] | None = None, rule_options: Iterable[str] = ()) -> LintRequest:
     """The lint request of a command's arguments; `rule_options` are more `--set` items (set by flags)."""
+    from curate.engine.settings import LintRequest
+
     return LintRequest(
         paths=paths if paths is not None else list(args.paths),
         config_path=args.config,
@@ -107,6 +115,9 @@ def request_from_args(args: argparse.Namespace, paths: list[str] | None = None, 
 
 def plan_from_args(args: argparse.Namespace, paths: list[str] | None = None, rule_options: Iterable[str] = ()) -> LintPlan | None:
     """The lint plan, or None after printing every config problem (the caller exits 2)."""
+    from curate.config import ConfigError
+    from curate.engine.settings import plan_lint
+
     try:
         return plan_lint(request_from_args(args, paths, rule_options))
     except ConfigError as exc:

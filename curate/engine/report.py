@@ -191,8 +191,6 @@ def write_text(result: LintResult, out: IO[str], *, show_stats: bool = False, co
     from rich.console import Console
     from rich.text import Text
 
-    from curate.engine.charts import bar_chart
-
     console = Console(file=out, force_terminal=color, no_color=color is False, highlight=False, soft_wrap=True)
     for finding in result.findings:
         where = f"{finding.path}:{finding.line}" if finding.line is not None else finding.path
@@ -206,8 +204,12 @@ def write_text(result: LintResult, out: IO[str], *, show_stats: bool = False, co
         console.print(line)
         distribution = finding.data.get("distribution")
         if isinstance(distribution, dict) and distribution:
+            from curate.engine.charts import bar_chart  # rich's tables load only for a chart
+
             console.print(bar_chart(f"  {finding.code} distribution", distribution), "")
     if show_stats:
+        from curate.engine.charts import bar_chart
+
         for title, counts in result.stats.items():
             if counts:
                 console.print(bar_chart(title, counts))

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from curate.config import kebab
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Location, Severity
 from curate.formats import Message
+from curate.lightmodel import ConfigDict, LightModel
 from curate.text.secrets import mask_secrets
 
 CODE_PATTERN = re.compile(r"^[A-Z]{2}[0-9]{3}$")
@@ -33,8 +32,9 @@ REGISTRY: dict[str, type[Rule]] = {}
 _NAMES: dict[str, str] = {}
 
 
-class RuleOptions(BaseModel):
-    """Base for per-rule options. Fields take `snake_case` or `kebab-case` keys."""
+class RuleOptions(LightModel):
+    """Base for per-rule options. Fields take `snake_case` or `kebab-case` keys; declared with
+    `curate.lightmodel`'s `Field` and `field_validator`, validated by pydantic when set."""
 
     model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True, frozen=True)
 

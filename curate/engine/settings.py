@@ -7,17 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from curate.config import (
     ConfigError,
     CurateConfig,
     find_config,
     load_config,
-    model_fields,
     resolve_relative,
     suggest,
-    validation_problems,
+    validated,
 )
 from curate.engine.findings import Severity
 from curate.engine.rule import REGISTRY, Rule, RunContext, load_builtin_rules
@@ -91,9 +88,9 @@ def _rule_options(config: CurateConfig, request: LintRequest, where: str, regist
     for code, values in merged.items():
         rule = registry[code]
         try:
-            options[code] = rule.Options.model_validate(values)
-        except ValidationError as exc:
-            problems += validation_problems(exc, f"rule {code} ({rule.name}) options", model_fields(rule.Options))
+            options[code] = validated(rule.Options, values, f"rule {code} ({rule.name}) options")
+        except ConfigError as exc:
+            problems += exc.problems
     return options
 
 

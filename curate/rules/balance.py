@@ -11,11 +11,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
-
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, RuleOptions
+from curate.lightmodel import Field, field_validator
 from curate.rules.toolkit import DatasetCounter, final_answers, percent
 
 if TYPE_CHECKING:

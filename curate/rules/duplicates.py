@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import Field, field_validator
 
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import REGISTRY, DatasetRule, Fix, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
+from curate.lightmodel import Field, field_validator
 from curate.rules.toolkit import RowLocations, percent
 from curate.text.answers import POLAR_WORDS
 from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets
@@ -549,11 +549,11 @@ class ConflictingResponses(DatasetRule):
         self.parts.append(features.select(*self.COLUMNS).with_columns(row_id=pl.Series(ids)))
 
     def finish(self) -> Iterable[Finding]:
-        import polars as pl
-
         self.locations.freeze()
         if not self.parts:
             return
+        import polars as pl
+
         rows = pl.concat(self.parts)
         self.parts = []
         shared = rows.filter((pl.len().over("prompt_key") > 1) & (pl.col("answer_key").n_unique().over("prompt_key") > 1))

@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import Field
 
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Fix, RuleOptions, RuleSetupError, RunContext
+from curate.lightmodel import Field
 from curate.text.evalset import EvalSetError, EvalText, load_eval_texts
 from curate.text.minhash import LshBands, MinHasher, query_pairs
 from curate.text.normalize import words_expr

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 import orjson
-from pydantic import Field
 
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RuleOptions
+from curate.lightmodel import Field
 from curate.rules.toolkit import LocationsByKey, final_answers, percent
 
 if TYPE_CHECKING:

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import Field
-
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import Fix, RowRule, RuleOptions
 from curate.formats import Message
+from curate.lightmodel import Field
 from curate.rules.toolkit import candidate_messages, locate, redact_strings
 from curate.text.secrets import KINDS, PII_PREFILTER, PREFILTER_RE, Detector, Hit, Kind
 

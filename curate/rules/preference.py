@@ -12,12 +12,11 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pydantic import Field
-
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, Fix, RowRule, RuleOptions
 from curate.formats import PREFERENCE_FORMATS, Message, PreferencePair, RowFormat, preference_pair
+from curate.lightmodel import Field
 from curate.rules.duplicates import KeepsFirstCopy
 from curate.rules.toolkit import DatasetCounter, percent
 from curate.text.normalize import normalize_text

@@ -15,12 +15,11 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Fix, RowRule, RuleOptions
 from curate.formats import Message, RowFormat
+from curate.lightmodel import Field
 from curate.rules.toolkit import candidate_messages, clear_field, is_alpaca_prompt, locate, map_strings, quoted
 
 if TYPE_CHECKING:

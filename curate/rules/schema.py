@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Fix, RowRule, RuleOptions
 from curate.formats import CANONICAL_ROLES, CONVERTIBLE_TO_MESSAGES, FORMAT_KEYS, MESSAGE_KEYS, OPENAI_ROLE_FORMATS, RowFormat, detect_format, raw_message_items
 from curate.config import suggest
+from curate.lightmodel import Field
 from curate.rules.toolkit import LocationsByKey, as_messages_record, remove_key, rename_role
 
 if TYPE_CHECKING:

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
 from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, RowRule, RuleOptions, RuleSetupError, RunContext
 from curate.formats import Message, tool_call_names
+from curate.lightmodel import Field
 from curate.templates import ChatTemplate, RenderError, Span, TemplateBudgetExhausted, TemplateError
 from curate.text.secrets import excerpt
 
