@@ -136,6 +136,10 @@ class Conversation:
     meta: dict[str, Any] = field(default_factory=dict)
     #: The row's `tools` (function schemas a template renders into the prompt), when it is a list.
     tools: list | None = None
+    #: Every turn came from a message-list item holding just the format's role and content keys,
+    #: both strings, the role one of CANONICAL_ROLES as written (see `_plain_messages`): the
+    #: schema rules about message shapes, keys and roles have nothing to say about its turns.
+    plain: bool = False
 
     @property
     def last_assistant_index(self) -> int | None:
@@ -206,6 +210,31 @@ def _content_text(content: Any) -> str | None:
     return None
 
 
+_CANONICAL_ROLE_SET = frozenset(CANONICAL_ROLES)
+
+
+def _plain_messages(items: Any, fmt: RowFormat, key: str, start: int = 0) -> list[Message] | None:
+    """The turns of a message list whose items are all plain (`Conversation.plain`), or None when
+    it is empty, not a list, or has an item that is not: `_normalize_message_list` handles those.
+    The common shape, taken in one cheap pass."""
+    if type(items) is not list or not items:
+        return None
+    role_key, content_key, _ = MESSAGE_KEYS[fmt]
+    canonical = _CANONICAL_ROLE_SET
+    messages: list[Message] = []
+    append = messages.append
+    index = start
+    for offset, item in enumerate(items):
+        if type(item) is not dict or len(item) != 2:
+            return None
+        role, content = item.get(role_key), item.get(content_key)
+        if type(role) is not str or type(content) is not str or role not in canonical:
+            return None
+        append(Message(role, content, index, role, True, key, offset, None))
+        index += 1
+    return messages
+
+
 def _normalize_message_list(items: Any, fmt: RowFormat, key: str, start: int = 0) -> list[Message]:
     role_key, content_key, _ = MESSAGE_KEYS[fmt]
     messages: list[Message] = []
@@ -252,15 +281,23 @@ def normalize(obj: Any, fmt: RowFormat | None = None) -> Conversation | None:
     if fmt is None:
         return None
     format_keys = FORMAT_KEYS[fmt]
-    meta = {key: value for key, value in obj.items() if key not in format_keys}
+    meta = {} if format_keys.issuperset(obj) else {key: value for key, value in obj.items() if key not in format_keys}
+    plain = False
     if fmt is RowFormat.MESSAGES:
-        messages = _normalize_message_list(obj.get("messages"), fmt, "messages")
+        items = obj.get("messages")
+        messages = _plain_messages(items, fmt, "messages")
+        plain = messages is not None
+        if not plain:
+            messages = _normalize_message_list(items, fmt, "messages")
     elif fmt is RowFormat.SHAREGPT:
         messages = []
         system = _text_field(obj, "system")
         if system is not None:
             messages.append(Message("system", system, 0, "system", True, "system"))
-        messages += _normalize_message_list(obj.get("conversations"), fmt, "conversations", len(messages))
+        items = obj.get("conversations")
+        turns = _plain_messages(items, fmt, "conversations", len(messages))
+        plain = turns is not None
+        messages += turns if plain else _normalize_message_list(items, fmt, "conversations", len(messages))
     elif fmt is RowFormat.ALPACA:
         messages = _normalize_alpaca(obj)
     elif fmt in (RowFormat.PROMPT_COMPLETION, RowFormat.UNPAIRED_PREFERENCE):
@@ -268,7 +305,7 @@ def normalize(obj: Any, fmt: RowFormat | None = None) -> Conversation | None:
     else:
         messages = _normalize_trl(obj, fmt)
     tools = obj.get("tools") if "tools" in format_keys else None
-    return Conversation(messages, fmt, meta, tools if isinstance(tools, list) else None)
+    return Conversation(messages, fmt, meta, tools if isinstance(tools, list) else None, plain)
 
 
 def _normalize_trl(obj: dict, fmt: RowFormat) -> list[Message]:

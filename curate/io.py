@@ -17,6 +17,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -99,30 +100,61 @@ def encoding_problem(name: str, head: bytes) -> str | None:
     return None
 
 
+#: How much of a stream is read at a time; lines are split out of each block in one pass.
+_READ_BLOCK = 1024 * 1024
+
+
+def iter_line_blocks(handle: IO[bytes], max_bytes: int, block: int = 0) -> Iterator[tuple[list[bytes | int], bool]]:
+    """The lines of a binary stream, a block at a time: (lines, whether they ended with a newline;
+    False only for a last block holding the stream's unterminated last line alone). Each line is its bytes without the newline (a CR before it kept), or,
+    when the line holds more than `max_bytes` (CRs before the newline aside), its size in bytes as
+    an int: such a line is never held in memory; reading skips to its newline. Memory stays
+    bounded by `max_bytes` plus one block whatever the stream holds (one 4 GB line in a .gz)."""
+    cap = max_bytes + 3  # the row, a CRLF, and one byte that says "longer"
+    block = block or _READ_BLOCK
+    read = handle.read
+    pending = b""
+    skipped = -1  # bytes of an oversized line read so far, -1 when not in one
+    while True:
+        chunk = read(block)
+        if not chunk:
+            break
+        if skipped >= 0:
+            end = chunk.find(b"\n")
+            if end < 0:
+                skipped += len(chunk)
+                continue
+            lines: list[bytes | int] = [skipped + end + 1]
+            skipped = -1
+            chunk = chunk[end + 1 :]
+            parts = chunk.split(b"\n")
+        else:
+            lines = []
+            parts = (pending + chunk if pending else chunk).split(b"\n")
+        pending = parts.pop()
+        for line in parts:
+            if len(line) >= cap or (len(line) > max_bytes and len(line.rstrip(b"\r")) > max_bytes):
+                line = len(line) + 1
+            lines.append(line)
+        if len(pending) >= cap:
+            skipped, pending = len(pending), b""
+        if lines:
+            yield lines, True
+    if skipped >= 0:
+        yield [skipped], False
+    elif pending:
+        yield [len(pending) if len(pending) >= cap or len(pending.rstrip(b"\r")) > max_bytes else pending], False
+
+
 def iter_bounded_lines(handle: IO[bytes], max_bytes: int) -> Iterator[tuple[bytes | None, int]]:
     """Each line of a binary stream as (bytes without the line ending, bytes it took), or
-    (None, bytes it took) when it holds more than `max_bytes`: such a line is never held in
-    memory; reading skips to its newline. Memory stays bounded by `max_bytes` whatever the
-    stream holds (one 4 GB line in a .gz)."""
-    cap = max_bytes + 3  # the row, a CRLF, and one byte that says "longer"
-    readline = handle.readline
-    while True:
-        raw = readline(cap)
-        if not raw:
-            return
-        if len(raw) == cap and not raw.endswith(b"\n"):
-            size = len(raw)
-            del raw
-            while True:
-                chunk = readline(_SKIP_CHUNK)
-                size += len(chunk)
-                if not chunk or chunk.endswith(b"\n"):
-                    break
-            yield None, size
-            continue
-        size = len(raw)
-        raw = raw.rstrip(b"\r\n")
-        yield (raw if len(raw) <= max_bytes else None), size
+    (None, bytes it took) when it holds more than `max_bytes` (see `iter_line_blocks`)."""
+    for lines, terminated in iter_line_blocks(handle, max_bytes):
+        for line in lines:
+            if type(line) is int:
+                yield None, line
+            else:
+                yield line.rstrip(b"\r"), len(line) + terminated
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -168,28 +200,60 @@ def _short_json_error(exc: orjson.JSONDecodeError) -> str:
 
 def iter_jsonl(path: Path, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[RawRow]:
     """Yield every non-blank line of a JSONL file as a RawRow (BOM and CRLF tolerated)."""
+    for chunk in iter_jsonl_chunks(path, max_row_bytes):
+        yield from chunk
+
+
+def iter_jsonl_chunks(path: Path, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[list[RawRow]]:
+    """`iter_jsonl`'s rows, a list per block read."""
     name = str(path)
     try:
         with _open_binary(path) as handle:
-            yield from iter_jsonl_stream(name, handle, max_row_bytes)
+            yield from iter_jsonl_stream_chunks(name, handle, max_row_bytes)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{name}: cannot read: {exc}") from None
 
 
 def iter_jsonl_stream(name: str, handle: IO[bytes], max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[RawRow]:
     """The rows of a JSON Lines byte stream (a file, stdin), never holding a line over `max_row_bytes`."""
-    first = True
-    for line_no, (raw, size) in enumerate(iter_bounded_lines(handle, max_row_bytes), start=1):
-        if first:
-            first = False
-            problem = encoding_problem(name, raw or b"")
+    for chunk in iter_jsonl_stream_chunks(name, handle, max_row_bytes):
+        yield from chunk
+
+
+def iter_jsonl_stream_chunks(name: str, handle: IO[bytes], max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[list[RawRow]]:
+    """`iter_jsonl_stream`'s rows, a list per block of lines: blank lines skipped (their line
+    numbers still count), the first line checked for a UTF-16/32 BOM and stripped of a UTF-8 one.
+    A line that parses takes the fast path (orjson validates UTF-8 itself); any other goes
+    through `_parse_line`, which says what is wrong with it."""
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    line_no = 0
+    for lines, terminated in iter_line_blocks(handle, max_row_bytes):
+        if line_no == 0:
+            first = lines[0]
+            head = first if type(first) is bytes else b""
+            problem = encoding_problem(name, head)
             if problem:
                 raise InputError(problem)
-            if raw and raw.startswith(_UTF8_BOM):
-                raw = raw[len(_UTF8_BOM) :]
-        if raw is not None and not raw.strip():
-            continue
-        yield _parse_line(name, line_no, raw, size)
+            if head.startswith(_UTF8_BOM):
+                lines[0] = head[len(_UTF8_BOM) :]
+        rows: list[RawRow] = []
+        append = rows.append
+        for position, line in enumerate(lines, start=line_no + 1):
+            if type(line) is int:
+                append(RawRow(name, position, None, None, None, line, line))
+                continue
+            size = len(line) + terminated  # an unterminated block holds only the stream's last line
+            if line[-1:] == b"\r":
+                line = line.rstrip(b"\r")
+            if not line or line.isspace():
+                continue
+            try:
+                append(RawRow(name, position, line.decode(), loads(line), None, 0, size))
+            except (decode_error, UnicodeDecodeError):
+                append(_parse_line(name, position, line, size))
+        line_no += len(lines)
+        if rows:
+            yield rows
 
 
 def iter_json(path: Path) -> Iterator[RawRow]:
@@ -305,25 +369,44 @@ def _drop_nulls(obj: dict) -> dict:
 def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None) -> Iterator[RawRow]:
     """Yield every row of a source, choosing the reader by input kind (see `curate.sources`):
     JSONL / JSON / Parquet here (`.gz` allowed), the other kinds in `curate.sources`."""
+    for chunk in iter_row_chunks(path, max_row_bytes, options):
+        yield from chunk
+
+
+def iter_row_chunks(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None) -> Iterator[list[RawRow]]:
+    """`iter_rows`'s rows in lists (a block of JSON Lines, or `_CHUNK_ROWS` rows of other kinds)."""
     from curate.sources import SourceOptions, iter_source
 
     rows: Iterable[RawRow] | None = iter_source(str(path), max_row_bytes, options or SourceOptions())
+    chunks: Iterable[list[RawRow]]
     if rows is None:
         path = Path(path)
         check_input_file(path)
         suffix, _ = data_suffix(path)
         if suffix == ".parquet":
-            rows = iter_parquet(path)
+            chunks = _chunked(iter_parquet(path))
         elif suffix == ".json":
-            rows = iter_json(path)
+            chunks = _chunked(iter_json(path))
         else:
-            rows = iter_jsonl(path, max_row_bytes)
+            chunks = iter_jsonl_chunks(path, max_row_bytes)
+    else:
+        chunks = _chunked(rows)
     empty = True
-    for row in rows:
+    for chunk in chunks:
         empty = False
-        yield row
+        yield chunk
     if empty:
         raise InputError(f"{path}: file is empty (no rows); nothing to lint")
+
+
+#: Rows per list when a reader yields rows one at a time.
+_CHUNK_ROWS = 4096
+
+
+def _chunked(rows: Iterable[RawRow]) -> Iterator[list[RawRow]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, _CHUNK_ROWS)):
+        yield chunk
 
 
 def iter_batches(
@@ -331,11 +414,11 @@ def iter_batches(
 ) -> Iterator[list[RawRow]]:
     """Group `iter_rows` into lists of at most `batch_size` rows."""
     batch: list[RawRow] = []
-    for row in iter_rows(path, max_row_bytes, options):
-        batch.append(row)
-        if len(batch) >= batch_size:
-            yield batch
-            batch = []
+    for chunk in iter_row_chunks(path, max_row_bytes, options):
+        batch += chunk
+        while len(batch) >= batch_size:
+            yield batch[:batch_size]
+            batch = batch[batch_size:]
     if batch:
         yield batch
 

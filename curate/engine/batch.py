@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from curate.formats import PREFERENCE_FORMATS, Conversation, RowFormat, detect_format, field_texts, has_roles, normalize, rejected_side
+from curate.formats import PREFERENCE_FORMATS, Conversation, Message, RowFormat, detect_format, field_texts, has_roles, normalize, rejected_side
 from curate.io import RawRow
 
 if TYPE_CHECKING:
@@ -38,10 +38,11 @@ class Row:
 
     @classmethod
     def from_raw(cls, raw: RawRow) -> Row:
-        if not raw.ok:
+        if raw.error is not None or raw.oversized:  # not `raw.ok`: a property call per row
             return cls(raw, None, None)
-        fmt = detect_format(raw.obj)
-        return cls(raw, fmt, normalize(raw.obj, fmt) if fmt else None)
+        obj = raw.obj
+        fmt = detect_format(obj)
+        return cls(raw, fmt, normalize(obj, fmt) if fmt else None)
 
 
 class Batch:
@@ -52,7 +53,8 @@ class Batch:
 
     @classmethod
     def from_raw(cls, raw_rows: list[RawRow]) -> Batch:
-        return cls([Row.from_raw(raw) for raw in raw_rows])
+        from_raw = Row.from_raw
+        return cls([from_raw(raw) for raw in raw_rows])
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -91,22 +93,27 @@ class Batch:
 
         row_ids: list[int] = []
         msg_ids: list[int] = []
-        roles: list[str] = []
-        contents: list[str] = []
-        calls: list[str] = []
-        fields: list[str] = []
+        kept: list[Message] = []
         for position, row in enumerate(self.rows):
-            if row.conversation is None:
+            conversation = row.conversation
+            if conversation is None:
                 continue
-            for msg_position, message in enumerate(row.conversation.messages):
-                if message.valid:
-                    row_ids.append(position)
-                    msg_ids.append(msg_position)
-                    roles.append(message.role)
-                    contents.append(message.content)
-                    message_calls, message_fields = field_texts(message.fields) if message.fields else ("", "")
-                    calls.append(message_calls)
-                    fields.append(message_fields)
+            messages = conversation.messages
+            if conversation.plain:  # every turn valid: the common case, a list at a time
+                msg_ids += range(len(messages))
+            else:
+                valid = [msg_position for msg_position, message in enumerate(messages) if message.valid]
+                msg_ids += valid
+                messages = [messages[msg_position] for msg_position in valid]
+            row_ids += [position] * len(messages)
+            kept += messages
+        roles = [message.role for message in kept]
+        contents = [message.content for message in kept]
+        calls = [""] * len(kept)
+        fields = [""] * len(kept)
+        for index, message in enumerate(kept):
+            if message.fields:
+                calls[index], fields[index] = field_texts(message.fields)
         return pl.DataFrame(
             {"row": row_ids, "msg": msg_ids, "role": roles, "content": contents, "calls": calls, "fields": fields},
             schema={"row": pl.Int32, "msg": pl.Int32, "role": pl.String, "content": pl.String, "calls": pl.String, "fields": pl.String},
