@@ -227,6 +227,7 @@ def iter_jsonl_stream_chunks(name: str, handle: IO[bytes], max_row_bytes: int = 
     through `_parse_line`, which says what is wrong with it."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     line_no = 0
+    bom = 0  # the bytes of a UTF-8 BOM taken off the first line (its size still counts them)
     for lines, terminated in iter_line_blocks(handle, max_row_bytes):
         if line_no == 0:
             first = lines[0]
@@ -235,14 +236,15 @@ def iter_jsonl_stream_chunks(name: str, handle: IO[bytes], max_row_bytes: int = 
             if problem:
                 raise InputError(problem)
             if head.startswith(_UTF8_BOM):
-                lines[0] = head[len(_UTF8_BOM) :]
+                lines[0], bom = head[len(_UTF8_BOM) :], len(_UTF8_BOM)
         rows: list[RawRow] = []
         append = rows.append
         for position, line in enumerate(lines, start=line_no + 1):
             if type(line) is int:
                 append(RawRow(name, position, None, None, None, line, line))
                 continue
-            size = len(line) + terminated  # an unterminated block holds only the stream's last line
+            size = len(line) + terminated + bom  # an unterminated block holds only the stream's last line
+            bom = 0
             if line[-1:] == b"\r":
                 line = line.rstrip(b"\r")
             if not line or line.isspace():

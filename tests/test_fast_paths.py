@@ -1,0 +1,186 @@
+"""The fast paths of reading and batching agree with the slow ones they stand in for: the block
+reader with a line-at-a-time reader, plain turns with the general normalizer, the message frame
+with a message-at-a-time build, and the schema rules' batch shortcuts with their per-row checks."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tomllib
+from pathlib import Path
+
+import orjson
+import pytest
+
+import curate.io as curate_io
+from curate.engine.batch import Batch
+from curate.engine.rule import RowRule, load_builtin_rules
+from curate.formats import MESSAGE_KEYS, RowFormat, _normalize_message_list, _plain_messages, field_texts, normalize
+from curate.io import RawRow, iter_bounded_lines, iter_jsonl_stream, iter_rows
+
+CASES = Path(__file__).parent / "rule_cases"
+MAX = 40  # max-row-bytes in the reader tests: small, so lines around the limit are cheap to write
+
+
+def line_at_a_time(data: bytes, max_bytes: int) -> list[tuple]:
+    """What `iter_jsonl_stream` gave before the block reader: `readline` with a cap, the first
+    line checked for a BOM, blank lines skipped, every line through `_parse_line`."""
+    handle, cap, rows = io.BytesIO(data), max_bytes + 3, []
+    for line_no, raw in enumerate(iter(lambda: handle.readline(cap), b""), start=1):
+        size = len(raw)
+        if len(raw) == cap and not raw.endswith(b"\n"):
+            while True:
+                chunk = handle.readline(1024)
+                size += len(chunk)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            raw = None
+        else:
+            raw = raw.rstrip(b"\r\n")
+            raw = raw if len(raw) <= max_bytes else None
+        if line_no == 1 and raw and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if raw is not None and not raw.strip():
+            continue
+        rows.append(as_tuple(curate_io._parse_line("x", line_no, raw, size)))
+    return rows
+
+
+def as_tuple(row: RawRow) -> tuple:
+    return row.line, row.text, row.obj, row.error, row.oversized, row.size
+
+
+GOOD = b'{"messages": [{"role": "user", "content": "hi"}]}'  # 50 bytes: over MAX
+SHORT = b'{"text": "caf\xc3\xa9 \xe2\x9c\x93"}'
+EDGE_STREAMS = {
+    "crlf": SHORT + b"\r\n" + b'{"a": 1}\r\n',
+    "last line without newline": SHORT + b"\n" + b'{"a": 1}',
+    "last line CR only": SHORT + b"\n" + b'{"a": 1}\r',
+    "blank lines": b"\n \n\t\r\n" + SHORT + b"\n\n\n" + SHORT + b"\n   ",
+    "bom": b"\xef\xbb\xbf" + SHORT + b"\n" + SHORT + b"\n",
+    "bom only line": b"\xef\xbb\xbf\n" + SHORT + b"\n",
+    "bom on line two is data": SHORT + b"\n\xef\xbb\xbf" + SHORT + b"\n",
+    "invalid utf-8": SHORT + b"\n" + b'{"text": "\xff\xfe bad"}\n' + b'{"text": "\xed\xa0\x80"}\n' + SHORT,
+    "invalid json": b'{"a": \n' + SHORT + b"\n" + b"[1, 2\n",
+    "over max-row-bytes": GOOD + b"\n" + SHORT + b"\n" + GOOD * 50 + b"\n" + SHORT,
+    "over max-row-bytes at the end": SHORT + b"\n" + GOOD * 3,
+    "oversized first line": GOOD * 3 + b"\n" + SHORT + b"\n",
+    "empty": b"",
+    "only newlines": b"\n\n\n",
+}
+# Lines of every length around the limit, with and without CRs before the newline and at the end.
+for length in range(MAX - 2, MAX + 5):
+    for ending in (b"\n", b"\r\n", b"\r\r\n", b"\r\r\r", b""):
+        body = b'"' + b"x" * (length - 2) + b'"'
+        EDGE_STREAMS[f"{length} bytes + {ending!r}"] = SHORT + b"\n" + body + ending
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 0])
+@pytest.mark.parametrize("name", list(EDGE_STREAMS))
+def test_block_reader_agrees_with_line_at_a_time(name, block, monkeypatch):
+    data = EDGE_STREAMS[name]
+    monkeypatch.setattr(curate_io, "_READ_BLOCK", block or 1024 * 1024)
+    rows = [as_tuple(row) for row in iter_jsonl_stream("x", io.BytesIO(data), MAX)]
+    assert rows == line_at_a_time(data, MAX)
+    # the line-level API keeps its contract: every physical line, its bytes and size
+    lines = list(iter_bounded_lines(io.BytesIO(data), MAX))
+    assert sum(size for _, size in lines) == len(data)
+    assert len(lines) == data.count(b"\n") + (not data.endswith(b"\n") and bool(data))
+
+
+def test_block_reader_never_holds_an_oversized_line(monkeypatch):
+    """A line far over the limit is skipped block by block: no block the reader keeps grows past
+    the limit plus one block."""
+    monkeypatch.setattr(curate_io, "_READ_BLOCK", 64)
+    seen: list[int] = []
+
+    class Watched(io.BytesIO):
+        def read(self, size=-1):
+            chunk = super().read(size)
+            seen.append(len(chunk))
+            return chunk
+
+    data = SHORT + b"\n" + b"x" * 100_000 + b"\n" + SHORT + b"\n"
+    lines = list(curate_io.iter_line_blocks(Watched(data), MAX))
+    flat = [line for block, _ in lines for line in block]
+    assert flat == [SHORT, 100_001, SHORT]
+    assert max(seen) <= 64
+
+
+def test_gzipped_jsonl_reads_like_plain(tmp_path, monkeypatch):
+    data = b"".join(EDGE_STREAMS[name] + b"\n" for name in ("crlf", "blank lines", "invalid utf-8", "over max-row-bytes"))
+    plain, packed = tmp_path / "rows.jsonl", tmp_path / "rows.jsonl.gz"
+    plain.write_bytes(data)
+    packed.write_bytes(gzip.compress(data))
+    monkeypatch.setattr(curate_io, "_READ_BLOCK", 5)
+    from_plain = [(row.line, row.text, row.obj, row.error, row.oversized) for row in iter_rows(plain, MAX)]
+    from_gz = [(row.line, row.text, row.obj, row.error, row.oversized) for row in iter_rows(packed, MAX)]
+    assert from_gz == from_plain
+    assert [row[:4] for row in from_plain] == [row[:4] for row in line_at_a_time(data, MAX)]
+
+
+def case_rows() -> list[bytes]:
+    """Every row of every rule's fixture cases: malformed messages, odd roles, tool calls, every format."""
+    rows = []
+    for path in sorted(CASES.glob("*.toml")):
+        for case in tomllib.loads(path.read_text()).get("case", []):
+            rows += [row.encode() if isinstance(row, str) else orjson.dumps(row) for row in case.get("rows", [])]
+    return rows
+
+
+def case_batch(repeat: int = 1) -> Batch:
+    lines = case_rows() * repeat
+    return Batch.from_raw(list(iter_jsonl_stream("cases.jsonl", io.BytesIO(b"\n".join(lines)))))
+
+
+def test_plain_turns_normalize_like_the_general_path():
+    plain_rows = 0
+    for raw in case_batch().rows:
+        obj = raw.obj
+        for fmt, key in ((RowFormat.MESSAGES, "messages"), (RowFormat.SHAREGPT, "conversations")):
+            if not isinstance(obj, dict) or key not in obj:
+                continue
+            fast = _plain_messages(obj[key], fmt, key)
+            if fast is not None:
+                plain_rows += 1
+                assert fast == _normalize_message_list(obj[key], fmt, key)
+                role_key, content_key, _ = MESSAGE_KEYS[fmt]
+                assert all(item.keys() == {role_key, content_key} for item in obj[key])
+    assert plain_rows > 50
+    assert _plain_messages([{"role": "Assistant", "content": "hi"}], RowFormat.MESSAGES, "messages") is None
+    assert _plain_messages([{"role": "user", "content": "hi", "name": "x"}], RowFormat.MESSAGES, "messages") is None
+    assert _plain_messages([{"role": "user", "content": ["hi"]}], RowFormat.MESSAGES, "messages") is None
+    assert _plain_messages([], RowFormat.MESSAGES, "messages") is None
+    conversation = normalize({"system": "Be brief.", "conversations": [{"from": "user", "value": "hi"}]})
+    assert conversation.plain and [m.index for m in conversation.messages] == [0, 1]
+
+
+def test_message_frame_agrees_with_a_message_at_a_time_build():
+    batch = case_batch()
+    expected = [
+        (position, msg_position, message.role, message.content, *field_texts(message.fields))
+        for position, row in enumerate(batch.rows)
+        if row.conversation is not None
+        for msg_position, message in enumerate(row.conversation.messages)
+        if message.valid
+    ]
+    assert batch.messages.rows() == expected
+    assert any(calls for *_, calls, _ in expected) and len({row for row, *_ in expected}) > 100
+
+
+def findings_of(found) -> list[tuple]:
+    return [(f.code, f.line, f.message, orjson.dumps(f.data, option=orjson.OPT_SORT_KEYS)) for f in found]
+
+
+@pytest.mark.parametrize("code", ["SC003", "SC004", "SC006", "SC007", "SC008"])
+def test_schema_rule_shortcuts_agree_with_their_per_row_checks(code):
+    """Twice the fixture rows, so rows met again (SC007's known role orders) take the shortcut too."""
+    batch = case_batch(repeat=2)
+    rule = load_builtin_rules()[code]()
+    rule.setup()
+    reference = type(rule)()
+    reference.setup()
+    fast = findings_of(rule.check_batch(batch))
+    slow = findings_of(RowRule.check_batch(reference, batch))
+    assert fast == slow
+    assert fast, f"{code} fires on its own fixture rows"
