@@ -15,7 +15,7 @@ import pytest
 import curate.io as curate_io
 from curate.engine.batch import Batch
 from curate.engine.rule import RowRule, load_builtin_rules
-from curate.formats import MESSAGE_KEYS, RowFormat, _normalize_message_list, _plain_messages, field_texts, normalize
+from curate.formats import MESSAGE_KEYS, RowFormat, _normalize_message_list, detect_format, field_texts, normalize, plain_turns
 from curate.io import RawRow, iter_bounded_lines, iter_jsonl_stream, iter_rows
 
 CASES = Path(__file__).parent / "rule_cases"
@@ -135,24 +135,38 @@ def case_batch(repeat: int = 1) -> Batch:
 
 def test_plain_turns_normalize_like_the_general_path():
     plain_rows = 0
-    for raw in case_batch().rows:
-        obj = raw.obj
-        for fmt, key in ((RowFormat.MESSAGES, "messages"), (RowFormat.SHAREGPT, "conversations")):
-            if not isinstance(obj, dict) or key not in obj:
-                continue
-            fast = _plain_messages(obj[key], fmt, key)
-            if fast is not None:
-                plain_rows += 1
-                assert fast == _normalize_message_list(obj[key], fmt, key)
-                role_key, content_key, _ = MESSAGE_KEYS[fmt]
-                assert all(item.keys() == {role_key, content_key} for item in obj[key])
+    for row in case_batch().rows:
+        obj = row.obj
+        fmt = detect_format(obj)
+        if fmt not in (RowFormat.MESSAGES, RowFormat.SHAREGPT):
+            continue
+        conversation = normalize(obj, fmt)
+        key = "messages" if fmt is RowFormat.MESSAGES else "conversations"
+        role_key, content_key, _ = MESSAGE_KEYS[fmt]
+        assert conversation.plain == (plain_turns(obj.get(key), role_key, content_key, []) is not None)
+        if not conversation.plain:
+            continue
+        plain_rows += 1
+        assert conversation._messages is None
+        turns = [m for m in conversation.messages if m.container == key]
+        assert turns == _normalize_message_list(obj[key], fmt, key, len(conversation.messages) - len(turns))
+        assert all(item.keys() == {role_key, content_key} for item in obj[key])
     assert plain_rows > 50
-    assert _plain_messages([{"role": "Assistant", "content": "hi"}], RowFormat.MESSAGES, "messages") is None
-    assert _plain_messages([{"role": "user", "content": "hi", "name": "x"}], RowFormat.MESSAGES, "messages") is None
-    assert _plain_messages([{"role": "user", "content": ["hi"]}], RowFormat.MESSAGES, "messages") is None
-    assert _plain_messages([], RowFormat.MESSAGES, "messages") is None
-    conversation = normalize({"system": "Be brief.", "conversations": [{"from": "user", "value": "hi"}]})
-    assert conversation.plain and [m.index for m in conversation.messages] == [0, 1]
+    for items in ([{"role": "Assistant", "content": "hi"}], [{"role": "user", "content": "hi", "name": "x"}], [{"role": "user", "content": ["hi"]}], [], None):
+        assert plain_turns(items, "role", "content", []) is None
+
+
+def test_plain_conversation_builds_its_messages_on_first_read():
+    row = {"system": "Be brief.", "conversations": [{"from": "user", "value": "hi"}, {"from": "assistant", "value": "Hello"}]}
+    conversation = normalize(row)
+    assert conversation.plain and conversation._messages is None
+    assert conversation.plain_turns() == (["system", "user", "assistant"], ["Be brief.", "hi", "Hello"])
+    assert [(m.role, m.content, m.index, m.source) for m in conversation.messages] == [
+        ("system", "Be brief.", 0, "system"), ("user", "hi", 1, "conversations[0]"), ("assistant", "Hello", 2, "conversations[1]")
+    ]
+    assert conversation.plain_turns() == (["system", "user", "assistant"], ["Be brief.", "hi", "Hello"])
+    general = normalize({**row, "conversations": [*row["conversations"], {"from": "gpt", "value": "Bye"}]})
+    assert not general.plain and general.messages[-1].role == "assistant"
 
 
 def test_message_frame_agrees_with_a_message_at_a_time_build():

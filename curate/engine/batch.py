@@ -93,27 +93,32 @@ class Batch:
 
         row_ids: list[int] = []
         msg_ids: list[int] = []
-        kept: list[Message] = []
+        roles: list[str] = []
+        contents: list[str] = []
+        fielded: list[tuple[int, Message]] = []  # (frame position, message) of messages with template fields
         for position, row in enumerate(self.rows):
             conversation = row.conversation
             if conversation is None:
                 continue
-            messages = conversation.messages
-            if conversation.plain:  # every turn valid: the common case, a list at a time
-                msg_ids += range(len(messages))
-            else:
-                valid = [msg_position for msg_position, message in enumerate(messages) if message.valid]
-                msg_ids += valid
-                messages = [messages[msg_position] for msg_position in valid]
-            row_ids += [position] * len(messages)
-            kept += messages
-        roles = [message.role for message in kept]
-        contents = [message.content for message in kept]
-        calls = [""] * len(kept)
-        fields = [""] * len(kept)
-        for index, message in enumerate(kept):
-            if message.fields:
-                calls[index], fields[index] = field_texts(message.fields)
+            if conversation.plain:  # every turn valid, no fields: the common case, a list at a time
+                turn_roles, turn_contents = conversation.plain_turns()
+                msg_ids += range(len(turn_roles))
+                row_ids += [position] * len(turn_roles)
+                roles += turn_roles
+                contents += turn_contents
+                continue
+            for msg_position, message in enumerate(conversation.messages):
+                if message.valid:
+                    if message.fields:
+                        fielded.append((len(roles), message))
+                    row_ids.append(position)
+                    msg_ids.append(msg_position)
+                    roles.append(message.role)
+                    contents.append(message.content)
+        calls = [""] * len(roles)
+        fields = [""] * len(roles)
+        for index, message in fielded:
+            calls[index], fields[index] = field_texts(message.fields)
         return pl.DataFrame(
             {"row": row_ids, "msg": msg_ids, "role": roles, "content": contents, "calls": calls, "fields": fields},
             schema={"row": pl.Int32, "msg": pl.Int32, "role": pl.String, "content": pl.String, "calls": pl.String, "fields": pl.String},

@@ -321,9 +321,8 @@ class MissingAssistantTurn(DropsBrokenRows, RowRule):
             conversation = row.conversation
             if conversation is None:
                 continue
-            messages = conversation.messages
-            if messages and messages[-1].valid and messages[-1].role == "assistant":
-                continue  # ends with a valid assistant turn: nothing to report, the common case
+            if conversation.plain and conversation.plain_roles()[-1] == "assistant":
+                continue  # valid turns ending with the assistant's: nothing to report, the common case
             yield from self.check(row)
 
     def check(self, row: Row) -> Iterable[Finding]:
@@ -396,7 +395,7 @@ class RoleOrder(DropsBrokenRows, RowRule):
             if not conversation.plain:
                 yield from self.check(row)
                 continue
-            roles = tuple([message.role for message in conversation.messages])
+            roles = tuple(conversation.plain_roles())
             if roles in in_order:
                 continue
             found = list(self.check(row))
