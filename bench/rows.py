@@ -1,5 +1,7 @@
 """CPU seconds per stage of the per-row work of a lint pass: reading, `Batch.from_raw`,
-`Batch.messages` and each row rule, on one JSONL file, best of `--repeats`.
+`Batch.messages` and each row rule, on one JSONL file, best of `--repeats`. The rules share
+work (the message frame, the screens of `curate.rules.toolkit.screened_messages`): the first
+rule to need a shared piece is charged for it.
 
     PYTHONPATH=. .venv/bin/python bench/rows.py FILE            # this checkout
     bench/rows.py FILE --against /work/main                      # alternate with another checkout
@@ -40,8 +42,9 @@ def stages(path: str, batch_size: int) -> dict[str, float]:
         batch.messages
     times["Batch.messages"] = clock() - started
     rules = [cls() for code, cls in sorted(load_builtin_rules().items()) if issubclass(cls, RowRule) and code[:2] in ("SC", "QL")]
-    for rule in rules:
+    for rule in rules:  # all set up before the first batch, as in a lint run
         rule.setup()
+    for rule in rules:
         started = clock()
         for batch in batches:
             for _ in rule.check_batch(batch):

@@ -66,6 +66,7 @@ EDGE_STREAMS = {
     "over max-row-bytes at the end": SHORT + b"\n" + GOOD * 3,
     "oversized first line": GOOD * 3 + b"\n" + SHORT + b"\n",
     "empty": b"",
+    "many good lines around a bad one": (SHORT + b"\n") * 30 + b'{"text": "\xff"}\n' + (SHORT + b"\n") * 30 + b"\n" + (SHORT + b"\n") * 30,
     "only newlines": b"\n\n\n",
 }
 # Lines of every length around the limit, with and without CRs before the newline and at the end.
@@ -102,7 +103,7 @@ def test_block_reader_never_holds_an_oversized_line(monkeypatch):
 
     data = SHORT + b"\n" + b"x" * 100_000 + b"\n" + SHORT + b"\n"
     lines = list(curate_io.iter_line_blocks(Watched(data), MAX))
-    flat = [line for block, _ in lines for line in block]
+    flat = [line for block, *_ in lines for line in block]
     assert flat == [SHORT, 100_001, SHORT]
     assert max(seen) <= 64
 
@@ -198,3 +199,43 @@ def test_schema_rule_shortcuts_agree_with_their_per_row_checks(code):
     slow = findings_of(RowRule.check_batch(reference, batch))
     assert fast == slow
     assert fast, f"{code} fires on its own fixture rows"
+
+
+def test_screened_messages_are_the_messages_each_screen_matches():
+    """The union of every declared screen (inline flags and all) lets through exactly what each
+    screen matches alone, whichever screen is asked for first."""
+    import polars as pl
+
+    from curate.rules.quality import ATTACHMENT_PREFILTER, CONTROL_SCREEN, LONG_TOKEN, MERGED_PREFILTER
+    from curate.rules.toolkit import declare_screen, screened_messages
+    from curate.text.secrets import PII_PREFILTER
+
+    screens = [CONTROL_SCREEN, MERGED_PREFILTER, ATTACHMENT_PREFILTER, PII_PREFILTER, LONG_TOKEN, r"(?i)^hello"]
+    for screen in screens[:-1]:
+        declare_screen(screen)
+    batch = case_batch()
+    for screen in reversed(screens):  # the last one was never declared: the union is widened for it
+        alone = batch.messages.filter(pl.col("content").str.contains(screen))
+        assert screened_messages(batch, screen).rows() == alone.rows()
+        assert alone.height > 0, screen
+
+
+def test_repetition_candidates_are_the_probe_or_a_long_token():
+    """QL005 takes the messages its probe picks and the long-token screen picks, merged in file
+    order: the same findings as one filter on the probe or the token."""
+    import polars as pl
+
+    from curate.rules.quality import LONG_TOKEN, MIN_REPETITION_BYTES, Repetition, repeats_a_probe
+    from curate.rules.toolkit import candidate_messages
+
+    rule = Repetition()
+    rule.setup()
+    batch = case_batch(repeat=2)
+    long_enough = pl.col("content").str.len_bytes() >= MIN_REPETITION_BYTES
+    expected = [
+        rule.message_finding(row, message, problem)
+        for row, message in candidate_messages(batch, long_enough, repeats_a_probe(rule.probe_starts) | pl.col("content").str.contains(LONG_TOKEN))
+        if (problem := rule.repetition_problem(message.content))
+    ]
+    assert findings_of(rule.check_batch(batch)) == findings_of(expected)
+    assert len(expected) > 3
