@@ -154,7 +154,7 @@ class PlaceholderContent(RowRule):
         key = content.str.to_lowercase().str.replace_all(NOT_PLACEHOLDER_CHARS.pattern, "")
         short = pl.col("content").str.len_bytes() <= self.max_bytes
         bracketed = {normalize_placeholder(text) for text in BRACKETED_PLACEHOLDERS}
-        known = key.is_in(list(self.anywhere | self.prompt_only | bracketed)) | (key == "") | content.str.contains(EMPTY_CODE_BLOCK)
+        known = key.is_in(list(self.anywhere | self.prompt_only | bracketed | {""})) | content.str.contains(EMPTY_CODE_BLOCK)  # `key` once
         for row, message in candidate_messages(batch, short, known):
             if not is_alpaca_prompt(row, message) and self.is_placeholder(message.content, message.role):
                 yield self.message_finding(row, message, f"placeholder {quoted(message.content.strip())}")
