@@ -167,6 +167,7 @@ class Conversation:
     @messages.setter
     def messages(self, messages: list[Message]) -> None:
         self._messages, self._turns = messages, None
+        self.plain = False  # turns set by hand may be anything
 
     def plain_roles(self) -> list[str]:
         """The roles of a plain conversation's turns, without building its messages."""

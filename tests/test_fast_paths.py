@@ -239,3 +239,22 @@ def test_repetition_candidates_are_the_probe_or_a_long_token():
     ]
     assert findings_of(rule.check_batch(batch)) == findings_of(expected)
     assert len(expected) > 3
+
+
+def test_raw_row_text_is_decoded_when_first_read(tmp_path):
+    """A parsed line keeps its bytes; `text` is the decoded line (what `curate fix` writes back),
+    and a mapped row (`--columns`) can drop it."""
+    line = '{"text": "café ✓"}'
+    row = next(iter_jsonl_stream("x", io.BytesIO(line.encode() + b"\n")))
+    assert row._text == line.encode()
+    assert row.text == line and row._text == line
+    assert row == RawRow("x", 1, line, {"text": "café ✓"}, size=len(line.encode()) + 1)
+    row.text = None
+    assert row.text is None and row.ok
+
+
+def test_setting_messages_by_hand_makes_a_conversation_unplain():
+    conversation = normalize({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}]})
+    assert conversation.plain
+    conversation.messages = conversation.messages[:1]
+    assert not conversation.plain and conversation.plain_turns() == (["user"], ["hi"])
