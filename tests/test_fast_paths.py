@@ -130,8 +130,10 @@ def case_rows() -> list[bytes]:
 
 
 def case_batch(repeat: int = 1) -> Batch:
+    """The fixture rows, and a row over max-row-bytes at the end."""
     lines = case_rows() * repeat
-    return Batch.from_raw(list(iter_jsonl_stream("cases.jsonl", io.BytesIO(b"\n".join(lines)))))
+    raws = list(iter_jsonl_stream("cases.jsonl", io.BytesIO(b"\n".join(lines))))
+    return Batch.from_raw([*raws, RawRow("cases.jsonl", len(lines) + 1, None, oversized=11 << 20, size=11 << 20)])
 
 
 def test_plain_turns_normalize_like_the_general_path():
@@ -187,7 +189,7 @@ def findings_of(found) -> list[tuple]:
     return [(f.code, f.line, f.message, orjson.dumps(f.data, option=orjson.OPT_SORT_KEYS)) for f in found]
 
 
-@pytest.mark.parametrize("code", ["SC003", "SC004", "SC006", "SC007", "SC008"])
+@pytest.mark.parametrize("code", ["SC001", "SC002", "SC003", "SC004", "SC006", "SC007", "SC008", "SC009"])
 def test_schema_rule_shortcuts_agree_with_their_per_row_checks(code):
     """Twice the fixture rows, so rows met again (SC007's known role orders) take the shortcut too."""
     batch = case_batch(repeat=2)

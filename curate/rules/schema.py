@@ -51,6 +51,11 @@ class InvalidJson(DropsBrokenRows, RowRule):
     severity = Severity.ERROR
     needs_conversation = False
 
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row in batch.rows:
+            if row.raw.error:
+                yield from self.check(row)
+
     def check(self, row: Row) -> Iterable[Finding]:
         if row.raw.error:
             yield self.row_finding(row, row.raw.error)
@@ -86,6 +91,11 @@ class UnknownRowFormat(DropsBrokenRows, RowRule):
     needs_conversation = False
 
     KNOWN_KEYS = ("messages", "conversations", "instruction", "input", "output", "prompt", "completion", "chosen", "rejected", "text")
+
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row in batch.rows:
+            if row.format is None:
+                yield from self.check(row)
 
     def check(self, row: Row) -> Iterable[Finding]:
         if not row.raw.ok or row.format is not None:
@@ -536,6 +546,11 @@ class OversizedRow(DropsBrokenRows, RowRule):
     name = "oversized-row"
     severity = Severity.ERROR
     needs_conversation = False
+
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row in batch.rows:
+            if row.raw.oversized:
+                yield from self.check(row)
 
     def check(self, row: Row) -> Iterable[Finding]:
         if row.raw.oversized:
