@@ -20,7 +20,7 @@ schema rules can report it and the other rules skip it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -129,13 +129,60 @@ class Message:
         return f"{self.source} ({self.role})"
 
 
-@dataclass(slots=True)
 class Conversation:
-    messages: list[Message]
-    format: RowFormat
-    meta: dict[str, Any] = field(default_factory=dict)
-    #: The row's `tools` (function schemas a template renders into the prompt), when it is a list.
-    tools: list | None = None
+    """A row's turns in one model: `messages`, its `format`, the row's other keys (`meta`) and
+    `tools`. When every turn is plain (`plain`: it came from a message-list item holding just
+    the format's role and content keys, both strings, the role one of CANONICAL_ROLES as
+    written), the Message objects are only built when `messages` is first read: the message
+    frame and the schema rules take what they need from the items (`plain_turns`)."""
+
+    __slots__ = ("_messages", "_head", "_turns", "_key", "format", "meta", "tools", "plain")
+
+    def __init__(
+        self, messages: list[Message] | None, format: RowFormat, meta: dict[str, Any] | None = None, tools: list | None = None,
+        plain: bool = False, head: list[Message] | None = None, turns: tuple[list[str], list[str]] | None = None, key: str = "",
+    ):
+        #: Either the turns, or (plain conversations) None, with `head` (turns from plain fields,
+        #: ShareGPT's `system`) and `turns`: the roles and contents of head + the `key` list.
+        self._messages = messages
+        self._head, self._turns, self._key = head or [], turns, key
+        self.format = format
+        self.meta = {} if meta is None else meta
+        self.tools = tools
+        #: The schema rules about message shapes, keys and roles have nothing to say about its turns.
+        self.plain = plain
+
+    @property
+    def messages(self) -> list[Message]:
+        messages = self._messages
+        if messages is None:
+            head, key, (roles, contents) = self._head, self._key, self._turns
+            start = len(head)
+            messages = self._messages = head + [
+                Message(role, content, start + offset, role, True, key, offset, None)
+                for offset, (role, content) in enumerate(zip(roles[start:], contents[start:]))
+            ]
+        return messages
+
+    @messages.setter
+    def messages(self, messages: list[Message]) -> None:
+        self._messages, self._turns = messages, None
+        self.plain = False  # turns set by hand may be anything
+
+    def plain_roles(self) -> list[str]:
+        """The roles of a plain conversation's turns, without building its messages."""
+        if self._turns is None:
+            return [message.role for message in self.messages]
+        return self._turns[0]
+
+    def plain_turns(self) -> tuple[list[str], list[str]]:
+        """(roles, contents) of a plain conversation's turns, without building its messages."""
+        if self._turns is None:
+            return [message.role for message in self.messages], [message.content for message in self.messages]
+        return self._turns
+
+    def __repr__(self) -> str:
+        return f"Conversation({self.messages!r}, {self.format!s}, meta={self.meta!r}, tools={self.tools!r}, plain={self.plain})"
 
     @property
     def last_assistant_index(self) -> int | None:
@@ -176,12 +223,19 @@ def detect_format(obj: Any) -> RowFormat | None:
     if "chosen" in obj and "rejected" in obj:
         return RowFormat.PREFERENCE if "prompt" in obj else RowFormat.IMPLICIT_PREFERENCE
     if "messages" in obj:
-        return RowFormat.MESSAGES
+        return _MESSAGES
     if "conversations" in obj:
-        return RowFormat.SHAREGPT
+        return _SHAREGPT
     if "instruction" in obj or ("output" in obj and "input" in obj):
-        return RowFormat.ALPACA
+        return _ALPACA
     return _detect_trl_format(obj)
+
+
+#: The formats of most rows, as plain names: reading an Enum member off its class costs ~140 ns,
+#: a lot for functions that run once per row.
+_MESSAGES, _SHAREGPT, _ALPACA = RowFormat.MESSAGES, RowFormat.SHAREGPT, RowFormat.ALPACA
+#: The formats whose turns are one message list, and its key.
+_MESSAGE_LIST = {RowFormat.MESSAGES: "messages", RowFormat.SHAREGPT: "conversations"}
 
 
 def _detect_trl_format(obj: dict) -> RowFormat | None:
@@ -204,6 +258,32 @@ def _content_text(content: Any) -> str | None:
         if all(isinstance(text, str) for text in texts):
             return "".join(texts)
     return None
+
+
+_CANONICAL_ROLE_SET = frozenset(CANONICAL_ROLES)
+
+
+def plain_turns(items: Any, role_key: str, content_key: str, head: list[Message]) -> tuple[list[str], list[str]] | None:
+    """(roles, contents) of `head` and a message list whose items are all plain (see
+    `Conversation`), or None when the list is empty, not a list, or has an item that is not
+    (`_normalize_message_list` handles those). The common shape, taken in one cheap pass."""
+    if type(items) is not list or not items:
+        return None
+    canonical = _CANONICAL_ROLE_SET
+    roles: list[str] = []
+    contents: list[str] = []
+    for item in items:
+        if type(item) is not dict or len(item) != 2:
+            return None
+        role, content = item.get(role_key), item.get(content_key)
+        if type(role) is not str or role not in canonical or type(content) is not str:
+            return None
+        roles.append(role)
+        contents.append(content)
+    if head:
+        roles[:0] = [message.role for message in head]
+        contents[:0] = [message.content for message in head]
+    return roles, contents
 
 
 def _normalize_message_list(items: Any, fmt: RowFormat, key: str, start: int = 0) -> list[Message]:
@@ -252,23 +332,29 @@ def normalize(obj: Any, fmt: RowFormat | None = None) -> Conversation | None:
     if fmt is None:
         return None
     format_keys = FORMAT_KEYS[fmt]
-    meta = {key: value for key, value in obj.items() if key not in format_keys}
-    if fmt is RowFormat.MESSAGES:
-        messages = _normalize_message_list(obj.get("messages"), fmt, "messages")
-    elif fmt is RowFormat.SHAREGPT:
-        messages = []
-        system = _text_field(obj, "system")
-        if system is not None:
-            messages.append(Message("system", system, 0, "system", True, "system"))
-        messages += _normalize_message_list(obj.get("conversations"), fmt, "conversations", len(messages))
-    elif fmt is RowFormat.ALPACA:
+    meta = {} if format_keys.issuperset(obj) else {key: value for key, value in obj.items() if key not in format_keys}
+    tools = obj.get("tools") if "tools" in format_keys else None
+    tools = tools if isinstance(tools, list) else None
+    key = _MESSAGE_LIST.get(fmt)
+    if key is not None:
+        head = []
+        if fmt is _SHAREGPT:
+            system = _text_field(obj, "system")
+            if system is not None:
+                head.append(Message("system", system, 0, "system", True, "system"))
+        role_key, content_key, _ = MESSAGE_KEYS[fmt]
+        items = obj.get(key)
+        turns = plain_turns(items, role_key, content_key, head)
+        if turns is not None:
+            return Conversation(None, fmt, meta, tools, True, head, turns, key)
+        messages = head + _normalize_message_list(items, fmt, key, len(head))
+    elif fmt is _ALPACA:
         messages = _normalize_alpaca(obj)
     elif fmt in (RowFormat.PROMPT_COMPLETION, RowFormat.UNPAIRED_PREFERENCE):
         messages = _normalize_prompt_completion(obj)
     else:
         messages = _normalize_trl(obj, fmt)
-    tools = obj.get("tools") if "tools" in format_keys else None
-    return Conversation(messages, fmt, meta, tools if isinstance(tools, list) else None)
+    return Conversation(messages, fmt, meta, tools)
 
 
 def _normalize_trl(obj: dict, fmt: RowFormat) -> list[Message]:

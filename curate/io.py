@@ -16,7 +16,7 @@ import stat
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from itertools import islice, repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,26 +44,55 @@ class OutputError(InputError):
     """An output that cannot be written (a directory, a full disk, a file-size limit); one line naming it."""
 
 
-@dataclass(slots=True)
 class RawRow:
     """One physical row of an input file, before normalization.
 
     `line` is the 1-based physical line for JSONL, the 1-based row index for
     Parquet and JSON arrays. Exactly one of `obj` / `error` is meaningful:
-    `error` is set when the row could not be decoded or parsed.
+    `error` is set when the row could not be decoded or parsed. `text` may be
+    given as the line's bytes when they are known to be UTF-8 (orjson parsed
+    them): they are decoded when `text` is first read, which lint rarely does.
     """
 
-    path: str
-    line: int
-    text: str | None
-    obj: Any = None
-    error: str | None = None
-    oversized: int = 0  # byte size when the row was too large to parse
-    size: int = 0  # bytes this row took in the file (progress reporting)
+    __slots__ = ("path", "line", "_text", "obj", "error", "oversized", "size")
+
+    def __init__(
+        self, path: str, line: int, text: str | bytes | None, obj: Any = None, error: str | None = None, oversized: int = 0, size: int = 0
+    ):
+        self.path = path
+        self.line = line
+        self._text = text
+        self.obj = obj
+        self.error = error
+        self.oversized = oversized  # byte size when the row was too large to parse
+        self.size = size  # bytes this row took in the file (progress reporting)
+
+    @property
+    def text(self) -> str | None:
+        text = self._text
+        if type(text) is bytes:
+            text = self._text = text.decode("utf-8")
+        return text
+
+    @text.setter
+    def text(self, text: str | None) -> None:
+        self._text = text
 
     @property
     def ok(self) -> bool:
         return self.error is None and not self.oversized
+
+    def _fields(self) -> tuple:
+        return self.path, self.line, self.text, self.obj, self.error, self.oversized, self.size
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  (mutable, like the dataclass it was)
+
+    def __repr__(self) -> str:
+        path, line, text, obj, error, oversized, size = self._fields()
+        return f"{type(self).__name__}(path={path!r}, line={line}, text={text!r}, obj={obj!r}, error={error!r}, oversized={oversized}, size={size})"
 
 
 def row_hash(row: RawRow) -> str:
@@ -99,30 +128,74 @@ def encoding_problem(name: str, head: bytes) -> str | None:
     return None
 
 
+#: How much of a stream is read at a time; lines are split out of each block in one pass.
+_READ_BLOCK = 1024 * 1024
+
+
+def iter_line_blocks(handle: IO[bytes], max_bytes: int, block: int = 0) -> Iterator[tuple[list[bytes | int], bool, bool]]:
+    """The lines of a binary stream, a block at a time: (lines, whether they ended with a newline,
+    whether the block is clean). Each line is its bytes without the newline (a CR before it kept),
+    or, when the line holds more than `max_bytes` (CRs before the newline aside), its size in
+    bytes as an int: such a line is never held in memory; reading skips to its newline. Only a
+    last block holding the stream's unterminated last line alone is not newline-terminated; a
+    clean block has no CR and no oversized line. Memory stays bounded by `max_bytes` plus one
+    block whatever the stream holds (one 4 GB line in a .gz)."""
+    cap = max_bytes + 3  # the row, a CRLF, and one byte that says "longer"
+    block = block or _READ_BLOCK
+    read = handle.read
+    pending = b""
+    skipped = -1  # bytes of an oversized line read so far, -1 when not in one
+    while True:
+        chunk = read(block)
+        if not chunk:
+            break
+        lines: list[bytes | int] = []
+        if skipped >= 0:
+            end = chunk.find(b"\n")
+            if end < 0:
+                skipped += len(chunk)
+                continue
+            lines.append(skipped + end + 1)
+            skipped = -1
+            data = chunk[end + 1 :]
+        else:
+            data = pending + chunk if pending else chunk
+        parts = data.split(b"\n")
+        pending = parts.pop()
+        clean = not lines and b"\r" not in data
+        if parts and max(map(len, parts)) > max_bytes:
+            clean = False
+            lines += [_bounded(line, max_bytes, cap) for line in parts]
+        elif lines:
+            lines += parts
+        else:
+            lines = parts  # type: ignore[assignment]
+        if len(pending) >= cap:
+            skipped, pending = len(pending), b""
+        if lines:
+            yield lines, True, clean
+    if skipped >= 0:
+        yield [skipped], False, False
+    elif pending:
+        yield [_bounded(pending, max_bytes, cap, newline=0)], False, False
+
+
+def _bounded(line: bytes, max_bytes: int, cap: int, newline: int = 1) -> bytes | int:
+    """The line, or its size when it is over `max_bytes` (see `iter_line_blocks`)."""
+    if len(line) >= cap or (len(line) > max_bytes and len(line.rstrip(b"\r")) > max_bytes):
+        return len(line) + newline
+    return line
+
+
 def iter_bounded_lines(handle: IO[bytes], max_bytes: int) -> Iterator[tuple[bytes | None, int]]:
     """Each line of a binary stream as (bytes without the line ending, bytes it took), or
-    (None, bytes it took) when it holds more than `max_bytes`: such a line is never held in
-    memory; reading skips to its newline. Memory stays bounded by `max_bytes` whatever the
-    stream holds (one 4 GB line in a .gz)."""
-    cap = max_bytes + 3  # the row, a CRLF, and one byte that says "longer"
-    readline = handle.readline
-    while True:
-        raw = readline(cap)
-        if not raw:
-            return
-        if len(raw) == cap and not raw.endswith(b"\n"):
-            size = len(raw)
-            del raw
-            while True:
-                chunk = readline(_SKIP_CHUNK)
-                size += len(chunk)
-                if not chunk or chunk.endswith(b"\n"):
-                    break
-            yield None, size
-            continue
-        size = len(raw)
-        raw = raw.rstrip(b"\r\n")
-        yield (raw if len(raw) <= max_bytes else None), size
+    (None, bytes it took) when it holds more than `max_bytes` (see `iter_line_blocks`)."""
+    for lines, terminated, _ in iter_line_blocks(handle, max_bytes):
+        for line in lines:
+            if type(line) is int:
+                yield None, line
+            else:
+                yield line.rstrip(b"\r"), len(line) + terminated
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -168,28 +241,85 @@ def _short_json_error(exc: orjson.JSONDecodeError) -> str:
 
 def iter_jsonl(path: Path, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[RawRow]:
     """Yield every non-blank line of a JSONL file as a RawRow (BOM and CRLF tolerated)."""
+    for chunk in iter_jsonl_chunks(path, max_row_bytes):
+        yield from chunk
+
+
+def iter_jsonl_chunks(path: Path, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[list[RawRow]]:
+    """`iter_jsonl`'s rows, a list per block read."""
     name = str(path)
     try:
         with _open_binary(path) as handle:
-            yield from iter_jsonl_stream(name, handle, max_row_bytes)
+            yield from iter_jsonl_stream_chunks(name, handle, max_row_bytes)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{name}: cannot read: {exc}") from None
 
 
 def iter_jsonl_stream(name: str, handle: IO[bytes], max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[RawRow]:
     """The rows of a JSON Lines byte stream (a file, stdin), never holding a line over `max_row_bytes`."""
-    first = True
-    for line_no, (raw, size) in enumerate(iter_bounded_lines(handle, max_row_bytes), start=1):
-        if first:
-            first = False
-            problem = encoding_problem(name, raw or b"")
+    for chunk in iter_jsonl_stream_chunks(name, handle, max_row_bytes):
+        yield from chunk
+
+
+def iter_jsonl_stream_chunks(name: str, handle: IO[bytes], max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[list[RawRow]]:
+    """`iter_jsonl_stream`'s rows, a list per block of lines: blank lines skipped (their line
+    numbers still count), the first line checked for a UTF-16/32 BOM and stripped of a UTF-8 one.
+    A line that parses takes the fast path (orjson validates UTF-8 itself); any other goes
+    through `_parse_line`, which says what is wrong with it."""
+    line_no = 0
+    for lines, terminated, clean in iter_line_blocks(handle, max_row_bytes):
+        if line_no == 0:
+            first = lines[0]
+            head = first if type(first) is bytes else b""
+            problem = encoding_problem(name, head)
             if problem:
                 raise InputError(problem)
-            if raw and raw.startswith(_UTF8_BOM):
-                raw = raw[len(_UTF8_BOM) :]
-        if raw is not None and not raw.strip():
+            rows = _parse_lines(name, lines, line_no, terminated, len(_UTF8_BOM) if head.startswith(_UTF8_BOM) else 0)
+        elif clean:
+            rows = _parse_clean_lines(name, lines, line_no)
+        else:
+            rows = _parse_lines(name, lines, line_no, terminated)
+        line_no += len(lines)
+        if rows:
+            yield rows
+
+
+def _parse_clean_lines(name: str, lines: list[bytes], line_no: int) -> list[RawRow]:
+    """The rows of a clean block (`iter_line_blocks`) after `line_no`: when every line parses,
+    all at once (orjson checks the UTF-8 itself); else line by line (`_parse_lines`)."""
+    try:
+        objs = list(map(orjson.loads, lines))
+    except orjson.JSONDecodeError:  # a blank line, bad JSON or bad UTF-8 somewhere in the block
+        return _parse_lines(name, lines, line_no, True)
+    count = len(lines)
+    sizes = [size + 1 for size in map(len, lines)]
+    return list(map(RawRow, repeat(name, count), range(line_no + 1, line_no + count + 1), lines, objs, repeat(None, count), repeat(0, count), sizes))
+
+
+def _parse_lines(name: str, lines: list[bytes | int], line_no: int, terminated: bool, bom: int = 0) -> list[RawRow]:
+    """The rows of a block of lines after `line_no`, one at a time: blank lines skipped, CRs
+    before the newline dropped, `bom` bytes (a UTF-8 BOM) taken off the first line. A line that
+    parses takes the fast path; any other goes through `_parse_line`, which says what is wrong."""
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    rows: list[RawRow] = []
+    append = rows.append
+    if bom:
+        lines[0] = lines[0][bom:]  # type: ignore[index]
+    for position, line in enumerate(lines, start=line_no + 1):
+        if type(line) is int:
+            append(RawRow(name, position, None, None, None, line, line))
             continue
-        yield _parse_line(name, line_no, raw, size)
+        size = len(line) + terminated + bom  # an unterminated block holds only the stream's last line
+        bom = 0
+        if line[-1:] == b"\r":
+            line = line.rstrip(b"\r")
+        if not line or line.isspace():
+            continue
+        try:
+            append(RawRow(name, position, line, loads(line), None, 0, size))  # orjson checked the UTF-8
+        except decode_error:
+            append(_parse_line(name, position, line, size))
+    return rows
 
 
 def iter_json(path: Path) -> Iterator[RawRow]:
@@ -305,25 +435,44 @@ def _drop_nulls(obj: dict) -> dict:
 def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None) -> Iterator[RawRow]:
     """Yield every row of a source, choosing the reader by input kind (see `curate.sources`):
     JSONL / JSON / Parquet here (`.gz` allowed), the other kinds in `curate.sources`."""
+    for chunk in iter_row_chunks(path, max_row_bytes, options):
+        yield from chunk
+
+
+def iter_row_chunks(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None) -> Iterator[list[RawRow]]:
+    """`iter_rows`'s rows in lists (a block of JSON Lines, or `_CHUNK_ROWS` rows of other kinds)."""
     from curate.sources import SourceOptions, iter_source
 
     rows: Iterable[RawRow] | None = iter_source(str(path), max_row_bytes, options or SourceOptions())
+    chunks: Iterable[list[RawRow]]
     if rows is None:
         path = Path(path)
         check_input_file(path)
         suffix, _ = data_suffix(path)
         if suffix == ".parquet":
-            rows = iter_parquet(path)
+            chunks = _chunked(iter_parquet(path))
         elif suffix == ".json":
-            rows = iter_json(path)
+            chunks = _chunked(iter_json(path))
         else:
-            rows = iter_jsonl(path, max_row_bytes)
+            chunks = iter_jsonl_chunks(path, max_row_bytes)
+    else:
+        chunks = _chunked(rows)
     empty = True
-    for row in rows:
+    for chunk in chunks:
         empty = False
-        yield row
+        yield chunk
     if empty:
         raise InputError(f"{path}: file is empty (no rows); nothing to lint")
+
+
+#: Rows per list when a reader yields rows one at a time.
+_CHUNK_ROWS = 4096
+
+
+def _chunked(rows: Iterable[RawRow]) -> Iterator[list[RawRow]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, _CHUNK_ROWS)):
+        yield chunk
 
 
 def iter_batches(
@@ -331,11 +480,11 @@ def iter_batches(
 ) -> Iterator[list[RawRow]]:
     """Group `iter_rows` into lists of at most `batch_size` rows."""
     batch: list[RawRow] = []
-    for row in iter_rows(path, max_row_bytes, options):
-        batch.append(row)
-        if len(batch) >= batch_size:
-            yield batch
-            batch = []
+    for chunk in iter_row_chunks(path, max_row_bytes, options):
+        batch += chunk
+        while len(batch) >= batch_size:
+            yield batch[:batch_size]
+            batch = batch[batch_size:]
     if batch:
         yield batch
 

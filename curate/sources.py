@@ -397,11 +397,17 @@ _LINE_OPENING_BRACE = re.compile(rb"\n([ \t]*)\{")
 _JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
-@dataclass(slots=True)
 class IndexedRow(RawRow):
     """A record of a JSON array: `line` is where its object starts, `index` its 0-based position."""
 
-    index: int = -1
+    __slots__ = ("index",)
+
+    def __init__(self, *args: Any, index: int = -1, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.index = index
+
+    def _fields(self) -> tuple:
+        return (*super()._fields(), self.index)
 
 
 def apply_column_mapping(rows: list[Any], columns: dict[str, str]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from curate.formats import PREFERENCE_FORMATS, Conversation, RowFormat, detect_format, field_texts, has_roles, normalize, rejected_side
+from curate.formats import PREFERENCE_FORMATS, Conversation, Message, RowFormat, detect_format, field_texts, has_roles, normalize, rejected_side
 from curate.io import RawRow
 
 if TYPE_CHECKING:
@@ -38,10 +38,11 @@ class Row:
 
     @classmethod
     def from_raw(cls, raw: RawRow) -> Row:
-        if not raw.ok:
+        if raw.error is not None or raw.oversized:  # not `raw.ok`: a property call per row
             return cls(raw, None, None)
-        fmt = detect_format(raw.obj)
-        return cls(raw, fmt, normalize(raw.obj, fmt) if fmt else None)
+        obj = raw.obj
+        fmt = detect_format(obj)
+        return cls(raw, fmt, normalize(obj, fmt) if fmt else None)
 
 
 class Batch:
@@ -52,7 +53,8 @@ class Batch:
 
     @classmethod
     def from_raw(cls, raw_rows: list[RawRow]) -> Batch:
-        return cls([Row.from_raw(raw) for raw in raw_rows])
+        from_raw = Row.from_raw
+        return cls([from_raw(raw) for raw in raw_rows])
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -93,20 +95,30 @@ class Batch:
         msg_ids: list[int] = []
         roles: list[str] = []
         contents: list[str] = []
-        calls: list[str] = []
-        fields: list[str] = []
+        fielded: list[tuple[int, Message]] = []  # (frame position, message) of messages with template fields
         for position, row in enumerate(self.rows):
-            if row.conversation is None:
+            conversation = row.conversation
+            if conversation is None:
                 continue
-            for msg_position, message in enumerate(row.conversation.messages):
+            if conversation.plain:  # every turn valid, no fields: the common case, a list at a time
+                turn_roles, turn_contents = conversation.plain_turns()
+                msg_ids += range(len(turn_roles))
+                row_ids += [position] * len(turn_roles)
+                roles += turn_roles
+                contents += turn_contents
+                continue
+            for msg_position, message in enumerate(conversation.messages):
                 if message.valid:
+                    if message.fields:
+                        fielded.append((len(roles), message))
                     row_ids.append(position)
                     msg_ids.append(msg_position)
                     roles.append(message.role)
                     contents.append(message.content)
-                    message_calls, message_fields = field_texts(message.fields) if message.fields else ("", "")
-                    calls.append(message_calls)
-                    fields.append(message_fields)
+        calls = [""] * len(roles)
+        fields = [""] * len(roles)
+        for index, message in fielded:
+            calls[index], fields[index] = field_texts(message.fields)
         return pl.DataFrame(
             {"row": row_ids, "msg": msg_ids, "role": roles, "content": contents, "calls": calls, "fields": fields},
             schema={"row": pl.Int32, "msg": pl.Int32, "role": pl.String, "content": pl.String, "calls": pl.String, "fields": pl.String},

@@ -17,6 +17,7 @@ from curate.formats import Message
 from curate.lightmodel import Field
 from curate.rules.toolkit import candidate_messages, locate, redact_strings
 from curate.text.secrets import KINDS, PII_PREFILTER, PREFILTER_RE, Detector, Hit, Kind
+from curate.rules.toolkit import declare_screen
 
 
 class PiiOptions(RuleOptions):
@@ -81,11 +82,12 @@ class PiiOrSecret(RowRule):
         self.detector = Detector(self.options.kinds, self.options.allow)
         self.hits = self.detector.hits
         self.redact_text = self.detector.redact_text
+        declare_screen(PII_PREFILTER)
 
     def check_batch(self, batch: Batch) -> Iterator[Finding]:
         import polars as pl
 
-        for row, message in candidate_messages(batch, pl.col("content").str.contains(PII_PREFILTER)):
+        for row, message in candidate_messages(batch, screen=PII_PREFILTER):
             yield from self.check_message(row, message)
         rendered_fields = (pl.col("calls") + pl.col("fields")).str.contains(PII_PREFILTER)
         for row, message in candidate_messages(batch, (pl.col("calls") != "") | (pl.col("fields") != ""), rendered_fields):

@@ -21,6 +21,7 @@ from curate.engine.rule import DatasetRule, Fix, RowRule, RuleOptions
 from curate.formats import Message, RowFormat
 from curate.lightmodel import Field
 from curate.rules.toolkit import candidate_messages, clear_field, is_alpaca_prompt, locate, map_strings, quoted
+from curate.rules.toolkit import declare_screen, frame_messages, screened_messages
 
 if TYPE_CHECKING:
     import numpy as np
@@ -153,7 +154,7 @@ class PlaceholderContent(RowRule):
         key = content.str.to_lowercase().str.replace_all(NOT_PLACEHOLDER_CHARS.pattern, "")
         short = pl.col("content").str.len_bytes() <= self.max_bytes
         bracketed = {normalize_placeholder(text) for text in BRACKETED_PLACEHOLDERS}
-        known = key.is_in(list(self.anywhere | self.prompt_only | bracketed)) | (key == "") | content.str.contains(EMPTY_CODE_BLOCK)
+        known = key.is_in(list(self.anywhere | self.prompt_only | bracketed | {""})) | content.str.contains(EMPTY_CODE_BLOCK)  # `key` once
         for row, message in candidate_messages(batch, short, known):
             if not is_alpaca_prompt(row, message) and self.is_placeholder(message.content, message.role):
                 yield self.message_finding(row, message, f"placeholder {quoted(message.content.strip())}")
@@ -170,6 +171,8 @@ class PlaceholderContent(RowRule):
 #: the byte-order mark inside text, bidi embeddings/overrides/isolates; lone surrogates.
 CONTROL_CLASS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2066-\u2069\ufeff"
 CONTROL_RE = re.compile(f"[{CONTROL_CLASS}\ud800-\udfff]")
+#: QL002's prefilter (polars strings hold no lone surrogates).
+CONTROL_SCREEN = f"[{CONTROL_CLASS}]"
 ANSI_SEQUENCE_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 C0_NAMES = ("NUL SOH STX ETX EOT ENQ ACK BEL BS HT LF VT FF CR SO SI DLE DC1 DC2 DC3 DC4 NAK SYN ETB CAN EM SUB ESC FS GS RS US").split()
 
@@ -237,10 +240,11 @@ class ControlCharacters(RowRule):
         """The characters are stripped from every string of the row, keys included."""
         return Fix.rewrite("cleaned", strip_row_control_characters, stage=1)
 
-    def check_batch(self, batch: Batch) -> Iterator[Finding]:
-        import polars as pl
+    def setup(self) -> None:
+        declare_screen(CONTROL_SCREEN)
 
-        for row, message in candidate_messages(batch, pl.col("content").str.contains(f"[{CONTROL_CLASS}]")):
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row, message in candidate_messages(batch, screen=CONTROL_SCREEN):
             yield from self.check_message(row, message)
 
     def check_message(self, row: Row, message: Message) -> Iterator[Finding]:
@@ -336,10 +340,11 @@ class MergedInstructions(RowRule):
     name = "merged-instructions"
     severity = Severity.WARNING
 
-    def check_batch(self, batch: Batch) -> Iterator[Finding]:
-        import polars as pl
+    def setup(self) -> None:
+        declare_screen(MERGED_PREFILTER)
 
-        for row, message in candidate_messages(batch, pl.col("content").str.contains(MERGED_PREFILTER)):
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row, message in candidate_messages(batch, screen=MERGED_PREFILTER):
             marker = merged_example_marker(message.content, message.role)
             if marker:
                 label = quoted(marker.group().strip())
@@ -453,10 +458,11 @@ class UnseeableReference(RowRule):
     name = "unseeable-reference"
     severity = Severity.INFO
 
-    def check_batch(self, batch: Batch) -> Iterator[Finding]:
-        import polars as pl
+    def setup(self) -> None:
+        declare_screen(ATTACHMENT_PREFILTER)
 
-        for row, message in candidate_messages(batch, pl.col("content").str.contains(ATTACHMENT_PREFILTER), roles=("user",)):
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row, message in candidate_messages(batch, roles=("user",), screen=ATTACHMENT_PREFILTER):
             reference = unseeable_reference(row, message)
             if reference:
                 named, _ = locate(row, message, reference.start())
@@ -577,12 +583,16 @@ class Repetition(RowRule):
         self.char_run = re.compile(rf"(\S{{1,4}}?)\1{{{options.max_char_run - 1},}}")
         # At half or below, a repeated region need not hold the middle: probe the start and quarters too.
         self.probe_starts = (0.5,) if options.max_repeated_share > 0.5 else (0.0, 0.25, 0.5, 0.75)
+        declare_screen(LONG_TOKEN)
 
     def check_batch(self, batch: Batch) -> Iterator[Finding]:
         import polars as pl
 
         long_enough = pl.col("content").str.len_bytes() >= MIN_REPETITION_BYTES
-        for row, message in candidate_messages(batch, long_enough, repeats_a_probe(self.probe_starts) | pl.col("content").str.contains(LONG_TOKEN)):
+        probed = batch.messages.filter(long_enough).filter(repeats_a_probe(self.probe_starts))
+        long_tokens = screened_messages(batch, LONG_TOKEN).filter(long_enough)
+        either = pl.concat([probed, long_tokens]).unique(subset=["row", "msg"]).sort("row", "msg")
+        for row, message in frame_messages(batch, either):
             problem = self.repetition_problem(message.content)
             if problem:
                 yield self.message_finding(row, message, problem)

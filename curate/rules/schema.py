@@ -53,6 +53,11 @@ class InvalidJson(DropsBrokenRows, RowRule):
     severity = Severity.ERROR
     needs_conversation = False
 
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row in batch.rows:
+            if row.raw.error:
+                yield from self.check(row)
+
     def check(self, row: Row) -> Iterable[Finding]:
         if row.raw.error:
             yield self.row_finding(row, row.raw.error)
@@ -88,6 +93,11 @@ class UnknownRowFormat(DropsBrokenRows, RowRule):
     needs_conversation = False
 
     KNOWN_KEYS = ("messages", "conversations", "instruction", "input", "output", "prompt", "completion", "chosen", "rejected", "text")
+
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row in batch.rows:
+            if row.format is None:
+                yield from self.check(row)
 
     def check(self, row: Row) -> Iterable[Finding]:
         if not row.raw.ok or row.format is not None:
@@ -132,6 +142,10 @@ class InvalidMessage(DropsBrokenRows, RowRule):
     severity = Severity.ERROR
 
     LIST_CONTAINERS = {RowFormat.MESSAGES: "messages", RowFormat.SHAREGPT: "conversations"}
+
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row in rows_with_unplain_turns(batch):
+            yield from self.check(row)
 
     def check(self, row: Row) -> Iterable[Finding]:
         obj, fmt = row.obj, row.format
@@ -222,6 +236,10 @@ class UnknownRole(DropsBrokenRows, RowRule):
         self.extra = set(self.options.extra_roles)
         self.allowed = set(CANONICAL_ROLES) | self.extra
 
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row in rows_with_unplain_turns(batch):
+            yield from self.check(row)
+
     def check(self, row: Row) -> Iterable[Finding]:
         openai_roles = row.format in OPENAI_ROLE_FORMATS
         for message in row.conversation.messages:
@@ -310,6 +328,15 @@ class MissingAssistantTurn(DropsBrokenRows, RowRule):
     severity = Severity.ERROR
     needs_roles = True
 
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row in batch.rows:
+            conversation = row.conversation
+            if conversation is None:
+                continue
+            if conversation.plain and conversation.plain_roles()[-1] == "assistant":
+                continue  # valid turns ending with the assistant's: nothing to report, the common case
+            yield from self.check(row)
+
     def check(self, row: Row) -> Iterable[Finding]:
         if row.format is RowFormat.PROMPT_ONLY:
             return  # prompt-only data (GRPO, online DPO) has no completion by design
@@ -362,6 +389,32 @@ class RoleOrder(DropsBrokenRows, RowRule):
         "assistant": {"user", "tool"},
         "tool": {"assistant", "tool"},
     }
+    #: How many role sequences found in order are remembered per rule (most files use a handful).
+    MAX_KNOWN_ORDERS = 4096
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.in_order: set[tuple[str, ...]] = set()
+
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        """Rows whose turns are plain (valid, canonical roles) and whose role sequence was already
+        found in order are skipped; every other row is walked by `check`."""
+        in_order = self.in_order
+        for row in batch.rows:
+            conversation = row.conversation
+            if conversation is None:
+                continue
+            if not conversation.plain:
+                yield from self.check(row)
+                continue
+            roles = tuple(conversation.plain_roles())
+            if roles in in_order:
+                continue
+            found = list(self.check(row))
+            if found:
+                yield from found
+            elif len(in_order) < self.MAX_KNOWN_ORDERS:
+                in_order.add(roles)
 
     def check(self, row: Row) -> Iterable[Finding]:
         messages = row.conversation.messages
@@ -381,6 +434,15 @@ class RoleOrder(DropsBrokenRows, RowRule):
                 yield self.message_finding(row, message, text)
                 return  # one finding per row: later positions are off by the same cause
             previous = message.role
+
+
+def rows_with_unplain_turns(batch: Batch) -> Iterator[Row]:
+    """The rows with a conversation whose turns are not all plain (`Conversation.plain`): the
+    only ones where a message can be malformed or carry an unknown or misspelt role."""
+    for row in batch.rows:
+        conversation = row.conversation
+        if conversation is not None and not conversation.plain:
+            yield row
 
 
 def _article(word: str) -> str:
@@ -431,6 +493,14 @@ class UnexpectedKey(RowRule):
         self.known_keys = {fmt: keys | set(self.options.allowed) for fmt, keys in FORMAT_KEYS.items()}
         self.message_known = {fmt: {role, content} | optional for fmt, (role, content, optional) in MESSAGE_KEYS.items()}
 
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        known_keys = self.known_keys
+        for row in batch.rows:
+            conversation = row.conversation
+            if conversation is None or (conversation.plain and known_keys[row.format].issuperset(row.obj)):
+                continue  # plain turns hold only their role and content keys
+            yield from self.check(row)
+
     def check(self, row: Row) -> Iterable[Finding]:
         fmt = row.format
         known = self.known_keys[fmt]
@@ -478,6 +548,11 @@ class OversizedRow(DropsBrokenRows, RowRule):
     name = "oversized-row"
     severity = Severity.ERROR
     needs_conversation = False
+
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        for row in batch.rows:
+            if row.raw.oversized:
+                yield from self.check(row)
 
     def check(self, row: Row) -> Iterable[Finding]:
         if row.raw.oversized:

@@ -28,19 +28,55 @@ if TYPE_CHECKING:
 # -- finding what to check --------------------------------------------------------------------
 
 
-def candidate_messages(batch: Batch, *predicates: pl.Expr, roles: tuple[str, ...] = ()) -> Iterator[tuple[Row, Message]]:
+def candidate_messages(
+    batch: Batch, *predicates: pl.Expr, roles: tuple[str, ...] = (), screen: str | None = None
+) -> Iterator[tuple[Row, Message]]:
     """(row, message) pairs whose content passes polars prefilters, in file order.
-    Predicates apply one after the other, so put the cheapest, most selective first."""
+    `screen` is a regex the content must match, matched through `screened_messages`;
+    predicates apply one after the other, so put the cheapest, most selective first."""
     import polars as pl
 
-    frame = batch.messages
+    frame = batch.messages if screen is None else screened_messages(batch, screen)
     if roles:
         frame = frame.filter(pl.col("role").is_in(roles))
     for predicate in predicates:
         frame = frame.filter(predicate)
+    return frame_messages(batch, frame)
+
+
+def frame_messages(batch: Batch, frame: pl.DataFrame) -> Iterator[tuple[Row, Message]]:
+    """(row, message) of each row of a frame taken from `batch.messages`, in the frame's order."""
     for row_pos, msg_pos in frame.select("row", "msg").iter_rows():
         row = batch.rows[row_pos]
         yield row, row.conversation.messages[msg_pos]
+
+
+#: The content regexes declared by the rules set up in this process (`declare_screen`), in order.
+_SCREENS: dict[str, None] = {}
+#: Per batch: the screens matched, and the messages their union let through.
+_SCREENED: WeakKeyDictionary[Batch, tuple[tuple[str, ...], pl.DataFrame]] = WeakKeyDictionary()
+
+
+def declare_screen(pattern: str) -> str:
+    """Declare (at a rule's setup) a content regex the rule screens messages with, so one pass
+    over each batch matches every rule's screen at once (`screened_messages`). Returns it."""
+    _SCREENS.setdefault(pattern, None)
+    return pattern
+
+
+def screened_messages(batch: Batch, pattern: str) -> pl.DataFrame:
+    """The rows of `batch.messages` whose content matches `pattern`. Scanning text is what costs,
+    so the union of all declared screens is matched once per batch, and `pattern` only on the few
+    messages the union lets through: the same rows as filtering on `pattern` alone."""
+    import polars as pl
+
+    declare_screen(pattern)
+    screened = _SCREENED.get(batch)
+    if screened is None or pattern not in screened[0]:
+        patterns = tuple(_SCREENS)
+        union = "|".join(f"(?:{screen})" for screen in patterns)  # inline flags stay inside their group
+        screened = _SCREENED[batch] = (patterns, batch.messages.filter(pl.col("content").str.contains(union)))
+    return screened[1].filter(pl.col("content").str.contains(pattern))
 
 
 _FINAL_ANSWERS: WeakKeyDictionary[Batch, pl.DataFrame] = WeakKeyDictionary()
