@@ -15,9 +15,8 @@ from curate.engine.findings import Finding, Severity
 from curate.engine.rule import Fix, RowRule, RuleOptions
 from curate.formats import Message
 from curate.lightmodel import Field
-from curate.rules.toolkit import candidate_messages, locate, redact_strings
+from curate.rules.toolkit import candidate_messages, declare_screen, locate, redact_strings
 from curate.text.secrets import KINDS, PII_PREFILTER, PREFILTER_RE, Detector, Hit, Kind
-from curate.rules.toolkit import declare_screen
 
 
 class PiiOptions(RuleOptions):

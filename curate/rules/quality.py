@@ -20,8 +20,7 @@ from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Fix, RowRule, RuleOptions
 from curate.formats import Message, RowFormat
 from curate.lightmodel import Field
-from curate.rules.toolkit import candidate_messages, clear_field, is_alpaca_prompt, locate, map_strings, quoted
-from curate.rules.toolkit import declare_screen, frame_messages, screened_messages
+from curate.rules.toolkit import candidate_messages, clear_field, declare_screen, frame_messages, is_alpaca_prompt, locate, map_strings, quoted, screened_messages
 
 if TYPE_CHECKING:
     import numpy as np
