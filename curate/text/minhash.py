@@ -28,7 +28,7 @@ from itertools import combinations
 
 import numpy as np
 
-from curate.text.shingles import mix64, sorted_unique
+from curate.text.shingles import compiled_kernels, in_threads, mix64, sorted_unique
 
 #: Shingles per chunk: the (num_perm, chunk) uint32 scratch array is 4 MiB at 128 perms, small
 #: enough to stay in cache between the multiply, the add and the per-row minimum (32,768, a
@@ -104,6 +104,11 @@ class MinHasher:
         Every row must have at least one shingle (an empty set has no MinHash)."""
         if np.any(per_row <= 0):
             raise ValueError("every row needs at least one shingle")
+        kernels = compiled_kernels(len(hashes32))
+        if kernels is not None:
+            out = np.empty((len(per_row), self.num_perm), dtype=np.uint32)
+            self._in_kernel(kernels.signatures_into, hashes32, per_row, out)
+            return out
         a, b = self.permutations
         mixed = fmix32(hashes32.astype(np.uint32))
         ends = np.cumsum(per_row)
@@ -126,6 +131,24 @@ class MinHasher:
         out = np.ascontiguousarray(out.T)
         return out
 
+    def band_keys(self, hashes32: np.ndarray, per_row: np.ndarray, lsh: LshBands) -> np.ndarray:
+        """`lsh.hashes(self.signatures(hashes32, per_row))`; for large inputs in one compiled pass
+        that never stores the signatures."""
+        kernels = compiled_kernels(len(hashes32))
+        if kernels is None or np.any(per_row <= 0):
+            return lsh.hashes(self.signatures(hashes32, per_row))
+        out = np.empty((len(per_row), lsh.bands), dtype=np.uint64)
+        self._in_kernel(kernels.band_keys_into, hashes32, per_row, out, lsh.rows, lsh.salts)
+        return out
+
+    def _in_kernel(self, kernel, hashes32: np.ndarray, per_row: np.ndarray, out: np.ndarray, *extra) -> None:
+        """Run a row kernel (values, starts, counts, a, b, *extra, first_row, end_row, out) over all rows, in threads."""
+        values = np.ascontiguousarray(hashes32, dtype=np.uint32)
+        counts = np.ascontiguousarray(per_row, dtype=np.int64)
+        starts = np.cumsum(counts) - counts
+        a, b = self.permutations
+        in_threads(lambda first, end: kernel(values, starts, counts, a, b, *extra, first, end, out), counts)
+
     def to_minhash(self, signature: np.ndarray):
         """A `datasketch.MinHash` holding this signature (for Jaccard estimates or a MinHashLSH)."""
         from datasketch import MinHash
@@ -138,11 +161,6 @@ class MinHasher:
         from datasketch import LeanMinHash
 
         return LeanMinHash(self.to_minhash(signature))
-
-
-def estimated_jaccard(first: np.ndarray, second: np.ndarray) -> float:
-    """MinHash estimate of Jaccard: the share of permutations whose minima agree."""
-    return float(np.mean(first == second))
 
 
 class LshBands:
@@ -162,8 +180,12 @@ class LshBands:
         rolled = np.zeros((len(signatures), self.bands), dtype=np.uint64)
         for column in range(self.rows):
             rolled = mix64(rolled * np.uint64(0x100000001B3) + used[:, :, column])
-        # Salt with the band number so equal values in different bands do not collide.
-        return rolled ^ mix64(np.arange(self.bands, dtype=np.uint64) + np.uint64(1))[None, :]
+        return rolled ^ self.salts[None, :]
+
+    @property
+    def salts(self) -> np.ndarray:
+        """One salt per band, so that equal values in different bands do not collide."""
+        return mix64(np.arange(self.bands, dtype=np.uint64) + np.uint64(1))
 
 
 @dataclass(frozen=True)
