@@ -357,10 +357,11 @@ def test_compiled_sort_stays_correct_and_bounded_on_crafted_hashes():
     kernels = pytest.importorskip("curate.text.kernels")
     rng = np.random.default_rng(0)
     crafted = np.sort(rng.integers(0, 1 << 16, 5000).astype(np.uint32))[::-1].copy()  # top 16 bits all zero
-    for source in (crafted, rng.integers(0, 1 << 32, 5000, dtype=np.uint64).astype(np.uint32), np.full(300, 7, np.uint32)):
+    spread = rng.integers(0, 1 << 32, 5000, dtype=np.uint64).astype(np.uint32)
+    for source, heap_sorted in ((crafted, True), (spread, False), (np.full(300, 7, np.uint32), False)):
         bits = int(np.ceil(np.log2(len(source))))
         out = np.zeros_like(source)
-        kernels._bucket_sort(source, bits, np.zeros((1 << bits) + 1, np.int64), out)
+        assert kernels._bucket_sort(source, bits, np.zeros((1 << bits) + 1, np.int64), out) == heap_sorted
         assert np.array_equal(out, np.sort(source))
     for length in (0, 1, 2, 3, 10, 1001):
         values = rng.integers(0, 50, length).astype(np.uint32)

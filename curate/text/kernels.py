@@ -116,14 +116,15 @@ def shingle_sets_into(word_hashes, word_starts, counts, size, first_row, end_row
 def _bucket_sort(source, bits, histogram, out):
     """Sort `source` into `out`: scatter by the top `bits` bits (2**bits >= len: about one hash
     per bucket), then insertion-sort the nearly sorted result; heapsort where that takes more
-    than SORT_STEPS_PER_VALUE steps per value, so the cost stays O(n log n) on any input."""
+    than SORT_STEPS_PER_VALUE steps per value, so the cost stays O(n log n) on any input.
+    Returns whether it fell back to the heapsort."""
     count = len(source)
     buckets = 1 << bits
     shift = np.uint32(32 - bits) if bits > 0 else np.uint32(31)
     histogram[: buckets + 1] = 0
     if bits == 0:  # one value
         out[0] = source[0]
-        return
+        return False
     for index in range(count):
         histogram[(source[index] >> shift) + 1] += 1
     for bucket in range(buckets):
@@ -143,7 +144,8 @@ def _bucket_sort(source, bits, histogram, out):
         budget -= index - slot
         if budget < 0:
             _heapsort(out)
-            return
+            return True
+    return False
 
 
 @_jit
