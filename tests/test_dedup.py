@@ -402,3 +402,12 @@ def test_a_thousand_row_lint_does_not_import_numba(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert "LOADED= EXIT=0" in proc.stdout, proc.stdout[-500:] + proc.stderr[-2000:]  # warnings only
     assert len(rows) == 1000 and '"DU002"' in (tmp_path / "out.json").read_text()
+
+
+def test_lsh_buckets_keep_keys_apart_that_differ_only_in_their_low_bits():
+    """Band keys are sorted with the row position packed into their low bits; keys equal above
+    those bits but not below must still land in separate buckets (and equal keys in one)."""
+    prefix = np.uint64(0xABCDEF) << np.uint64(20)
+    keys = np.array([[prefix | np.uint64(1)], [prefix | np.uint64(2)], [prefix | np.uint64(1)], [7], [prefix | np.uint64(2)]], dtype=np.uint64)
+    buckets = lsh_buckets(keys)
+    assert sorted(sorted(buckets.rows[start : start + size].tolist()) for start, size in zip(buckets.starts, buckets.sizes)) == [[0, 2], [1, 4]]

@@ -220,13 +220,9 @@ def lsh_buckets(band_hashes: np.ndarray, rows: np.ndarray | None = None) -> Buck
     rows = np.arange(count, dtype=np.int32) if rows is None else rows.astype(np.int32)
     member_parts, size_parts = [], []
     for band in range(bands):
-        keys = band_hashes[rows, band]
-        # The default (unstable) sort: the order within a bucket is never used (pairs are put
-        # in (earlier, later) order), and it is ~1.8x faster than a stable sort of uint64 keys.
-        order = np.argsort(keys)
-        keys = keys[order]
-        if len(keys) < 2:
-            continue
+        if len(rows) < 2:
+            break
+        order, keys = sort_keys(band_hashes[rows, band])
         run_starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
         run_sizes = np.diff(np.concatenate((run_starts, [len(keys)])))
         shared = run_sizes > 1
@@ -240,6 +236,24 @@ def lsh_buckets(band_hashes: np.ndarray, rows: np.ndarray | None = None) -> Buck
         return Buckets(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
     sizes = np.concatenate(size_parts)
     return Buckets(np.concatenate(member_parts), np.cumsum(sizes) - sizes, sizes)
+
+
+def sort_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, keys[order]) for uint64 keys, in no particular order among equal keys (pairs are put
+    in (earlier, later) order later; a stable sort is ~2x slower). numpy sorts plain uint64 values
+    ~3x faster than it argsorts them, so each key's position replaces its low bits and the packed
+    values are sorted. Exact: keys that differ only in those bits (about 1 band in 10 at 1M rows)
+    would land in one run, so such a band is argsorted instead."""
+    bits = np.uint64(max(int(len(keys) - 1).bit_length(), 1))
+    low = (np.uint64(1) << bits) - np.uint64(1)
+    packed = np.sort((keys & ~low) | np.arange(len(keys), dtype=np.uint64))
+    order = (packed & low).astype(np.int64)
+    ordered = keys[order]
+    prefix = packed >> bits
+    if np.any((prefix[1:] == prefix[:-1]) & (ordered[1:] != ordered[:-1])):
+        order = np.argsort(keys)
+        return order, keys[order]
+    return order, ordered
 
 
 def bucket_pairs(buckets: Buckets, width: int) -> np.ndarray:
