@@ -5,6 +5,8 @@ plus per-row offsets, so hashing a batch is a handful of numpy operations
 instead of a Python loop per shingle. A shingle (or n-gram, the same thing) of
 `size` words is hashed by rolling the 64-bit word hashes, then mixing with the
 splitmix64 finalizer so that neighbouring shingles do not share low bits.
+`row_shingle_sets` hands large inputs to a numba kernel (`compiled_kernels`) that gives the
+same bits.
 """
 
 from __future__ import annotations
