@@ -20,7 +20,23 @@ among the flagged rows by grouping their band values, then the exact Jaccard
 check. rensa's LSH has no matrix query that returns keys (`query_all` takes
 `RMinHash` objects, which cannot be built from pre-hashed shingles), hence the
 flags + grouping. It does less than DU002 (no boilerplate, numbers or
-clustering), so the ratio against it is conservative too.
+clustering), so the ratio against it is conservative too. The rensa pipeline
+runs twice: with curate's numpy shingling (`shingle_hashes` +
+`unique_row_shingles`, the vectorized shingler a rensa user would write; the
+issue's baseline) and with curate's compiled one (`row_shingle_sets`, the
+numba kernel DU002 itself uses on large batches), which leaves only the
+MinHash + LSH + verify stages to compare.
+
+The third baseline is datasketch's batch API on the same shingle sets
+(`MinHash(hashfunc=int).update_batch` + `MinHashLSH.insert` per row), like
+the naive loop measured on a subset and extrapolated per row.
+
+Near-duplicate detection alone (DU002 against the baselines) runs in fresh
+processes, alternating, best of 2 by CPU time (once at 1M rows). DU002 runs
+with numba's on-disk cache as an installed package has it after its first
+large lint, so numba's import and start-up (~0.4 s CPU) are in every run;
+one more DU002 run with an empty cache (`NUMBA_CACHE_DIR` set to a new
+folder) shows what the very first large lint pays to compile the kernels.
 
     .venv/bin/python bench/dedup.py            # 10k and 100k rows
     .venv/bin/python bench/dedup.py --million  # also 1M rows (a few minutes)
@@ -34,6 +50,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -171,7 +188,30 @@ def naive_seconds_per_row(rows: int) -> float:
     return (time.perf_counter() - started) / rows
 
 
-def rensa_pass(count: int) -> dict:
+def datasketch_batch_seconds_per_row(rows: int) -> float:
+    """datasketch's batch API on curate's shingle sets: `update_batch` of each row's pre-hashed
+    shingles into a `MinHash(hashfunc=int)` (bit-identical to DU002's signature) + `MinHashLSH.insert`."""
+    from datasketch import MinHash, MinHashLSH
+
+    from curate.text.rows import batch_tokens
+    from curate.text.shingles import row_shingle_sets
+
+    batch = next(synthetic_batches(rows))
+    batch.messages
+    started = time.perf_counter()
+    _, tokens = batch_tokens(batch).select(("user", "assistant"))
+    values, counts = row_shingle_sets(tokens.hashes, tokens.counts, 2)
+    lsh = MinHashLSH(threshold=0.6, num_perm=128)
+    ends = counts.cumsum()
+    with lsh.insertion_session() as session:
+        for key, (start, end) in enumerate(zip((ends - counts).tolist(), ends.tolist())):
+            minhash = MinHash(num_perm=128, hashfunc=int)
+            minhash.update_batch(values[start:end].tolist())
+            session.insert(key, minhash)
+    return (time.perf_counter() - started) / len(counts)
+
+
+def rensa_pass(count: int, compiled_shingling: bool = False) -> dict:
     """The rensa baseline (see the module docstring) over the same batches, timed like `run_pass`."""
     import gc
 
@@ -180,7 +220,7 @@ def rensa_pass(count: int) -> dict:
 
     from curate.text.minhash import LshBands, bucket_pairs, lsh_buckets
     from curate.text.rows import batch_tokens
-    from curate.text.shingles import fold32, pair_jaccards, shingle_hashes, unique_row_shingles
+    from curate.text.shingles import fold32, pair_jaccards, row_shingle_sets, shingle_hashes, unique_row_shingles
 
     threshold, num_perm, seed = 0.8, 128, 1
     bands = LshBands(0.6, num_perm)  # DU002's LSH threshold; rensa needs a band count dividing num_perm
@@ -199,8 +239,11 @@ def rensa_pass(count: int) -> dict:
             break
         with whole:
             _, tokens = batch_tokens(batch).select(("user", "assistant"))
-            hashes, per_row = shingle_hashes(tokens.hashes, tokens.counts, 2)
-            values, counts = unique_row_shingles(fold32(hashes), per_row)
+            if compiled_shingling:
+                values, counts = row_shingle_sets(tokens.hashes, tokens.counts, 2)
+            else:
+                hashes, per_row = shingle_hashes(tokens.hashes, tokens.counts, 2)
+                values, counts = unique_row_shingles(fold32(hashes), per_row)
             offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.uint64)
             matrices.append(rensa.RMinHash.digest_matrix_from_flat_token_hashes(values.astype(np.uint64), offsets, num_perm, seed))
             value_parts.append(values)
@@ -237,16 +280,50 @@ def rensa_pass(count: int) -> dict:
 
 def worker(args: argparse.Namespace) -> None:
     if args.rensa:
-        print(json.dumps(rensa_pass(args.rows)))
+        print(json.dumps(rensa_pass(args.rows, args.compiled_shingling)))
     elif args.naive:
         print(json.dumps({"naive_s_per_row": naive_seconds_per_row(args.rows)}))
+    elif args.datasketch_batch:
+        print(json.dumps({"s_per_row": datasketch_batch_seconds_per_row(args.rows)}))
     else:
         print(json.dumps(run_pass(args.rows, args.eval, tuple(args.rules.split(",")))))
 
 
-def spawn(*extra: str) -> dict:
-    output = subprocess.run([sys.executable, __file__, "--worker", *extra], check=True, capture_output=True, text=True, cwd=ROOT)
+def spawn(*extra: str, env: dict | None = None) -> dict:
+    output = subprocess.run([sys.executable, __file__, "--worker", *extra], check=True, capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, **(env or {})})
     return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def compare_alone(size: int, eval_path: Path, naive: float, batch_api: float) -> None:
+    """Near-duplicate detection alone: DU002 against rensa and datasketch, in fresh processes,
+    alternating, best of 2 by CPU time (1 at a million rows)."""
+    pipelines = {
+        "DU002": ("--rows", str(size), "--eval", str(eval_path), "--rules", "DU002"),
+        "rensa, numpy shingling": ("--rows", str(size), "--rensa"),
+        "rensa, compiled shingling": ("--rows", str(size), "--rensa", "--compiled-shingling"),
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in pipelines}
+    for _ in range(1 if size >= 1_000_000 else 2):
+        for name, extra in pipelines.items():
+            runs[name].append(spawn(*extra))
+    best = {name: min(results, key=lambda run: run["pass_cpu_s"]) for name, results in runs.items()}
+    with tempfile.TemporaryDirectory() as empty_cache:
+        first = spawn(*pipelines["DU002"], env={"NUMBA_CACHE_DIR": empty_cache})
+    ours = best["DU002"]
+    print(f"{'':>10} near-duplicates alone, {size:,} rows (fresh processes, alternating, best by CPU of {len(runs['DU002'])}):")
+    print(f"{'':>12}{'pipeline':<44}{'wall':>8}{'CPU':>8}{'peak RSS':>11}   {'DU002 is faster by (wall / CPU)':<32} found")
+    print(f"{'':>12}{'DU002 (every stage, clustering included)':<44}{ours['pass_s']:>7.2f}s{ours['pass_cpu_s']:>7.2f}s"
+          f"{ours['peak_rss_mib']:>7,.0f} MiB   {'':<32} {ours['findings']['DU002']} findings")
+    for name in ("rensa, numpy shingling", "rensa, compiled shingling"):
+        peer = best[name]
+        print(f"{'':>12}{name + ' (' + peer['bands'] + ' bands)':<44}{peer['pass_s']:>7.2f}s{peer['pass_cpu_s']:>7.2f}s"
+              f"{peer['peak_rss_mib']:>7,.0f} MiB   {peer['pass_s'] / ours['pass_s']:>5.2f}x / {peer['pass_cpu_s'] / ours['pass_cpu_s']:.2f}x{'':<19} "
+              f"{peer['rows_with_earlier_similar']} rows with an earlier similar row")
+    for name, per_row in (("datasketch update_batch + insert (extrap.)", batch_api), ("datasketch naive loop (extrap.)", naive)):
+        print(f"{'':>12}{name:<44}{per_row * size:>7.1f}s{'':>8}{'':>11}   {per_row * size / ours['pass_s']:>5.1f}x by wall")
+    print(f"{'':>12}DU002's first large lint after install (empty numba cache, compiles the kernels): "
+          f"{first['pass_s']:.2f}s wall, {first['pass_cpu_s']:.2f}s CPU (+{first['pass_cpu_s'] - ours['pass_cpu_s']:.2f}s CPU, once)")
 
 
 def main() -> None:
@@ -255,7 +332,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--datasketch-batch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rensa", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compiled-shingling", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--eval", default="", help=argparse.SUPPRESS)
     parser.add_argument("--rules", default=",".join(RULES), help=argparse.SUPPRESS)
@@ -271,9 +350,10 @@ def main() -> None:
     atomic_write_jsonl(eval_path, eval_rows())
     sizes = args.sizes or [10_000, 100_000] + ([1_000_000] if args.million else [])
     naive = spawn("--naive", "--rows", str(NAIVE_ROWS))["naive_s_per_row"]
+    batch_api = spawn("--datasketch-batch", "--rows", str(NAIVE_ROWS))["s_per_row"]
     print(f"cores: {os.cpu_count()}   eval rows: {EVAL_ROWS}   batch size: {BATCH_SIZE}")
-    print(f"naive datasketch loop (MinHash.update per shingle + MinHashLSH.insert), measured on {NAIVE_ROWS:,} rows: "
-          f"{1 / naive:,.0f} rows/s")
+    print(f"datasketch, measured on {NAIVE_ROWS:,} rows: naive loop (MinHash.update per shingle + MinHashLSH.insert) "
+          f"{1 / naive:,.0f} rows/s; batch API on curate's shingle sets (update_batch + insertion session) {1 / batch_api:,.0f} rows/s")
     print()
     print(f"{'rows':>10} {'DU+LK pass':>11} {'rows/s':>10} {'naive (extrap.)':>16} {'ratio':>7} {'peak RSS':>10}   findings")
     for size in sizes:
@@ -285,21 +365,9 @@ def main() -> None:
         print(f"{'':>10} CPU time of the pass (process_time, all threads): {result['pass_cpu_s']:.2f}s")
         print(f"{'':>10} per rule: " + ", ".join(f"{code} {seconds:.2f}s" for code, seconds in result["per_rule_s"].items())
               + f"; building batches (engine, shared by all rules, not in the pass): {result['prepare_s']:.1f}s")
-        if size <= 100_000:  # like for like: near-duplicate detection alone, which is all the baselines do
-            # Alternate DU002 alone and the rensa pipeline (a fresh process each), best of 2 by CPU time.
-            runs = {"DU002": [], "rensa": []}
-            for _ in range(2):
-                runs["DU002"].append(spawn("--rows", str(size), "--eval", str(eval_path), "--rules", "DU002"))
-                runs["rensa"].append(spawn("--rows", str(size), "--rensa"))
-            alone, peer = (min(runs[name], key=lambda run: run["pass_cpu_s"]) for name in ("DU002", "rensa"))
-            print(f"{'':>10} DU002 alone (normalize, shingle, MinHash, LSH, verify, cluster): {alone['pass_s']:.2f}s wall, "
-                  f"{alone['pass_cpu_s']:.2f}s CPU, {alone['peak_rss_mib']:,.0f} MiB, {alone['findings']['DU002']} findings; "
-                  f"{naive_total / alone['pass_s']:.1f}x the naive loop")
-            print(f"{'':>10} rensa pipeline ({peer['bands']} bands): {peer['pass_s']:.2f}s wall, {peer['pass_cpu_s']:.2f}s CPU, "
-                  f"{peer['peak_rss_mib']:,.0f} MiB, {peer['rows_with_earlier_similar']} rows with an earlier similar row "
-                  f"({peer['candidate_pairs']} candidate pairs)")
-            print(f"{'':>10} -> DU002 vs rensa: {peer['pass_s'] / alone['pass_s']:.2f}x by wall, "
-                  f"{peer['pass_cpu_s'] / alone['pass_cpu_s']:.2f}x by CPU time (above 1: DU002 is faster)")
+        if size >= 100_000:  # like for like: near-duplicate detection alone, which is all the baselines do
+            compare_alone(size, eval_path, naive, batch_api)
+
 
 if __name__ == "__main__":
     main()

@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 
 from curate.text.diff import CompareMode, compare_messages
-from curate.text.minhash import LshBands, MinHasher, affine32_permutations, bucket_pairs, estimated_jaccard, lsh_buckets, optimal_bands, query_pairs
+from curate.text.minhash import LshBands, MinHasher, affine32_permutations, bucket_pairs, lsh_buckets, optimal_bands, query_pairs
 from curate.text.normalize import words, words_expr
-from curate.text.shingles import fold32, shingle_hashes, text_shingles, tokenize, unique_row_shingles
+from curate.text.shingles import fold32, row_shingle_sets, shingle_hashes, tokenize, unique_row_shingles
 from tests.conftest import SAMPLES, lint_rows
 
 
@@ -123,9 +123,9 @@ def random_texts(count: int, seed: int) -> list[str]:
 
 
 def shingle_sets(texts: list[str], size: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle sets DU002 and the leakage rules compare (`row_shingle_sets`)."""
     tokens = tokenize(pl.Series(texts))
-    hashes, per_text = shingle_hashes(tokens.hashes, tokens.counts, size)
-    return unique_row_shingles(fold32(hashes), per_text)
+    return row_shingle_sets(tokens.hashes, tokens.counts, size)
 
 
 def test_signatures_equal_datasketch_minhash():
@@ -140,9 +140,10 @@ def test_signatures_equal_datasketch_minhash():
         reference = MinHash(num_perm=64, seed=7, hashfunc=int)
         reference.update_batch(values[starts[index] : starts[index] + counts[index]].tolist())
         assert np.array_equal(reference.hashvalues, signatures[index])
-        assert np.array_equal(values[starts[index] : starts[index] + counts[index]], text_shingles(text, 2))
+        assert np.array_equal(values[starts[index] : starts[index] + counts[index]], shingle_sets([text])[0])  # alone = in a batch
     lean = [hasher.to_lean_minhash(signature) for signature in signatures[:2]]
-    assert lean[0].jaccard(lean[1]) == pytest.approx(estimated_jaccard(signatures[0], signatures[1]))
+    # DU002 screens large buckets with the share of equal values: datasketch's estimate.
+    assert lean[0].jaccard(lean[1]) == pytest.approx(float(np.mean(signatures[0] == signatures[1])))
 
 
 def test_signatures_do_not_depend_on_the_chunk_size(monkeypatch):
@@ -286,3 +287,127 @@ def test_a_huge_cluster_stays_linear_and_cut_in_data(lint):
     assert all(f.related[0].line in (1, 3001) for f in exact)
     near_findings = [f for f in result.findings if f.code == "DU002"]
     assert [(f.line, f.related[0].line) for f in near_findings] == [(3001, 1)]  # copies are DU001's
+
+
+# The compiled kernels (curate.text.kernels, numba) that large inputs use must give the numpy
+# path's bits exactly: every test below runs both paths on the same input and compares.
+
+EDGE_TEXTS = [
+    "",
+    "one",
+    "two words",
+    "the the the the the the the the",  # every shingle the same
+    "Héllo  WORLD,\tﬁne  Ｆｕｌｌ width İstanbul ß 3.5 apples",  # non-ASCII, odd whitespace
+    'Search("weather in Paris") -> {"temp": 12} then Calculator(12 * 9 / 5 + 32)',  # a tool call
+    "<noinput>",
+    "   \n\t  ",
+    "#### 72",
+]
+
+
+def both_paths(monkeypatch, compute):
+    """(numpy result, compiled result) of `compute()`, with the compiled one split over threads."""
+    pytest.importorskip("numba")
+    import curate.text.shingles as shingles
+
+    monkeypatch.setattr(shingles, "COMPILED_MIN_SHINGLES", 10**18)
+    reference = compute()
+    monkeypatch.setattr(shingles, "COMPILED_MIN_SHINGLES", 0)
+    monkeypatch.setattr(shingles, "THREAD_MIN_SHINGLES", 1)
+    assert shingles.compiled_kernels(0) is not None, "numba is installed but its kernels did not load"
+    return reference, compute()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_compiled_shingle_sets_equal_numpy(monkeypatch, size):
+    texts = EDGE_TEXTS + random_texts(300, seed=size) + [" ".join(f"w{i % 700}" for i in range(5000))]  # one long row
+    tokens = tokenize(pl.Series(texts))
+
+    def compute():
+        return row_shingle_sets(tokens.hashes, tokens.counts, size)
+
+    (values, counts), (compiled_values, compiled_counts) = both_paths(monkeypatch, compute)
+    hashes, per_text = shingle_hashes(tokens.hashes, tokens.counts, size)
+    expected_values, expected_counts = unique_row_shingles(fold32(hashes), per_text)  # the numpy path is the reference
+    assert np.array_equal(values, expected_values) and np.array_equal(counts, expected_counts)
+    assert compiled_values.dtype == np.uint32 and compiled_counts.dtype == np.int64
+    assert np.array_equal(compiled_counts, counts) and np.array_equal(compiled_values, values)
+    assert counts[0] == 0 and counts[3] == 1  # the empty text has no shingle; a repeated word one
+
+
+@pytest.mark.parametrize("num_perm", [16, 37, 128])
+def test_compiled_signatures_and_band_keys_equal_numpy(monkeypatch, num_perm):
+    values, counts = shingle_sets(EDGE_TEXTS[1:3] + random_texts(400, seed=num_perm))  # rows of 1 to 60 shingles
+    hasher, lsh = MinHasher(num_perm=num_perm, seed=3), LshBands(0.6, num_perm)
+
+    def compute():
+        return hasher.signatures(values, counts), hasher.band_keys(values, counts, lsh)
+
+    (signatures, keys), (compiled_signatures, compiled_keys) = both_paths(monkeypatch, compute)
+    assert np.array_equal(keys, lsh.hashes(signatures))
+    assert np.array_equal(compiled_signatures, signatures)
+    assert np.array_equal(compiled_keys, keys)
+    with pytest.raises(ValueError, match="at least one shingle"):
+        hasher.signatures(values, np.where(np.arange(len(counts)) == 5, 0, counts))
+
+
+def test_compiled_sort_stays_correct_and_bounded_on_crafted_hashes():
+    """Hashes sharing their top bits defeat the bucket pass (all in one bucket, in reverse order):
+    the kernel must then switch to its heapsort and still sort them."""
+    kernels = pytest.importorskip("curate.text.kernels")
+    rng = np.random.default_rng(0)
+    crafted = np.sort(rng.integers(0, 1 << 16, 5000).astype(np.uint32))[::-1].copy()  # top 16 bits all zero
+    spread = rng.integers(0, 1 << 32, 5000, dtype=np.uint64).astype(np.uint32)
+    for source, heap_sorted in ((crafted, True), (spread, False), (np.full(300, 7, np.uint32), False)):
+        bits = int(np.ceil(np.log2(len(source))))
+        out = np.zeros_like(source)
+        assert kernels._bucket_sort(source, bits, np.zeros((1 << bits) + 1, np.int64), out) == heap_sorted
+        assert np.array_equal(out, np.sort(source))
+    for length in (0, 1, 2, 3, 10, 1001):
+        values = rng.integers(0, 50, length).astype(np.uint32)
+        expected = np.sort(values)
+        kernels._heapsort(values)
+        assert np.array_equal(values, expected)
+
+
+def test_near_duplicate_findings_equal_on_both_paths(monkeypatch, tmp_path):
+    """DU002 end to end (boilerplate, numbers, a large bucket): the same findings either way."""
+    from tests.test_near_duplicates import corpus_with_big_clusters, corpus_with_shared_header
+
+    corpora = [corpus_with_big_clusters(2), corpus_with_shared_header(4), clean_rows()]
+
+    def compute():
+        return [[(f.code, f.line, f.message, f.data) for f in lint_rows(tmp_path, rows, select=["DU001", "DU002"]).findings] for rows in corpora]
+
+    reference, compiled = both_paths(monkeypatch, compute)
+    assert len(reference[0]) > 600 and any("boilerplate" in message for _, _, message, _ in reference[1])
+    assert compiled == reference
+
+
+def test_a_thousand_row_lint_does_not_import_numba(tmp_path):
+    """numba (~0.4 s to import) is for large inputs only: a pre-commit lint of 1,000 rows stays in numpy."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, write_jsonl
+
+    rng = random.Random(2)
+    rows = [planted_copy(row, rng) for row in clean_rows() for _ in range(4)] + clean_rows()[:40]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    script = (
+        "import sys\nfrom curate.cli import main\n"
+        f"code = main(['lint', {str(data)!r}, '--isolated', '--format', 'json', '-o', {str(tmp_path / 'out.json')!r}])\n"
+        "print('LOADED=' + ','.join(m for m in ('numba', 'llvmlite', 'curate.text.kernels') if m in sys.modules), 'EXIT=' + str(code))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert "LOADED= EXIT=0" in proc.stdout, proc.stdout[-500:] + proc.stderr[-2000:]  # warnings only
+    assert len(rows) == 1000 and '"DU002"' in (tmp_path / "out.json").read_text()
+
+
+def test_lsh_buckets_keep_keys_apart_that_differ_only_in_their_low_bits():
+    """Band keys are sorted with the row position packed into their low bits; keys equal above
+    those bits but not below must still land in separate buckets (and equal keys in one)."""
+    prefix = np.uint64(0xABCDEF) << np.uint64(20)
+    keys = np.array([[prefix | np.uint64(1)], [prefix | np.uint64(2)], [prefix | np.uint64(1)], [7], [prefix | np.uint64(2)]], dtype=np.uint64)
+    buckets = lsh_buckets(keys)
+    assert sorted(sorted(buckets.rows[start : start + size].tolist()) for start, size in zip(buckets.starts, buckets.sizes)) == [[0, 2], [1, 4]]

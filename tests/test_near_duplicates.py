@@ -141,15 +141,17 @@ def test_rows_left_unflagged_hold_no_near_duplicate_pair(tmp_path):
     """Whatever the bucket sizes: no two rows a cleaner keeps (no DU001/DU002 finding) that share
     an LSH bucket reach the threshold, and none at all reach 0.9 (where LSH misses one pair in
     100,000), checked by brute force over all pairs of kept rows."""
+    import polars as pl
+
     from curate.text.minhash import LshBands, MinHasher
-    from curate.text.shingles import pair_jaccards, text_shingles
+    from curate.text.shingles import pair_jaccards, row_shingle_sets, tokenize
 
     rows = corpus_with_big_clusters(3)
     result = lint_file(write_jsonl(tmp_path / "data.jsonl", rows))
     kept = [line for line in range(1, len(rows) + 1) if line not in {f.line for f in result.findings}]
     assert len(kept) < 700  # the two clusters collapsed
-    sets = [text_shingles(" ".join(m["content"] for m in rows[line - 1]["messages"]), 2) for line in kept]
-    values, counts = np.concatenate(sets), np.array([len(values) for values in sets], dtype=np.int64)
+    tokens = tokenize(pl.Series([" ".join(m["content"] for m in rows[line - 1]["messages"]) for line in kept]))
+    values, counts = row_shingle_sets(tokens.hashes, tokens.counts, 2)
     pairs = np.stack(np.triu_indices(len(kept), k=1), axis=1)
     scores = pair_jaccards(values, np.cumsum(counts) - counts, counts, pairs)
     bands = LshBands(0.6, 128).hashes(MinHasher(128).signatures(values, counts))  # DU002's bands at its defaults

@@ -22,7 +22,7 @@ from curate.rules.toolkit import RowLocations, percent
 from curate.text.answers import POLAR_WORDS
 from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets
 from curate.text.rows import batch_features, batch_tokens, number_keys
-from curate.text.shingles import common_shingles, drop_shingles, fold32, gather_sets, jaccards_with, pair_jaccards, shingle_hashes, unique_row_shingles
+from curate.text.shingles import common_shingles, drop_shingles, gather_sets, jaccards_with, pair_jaccards, row_shingle_sets
 
 #: How far below the verification threshold the LSH bands are tuned, so pairs just above it are found.
 LSH_MARGIN = 0.2
@@ -337,13 +337,12 @@ class NearDuplicate(KeepsFirstCopy, DatasetRule):
 
     def observe(self, batch: Batch) -> None:
         positions, tokens = batch_tokens(batch).select(self.options.roles)
-        hashes, per_row = shingle_hashes(tokens.hashes, tokens.counts, self.options.shingle_size)
-        values, counts = unique_row_shingles(fold32(hashes), per_row)
         if len(positions) == 0:
             return
+        values, counts = row_shingle_sets(tokens.hashes, tokens.counts, self.options.shingle_size)
         self.locations.add(batch, positions)
         self.shingles.add(values, counts)
-        self.band_parts.append(self.lsh.hashes(self.hasher.signatures(values, counts)))
+        self.band_parts.append(self.hasher.band_keys(values, counts, self.lsh))
         if "DU001" in shared_state(self.context).active:  # exact copies are DU001's: keep keys to skip them
             features = batch_features(batch)
             key_of_row = np.zeros(len(batch), dtype=np.uint64)
@@ -375,7 +374,7 @@ class NearDuplicate(KeepsFirstCopy, DatasetRule):
         store.starts = np.cumsum(store.counts) - store.counts
         changed = np.flatnonzero(removed > 0)
         if len(changed):
-            bands[changed] = self.lsh.hashes(self.hasher.signatures(store.of(changed), store.counts[changed]))
+            bands[changed] = self.hasher.band_keys(store.of(changed), store.counts[changed], self.lsh)
         return removed
 
     def _clusters(self, bands: np.ndarray) -> dict[int, list[tuple[int, float]]]:

@@ -25,7 +25,7 @@ from curate.text.minhash import LshBands, MinHasher, query_pairs
 from curate.text.normalize import words_expr
 from curate.text.rows import KEY_SEED, batch_features, batch_tokens
 from curate.text.secrets import excerpt
-from curate.text.shingles import Tokens, exact_jaccard, fold32, member_of, shingle_hashes, sorted_unique, tokenize, unique_row_shingles
+from curate.text.shingles import Tokens, exact_jaccard, member_of, row_shingle_sets, shingle_hashes, sorted_unique, tokenize
 
 #: Eval texts shorter than this (in words) are ignored: answers such as `B` or `Yes` match everything.
 MIN_EVAL_WORDS = 3
@@ -181,12 +181,11 @@ class OverlapIndex:
         grams, owners = long_ngrams(tokens, ngram)
         ngram_keys, first = np.unique(grams, return_index=True)
         near = np.flatnonzero(tokens.counts >= max(MIN_EVAL_WORDS, NEAR_COPY_SHINGLE))
-        hashes, per_text = shingle_hashes(tokens.hashes, tokens.counts, NEAR_COPY_SHINGLE)
-        values, counts = unique_row_shingles(fold32(hashes), per_text)
+        values, counts = row_shingle_sets(tokens.hashes, tokens.counts, NEAR_COPY_SHINGLE)
         ends = np.cumsum(counts)
         shingles = [values[ends[i] - counts[i] : ends[i]] for i in near]
         kept_values = np.concatenate(shingles) if shingles else np.zeros(0, np.uint32)
-        bands = lsh.hashes(hasher.signatures(kept_values, counts[near])) if len(near) else np.zeros((0, lsh.bands), np.uint64)
+        bands = hasher.band_keys(kept_values, counts[near], lsh) if len(near) else np.zeros((0, lsh.bands), np.uint64)
         universe = sorted_unique(kept_values)
         return cls(texts, ngram_keys, owners[first], near, bands, shingles, [tokens.words_of(int(i)) for i in near], universe)
 
@@ -298,8 +297,7 @@ class EvalOverlap(DropsLeakedRows, DatasetRule):
         """Rows whose user text aligns word by word with an eval text at `similarity` or more."""
         if len(self.index.near_ids) == 0:
             return {}
-        hashes, per_text = shingle_hashes(tokens.hashes, tokens.counts, NEAR_COPY_SHINGLE)
-        values, counts = unique_row_shingles(fold32(hashes), per_text)
+        values, counts = row_shingle_sets(tokens.hashes, tokens.counts, NEAR_COPY_SHINGLE)
         ends = np.cumsum(counts)
         usable = self._could_reach_prefilter(values, counts)
         if len(usable) == 0:
@@ -307,7 +305,7 @@ class EvalOverlap(DropsLeakedRows, DatasetRule):
         selected = np.zeros(len(counts), dtype=bool)
         selected[usable] = True
         kept = values[np.repeat(selected, counts)]
-        bands = self.lsh.hashes(self.hasher.signatures(kept, counts[usable]))
+        bands = self.hasher.band_keys(kept, counts[usable], self.lsh)
         best: dict[int, Overlap] = {}
         for query, entry in query_pairs(bands, self.index.near_bands).tolist():
             text_index = int(usable[query])

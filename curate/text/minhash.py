@@ -10,6 +10,10 @@ therefore bit-for-bit the `hashvalues` of a `datasketch.MinHash` fed the same
 32-bit shingle hashes (`to_minhash` builds one; tests check the equality), and
 Jaccard estimates and LSH buckets agree with datasketch.
 
+Calls over a million shingles or more run the same arithmetic row by row in numba kernels
+(`curate.text.kernels`, through `curate.text.shingles.compiled_kernels`), band keys straight
+from the shingles without storing signatures; tests check both paths give the same bits.
+
 The LSH index uses datasketch's band/row parameters (`_optimal_param`) but
 buckets all rows with one sort instead of a dict insert per row and band.
 
@@ -28,7 +32,7 @@ from itertools import combinations
 
 import numpy as np
 
-from curate.text.shingles import mix64, sorted_unique
+from curate.text.shingles import compiled_kernels, in_threads, mix64, sorted_unique
 
 #: Shingles per chunk: the (num_perm, chunk) uint32 scratch array is 4 MiB at 128 perms, small
 #: enough to stay in cache between the multiply, the add and the per-row minimum (32,768, a
@@ -104,6 +108,11 @@ class MinHasher:
         Every row must have at least one shingle (an empty set has no MinHash)."""
         if np.any(per_row <= 0):
             raise ValueError("every row needs at least one shingle")
+        kernels = compiled_kernels(len(hashes32))
+        if kernels is not None:
+            out = np.empty((len(per_row), self.num_perm), dtype=np.uint32)
+            self._in_kernel(kernels.signatures_into, hashes32, per_row, out)
+            return out
         a, b = self.permutations
         mixed = fmix32(hashes32.astype(np.uint32))
         ends = np.cumsum(per_row)
@@ -126,6 +135,24 @@ class MinHasher:
         out = np.ascontiguousarray(out.T)
         return out
 
+    def band_keys(self, hashes32: np.ndarray, per_row: np.ndarray, lsh: LshBands) -> np.ndarray:
+        """`lsh.hashes(self.signatures(hashes32, per_row))`; for large inputs in one compiled pass
+        that never stores the signatures."""
+        kernels = compiled_kernels(len(hashes32))
+        if kernels is None or np.any(per_row <= 0):
+            return lsh.hashes(self.signatures(hashes32, per_row))
+        out = np.empty((len(per_row), lsh.bands), dtype=np.uint64)
+        self._in_kernel(kernels.band_keys_into, hashes32, per_row, out, lsh.rows, lsh.salts)
+        return out
+
+    def _in_kernel(self, kernel, hashes32: np.ndarray, per_row: np.ndarray, out: np.ndarray, *extra) -> None:
+        """Run a row kernel (values, starts, counts, a, b, *extra, first_row, end_row, out) over all rows, in threads."""
+        values = np.ascontiguousarray(hashes32, dtype=np.uint32)
+        counts = np.ascontiguousarray(per_row, dtype=np.int64)
+        starts = np.cumsum(counts) - counts
+        a, b = self.permutations
+        in_threads(lambda first, end: kernel(values, starts, counts, a, b, *extra, first, end, out), counts)
+
     def to_minhash(self, signature: np.ndarray):
         """A `datasketch.MinHash` holding this signature (for Jaccard estimates or a MinHashLSH)."""
         from datasketch import MinHash
@@ -138,11 +165,6 @@ class MinHasher:
         from datasketch import LeanMinHash
 
         return LeanMinHash(self.to_minhash(signature))
-
-
-def estimated_jaccard(first: np.ndarray, second: np.ndarray) -> float:
-    """MinHash estimate of Jaccard: the share of permutations whose minima agree."""
-    return float(np.mean(first == second))
 
 
 class LshBands:
@@ -162,8 +184,12 @@ class LshBands:
         rolled = np.zeros((len(signatures), self.bands), dtype=np.uint64)
         for column in range(self.rows):
             rolled = mix64(rolled * np.uint64(0x100000001B3) + used[:, :, column])
-        # Salt with the band number so equal values in different bands do not collide.
-        return rolled ^ mix64(np.arange(self.bands, dtype=np.uint64) + np.uint64(1))[None, :]
+        return rolled ^ self.salts[None, :]
+
+    @property
+    def salts(self) -> np.ndarray:
+        """One salt per band, so that equal values in different bands do not collide."""
+        return mix64(np.arange(self.bands, dtype=np.uint64) + np.uint64(1))
 
 
 @dataclass(frozen=True)
@@ -198,13 +224,9 @@ def lsh_buckets(band_hashes: np.ndarray, rows: np.ndarray | None = None) -> Buck
     rows = np.arange(count, dtype=np.int32) if rows is None else rows.astype(np.int32)
     member_parts, size_parts = [], []
     for band in range(bands):
-        keys = band_hashes[rows, band]
-        # The default (unstable) sort: the order within a bucket is never used (pairs are put
-        # in (earlier, later) order), and it is ~1.8x faster than a stable sort of uint64 keys.
-        order = np.argsort(keys)
-        keys = keys[order]
-        if len(keys) < 2:
-            continue
+        if len(rows) < 2:
+            break
+        order, keys = sort_keys(band_hashes[rows, band])
         run_starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
         run_sizes = np.diff(np.concatenate((run_starts, [len(keys)])))
         shared = run_sizes > 1
@@ -218,6 +240,24 @@ def lsh_buckets(band_hashes: np.ndarray, rows: np.ndarray | None = None) -> Buck
         return Buckets(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
     sizes = np.concatenate(size_parts)
     return Buckets(np.concatenate(member_parts), np.cumsum(sizes) - sizes, sizes)
+
+
+def sort_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, keys[order]) for uint64 keys, in no particular order among equal keys (pairs are put
+    in (earlier, later) order later; a stable sort is ~2x slower). numpy sorts plain uint64 values
+    ~3x faster than it argsorts them, so each key's position replaces its low bits and the packed
+    values are sorted. Exact: keys that differ only in those bits (about 1 band in 10 at 1M rows)
+    would land in one run, so such a band is argsorted instead."""
+    bits = np.uint64(max(int(len(keys) - 1).bit_length(), 1))
+    low = (np.uint64(1) << bits) - np.uint64(1)
+    packed = np.sort((keys & ~low) | np.arange(len(keys), dtype=np.uint64))
+    order = (packed & low).astype(np.int64)
+    ordered = keys[order]
+    prefix = packed >> bits
+    if np.any((prefix[1:] == prefix[:-1]) & (ordered[1:] != ordered[:-1])):
+        order = np.argsort(keys)
+        return order, keys[order]
+    return order, ordered
 
 
 def bucket_pairs(buckets: Buckets, width: int) -> np.ndarray:

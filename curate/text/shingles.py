@@ -5,16 +5,23 @@ plus per-row offsets, so hashing a batch is a handful of numpy operations
 instead of a Python loop per shingle. A shingle (or n-gram, the same thing) of
 `size` words is hashed by rolling the 64-bit word hashes, then mixing with the
 splitmix64 finalizer so that neighbouring shingles do not share low bits.
+`row_shingle_sets` hands large inputs to a numba kernel (`compiled_kernels`) that gives the
+same bits.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from curate.text.normalize import words, words_expr
+from curate.text.normalize import words_expr
 
 if TYPE_CHECKING:
     import polars as pl
@@ -70,13 +77,6 @@ def hash_words(tokens: list[str]) -> np.ndarray:
     return pl.Series(tokens, dtype=pl.String).hash(seed=_WORD_SEED).to_numpy()
 
 
-def text_shingles(text: str, size: int) -> np.ndarray:
-    """Sorted unique 32-bit shingle hashes of one text (what `unique_row_shingles` stores per row)."""
-    tokens = words(text)
-    hashes = shingle_hashes(hash_words(tokens), np.array([len(tokens)], dtype=np.int64), size)[0]
-    return sorted_unique(fold32(hashes))
-
-
 def sorted_unique(values: np.ndarray) -> np.ndarray:
     """`np.unique` by sorting: numpy 2's hash-based unique is ~20x slower on large integer arrays."""
     ordered = np.sort(values)
@@ -99,13 +99,18 @@ def fold32(values: np.ndarray) -> np.ndarray:
     return (values ^ (values >> np.uint64(32))).astype(np.uint32)
 
 
+def shingles_per_text(counts: np.ndarray, size: int) -> np.ndarray:
+    """Shingles of `size` words in texts of `counts` words (one for a non-empty text shorter than that)."""
+    return np.where(counts >= size, counts - size + 1, np.minimum(counts, 1)).astype(np.int64)
+
+
 def shingle_hashes(word_hashes: np.ndarray, counts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Hash every run of `size` consecutive words within each text.
 
     Returns (hashes uint64, shingles per text). A non-empty text shorter than
     `size` words yields one shingle of all its words, so short rows still compare.
     """
-    per_text = np.where(counts >= size, counts - size + 1, np.minimum(counts, 1)).astype(np.int64)
+    per_text = shingles_per_text(counts, size)
     if len(word_hashes) == 0:
         return np.zeros(0, np.uint64), per_text
     text_starts = np.cumsum(counts) - counts
@@ -144,6 +149,88 @@ def unique_row_shingles(hashes32: np.ndarray, per_text: np.ndarray) -> tuple[np.
     keyed = sorted_unique((row_ids << np.uint64(32)) | hashes32.astype(np.uint64))
     rows = (keyed >> np.uint64(32)).astype(np.int64)
     return keyed.astype(np.uint32), np.bincount(rows, minlength=len(per_text)).astype(np.int64)
+
+
+def row_shingle_sets(word_hashes: np.ndarray, counts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle set of every text (`shingle_hashes` folded to 32 bits, then `unique_row_shingles`):
+    (flat uint32 values, sorted and unique per text, values per text). Large inputs go through
+    the compiled kernel, in threads (same bits)."""
+    per_text = shingles_per_text(counts, size)
+    total = int(per_text.sum())
+    kernels = compiled_kernels(total)
+    if kernels is None:
+        hashes, per_text = shingle_hashes(word_hashes, counts, size)
+        return unique_row_shingles(fold32(hashes), per_text)
+    word_hashes = np.ascontiguousarray(word_hashes, dtype=np.uint64)
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    word_starts = np.cumsum(counts) - counts
+    value_starts = np.cumsum(per_text) - per_text
+    values = np.empty(total, dtype=np.uint32)
+    per_row = np.empty(len(counts), dtype=np.int64)
+
+    def part(first: int, end: int) -> tuple[int, int]:
+        at = int(value_starts[first]) if first < len(counts) else total
+        return at, kernels.shingle_sets_into(word_hashes, word_starts, counts, size, first, end, values, at, per_row)
+
+    parts = in_threads(part, per_text)
+    if len(parts) == 1:
+        return values[: parts[0][1]].copy(), per_row
+    return np.concatenate([values[at:end] for at, end in parts]), per_row
+
+
+#: Calls over at least this many shingles run the numba kernels (`curate.text.kernels`): numba
+#: costs ~0.4 s of CPU to import and start once, which numpy spends on ~2M shingles (a 20k-row
+#: batch of chat rows has ~1.6M). Smaller calls, and every call of a small lint, stay in numpy.
+COMPILED_MIN_SHINGLES = 1_000_000
+
+
+def compiled_kernels(shingles: int) -> ModuleType | None:
+    """`curate.text.kernels` for a call over `shingles` shingles when that is worth it and numba
+    works (installed, with a disk cache); None: use numpy."""
+    if shingles < COMPILED_MIN_SHINGLES:
+        return None
+    return _load_kernels()
+
+
+@cache
+def _load_kernels() -> ModuleType | None:
+    """Import the kernels and start numba once. numba's first compile or cache load probes for a
+    BLAS by importing scipy (0.3-0.7 s, whenever scipy is installed); the kernels use no BLAS, so
+    scipy is hidden from that probe when nothing has imported it yet."""
+    hidden = "scipy" not in sys.modules
+    if hidden:
+        sys.modules["scipy"] = None  # type: ignore[assignment]  # `import scipy` raises ImportError
+    try:
+        from curate.text import kernels
+
+        kernels.warm_up()
+    except ImportError:
+        return None
+    finally:
+        if hidden:
+            del sys.modules["scipy"]
+    return kernels if kernels.CACHED else None
+
+
+#: Work (shingles) below which a kernel call is not split over threads.
+THREAD_MIN_SHINGLES = 200_000
+_Result = TypeVar("_Result")
+
+
+def in_threads(work: Callable[[int, int], _Result], weights: np.ndarray) -> list[_Result]:
+    """`work(first_row, end_row)` over consecutive row ranges of about equal total `weights`, one
+    per available core, in threads (the kernels release the GIL); results in row order."""
+    total = int(weights.sum())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    parts = max(1, min(cores, total // THREAD_MIN_SHINGLES, len(weights)))
+    if parts == 1:
+        return [work(0, len(weights))]
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = np.searchsorted(np.cumsum(weights), np.arange(1, parts) * total / parts).tolist()
+    bounds = list(zip([0, *cuts], [*cuts, len(weights)]))
+    with ThreadPoolExecutor(parts) as pool:
+        return list(pool.map(lambda bound: work(*bound), bounds))
 
 
 def member_of(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
