@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from curate.text.diff import CompareMode, compare_messages
-from curate.text.minhash import LshBands, MinHasher, affine32_permutations, bucket_pairs, lsh_buckets, optimal_bands, query_pairs
+from curate.text.minhash import KNOWN_OPTIMAL_BANDS, LshBands, MinHasher, affine32_permutations, bucket_pairs, computed_optimal_bands, lsh_buckets, optimal_bands, query_pairs
 from curate.text.normalize import words, words_expr
 from curate.text.shingles import fold32, row_shingle_sets, shingle_hashes, tokenize, unique_row_shingles
 from tests.conftest import SAMPLES, lint_rows
@@ -240,7 +240,18 @@ def test_band_parameters_equal_datasketch(num_perm):
     from datasketch.lsh import _optimal_param
 
     thresholds = [round(0.3 + 0.05 * step, 2) for step in range(14)]
+    assert [computed_optimal_bands(t, num_perm) for t in thresholds] == [_optimal_param(t, num_perm, 0.5, 0.5) for t in thresholds]
     assert [optimal_bands(t, num_perm) for t in thresholds] == [_optimal_param(t, num_perm, 0.5, 0.5) for t in thresholds]
+
+
+@pytest.mark.parametrize(("threshold", "num_perm"), sorted(KNOWN_OPTIMAL_BANDS))
+def test_known_band_parameters_are_what_datasketch_computes(threshold, num_perm):
+    """The table that spares every lint the computation holds datasketch's answers, also for
+    thresholds reached by subtraction (DU002 tunes its bands to 0.8 - 0.2)."""
+    from datasketch.lsh import _optimal_param
+
+    assert KNOWN_OPTIMAL_BANDS[(threshold, num_perm)] == _optimal_param(threshold, num_perm, 0.5, 0.5)
+    assert optimal_bands(threshold + 1e-15, num_perm) == computed_optimal_bands(threshold + 1e-15, num_perm)
 
 
 
