@@ -37,7 +37,7 @@ def gate_request(config: TrainConfig, data_path: str, lint: LintRequest) -> Lint
     and the real run both lint with it."""
     from dataclasses import replace
 
-    eval_paths = lint.eval or ([config.eval_file] if config.eval_file else lint.eval)
+    eval_paths = lint.eval or ([config.eval_file] if config.eval_file else None)
     return replace(lint, paths=[data_path], model=config.model, max_seq_length=config.max_seq_length, eval=eval_paths)
 
 
