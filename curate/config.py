@@ -148,14 +148,14 @@ def parse_config(table: dict[str, Any], where: str) -> CurateConfig:
     return validated(CurateConfig, table, where)
 
 
-def load_config(path: Path | None) -> tuple[CurateConfig, Path | None]:
-    """Parse a config file (or defaults when `path` is None)."""
+def load_config(path: Path | None, table: dict[str, Any] | None = None) -> tuple[CurateConfig, Path | None]:
+    """Parse a config file (or defaults when `path` is None); `table`: its `table_of`, when the caller already read it."""
     if path is None:
         return CurateConfig(), None
-    if not path.is_file():
+    if table is None and not path.is_file():
         raise ConfigError([f"{path}: config file not found"])
     label = f"{path} [tool.curate]" if path.name == "pyproject.toml" else str(path)
-    return parse_config(table_of(path), label), path
+    return parse_config(table_of(path) if table is None else table, label), path
 
 
 def resolve_relative(value: str, base: Path, *, may_be_hub_name: bool = False) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import re
 import stat
@@ -198,7 +199,11 @@ def iter_bounded_lines(handle: IO[bytes], max_bytes: int) -> Iterator[tuple[byte
                 yield line.rstrip(b"\r"), len(line) + terminated
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def _open_binary(path: Path, content: bytes | None = None) -> IO[bytes]:
+    """The file's bytes as a stream (gunzipped for .gz); from `content` when the caller already read it."""
+    if content is not None:
+        handle: IO[bytes] = io.BytesIO(content)
+        return gzip.GzipFile(fileobj=handle, mode="rb") if path.suffix == ".gz" else handle
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
     return path.open("rb")
@@ -239,17 +244,17 @@ def _short_json_error(exc: orjson.JSONDecodeError) -> str:
     return f"{message} (column {column})" if column else message
 
 
-def iter_jsonl(path: Path, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[RawRow]:
+def iter_jsonl(path: Path, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, content: bytes | None = None) -> Iterator[RawRow]:
     """Yield every non-blank line of a JSONL file as a RawRow (BOM and CRLF tolerated)."""
-    for chunk in iter_jsonl_chunks(path, max_row_bytes):
+    for chunk in iter_jsonl_chunks(path, max_row_bytes, content):
         yield from chunk
 
 
-def iter_jsonl_chunks(path: Path, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[list[RawRow]]:
+def iter_jsonl_chunks(path: Path, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, content: bytes | None = None) -> Iterator[list[RawRow]]:
     """`iter_jsonl`'s rows, a list per block read."""
     name = str(path)
     try:
-        with _open_binary(path) as handle:
+        with _open_binary(path, content) as handle:
             yield from iter_jsonl_stream_chunks(name, handle, max_row_bytes)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{name}: cannot read: {exc}") from None
@@ -322,7 +327,7 @@ def _parse_lines(name: str, lines: list[bytes | int], line_no: int, terminated: 
     return rows
 
 
-def iter_json(path: Path) -> Iterator[RawRow]:
+def iter_json(path: Path, content: bytes | None = None) -> Iterator[RawRow]:
     """Yield the records of a JSON file: a top-level array, or an object holding one array of records.
 
     A `.json` file that is really JSON Lines is read as JSONL.
@@ -330,9 +335,9 @@ def iter_json(path: Path) -> Iterator[RawRow]:
     name = str(path)
     limit = None
     if path.suffix == ".gz":
-        limit = file_size(path) * GZIP_MAX_RATIO + GZIP_FLOOR_BYTES
+        limit = (file_size(path) if content is None else len(content)) * GZIP_MAX_RATIO + GZIP_FLOOR_BYTES
     try:
-        with _open_binary(path) as handle:
+        with _open_binary(path, content) as handle:
             data = handle.read() if limit is None else handle.read(limit + 1)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{name}: cannot read: {exc}") from None
@@ -350,7 +355,7 @@ def iter_json(path: Path) -> Iterator[RawRow]:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         if data.lstrip().startswith(b"{") and b"\n" in data.strip():  # JSON Lines named .json
-            yield from iter_jsonl(path)
+            yield from iter_jsonl(path, content=content)
             return
         line = data[: exc.pos].count(b"\n") + 1
         raise InputError(f"{name}:{line}: invalid JSON: {exc.msg}") from None
@@ -384,13 +389,13 @@ def _records_of(document: Any) -> list | None:
     return None
 
 
-def iter_parquet(path: Path) -> Iterator[RawRow]:
+def iter_parquet(path: Path, content: bytes | None = None) -> Iterator[RawRow]:
     """Yield Parquet rows as RawRows; `line` is the 1-based row index."""
     import polars as pl
 
     name = str(path)
     try:
-        frame = pl.read_parquet(path)
+        frame = pl.read_parquet(path if content is None else io.BytesIO(content))
     except Exception as exc:  # polars raises several error types for bad files
         raise InputError(f"{name}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
     unusual = {column for column, dtype in frame.schema.items() if any(kind in str(dtype) for kind in _NON_JSON_DTYPES)}
@@ -432,29 +437,34 @@ def _drop_nulls(obj: dict) -> dict:
     return {key: value for key, value in obj.items() if value is not None}
 
 
-def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None) -> Iterator[RawRow]:
+def iter_rows(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None,
+              content: bytes | None = None) -> Iterator[RawRow]:
     """Yield every row of a source, choosing the reader by input kind (see `curate.sources`):
-    JSONL / JSON / Parquet here (`.gz` allowed), the other kinds in `curate.sources`."""
-    for chunk in iter_row_chunks(path, max_row_bytes, options):
+    JSONL / JSON / Parquet here (`.gz` allowed), the other kinds in `curate.sources`.
+    `content`: a data file's bytes, already read (`read_file_bytes`), parsed instead of the
+    file, so one read gives both a hash and the rows of the same bytes."""
+    for chunk in iter_row_chunks(path, max_row_bytes, options, content):
         yield from chunk
 
 
-def iter_row_chunks(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None) -> Iterator[list[RawRow]]:
+def iter_row_chunks(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None,
+                    content: bytes | None = None) -> Iterator[list[RawRow]]:
     """`iter_rows`'s rows in lists (a block of JSON Lines, or `_CHUNK_ROWS` rows of other kinds)."""
     from curate.sources import SourceOptions, iter_source
 
-    rows: Iterable[RawRow] | None = iter_source(str(path), max_row_bytes, options or SourceOptions())
+    rows: Iterable[RawRow] | None = iter_source(str(path), max_row_bytes, options or SourceOptions(), content)
     chunks: Iterable[list[RawRow]]
     if rows is None:
         path = Path(path)
-        check_input_file(path)
+        if content is None:
+            check_input_file(path)
         suffix, _ = data_suffix(path)
         if suffix == ".parquet":
-            chunks = _chunked(iter_parquet(path))
+            chunks = _chunked(iter_parquet(path, content))
         elif suffix == ".json":
-            chunks = _chunked(iter_json(path))
+            chunks = _chunked(iter_json(path, content))
         else:
-            chunks = iter_jsonl_chunks(path, max_row_bytes)
+            chunks = iter_jsonl_chunks(path, max_row_bytes, content)
     else:
         chunks = _chunked(rows)
     empty = True
@@ -492,6 +502,16 @@ def iter_batches(
 def read_rows(path: str | os.PathLike) -> list[RawRow]:
     """All rows of a file in memory (for review, fix and train; lint streams)."""
     return list(iter_rows(path))
+
+
+def read_file_bytes(path: str | os.PathLike) -> bytes:
+    """All bytes of a data file (a regular file; InputError otherwise), to hash and parse the same read."""
+    path = Path(path)
+    check_input_file(path)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def file_size(path: str | os.PathLike) -> int:

@@ -176,12 +176,14 @@ def iter_table_rows(name: str, records: Iterable[dict]) -> Iterator[Any]:
         yield RawRow(name, index, None, obj={key: value for key, value in obj.items() if value is not None})
 
 
-def iter_csv(path: Path, separator: str) -> Iterator[Any]:
+def iter_csv(path: Path, separator: str, content: bytes | None = None) -> Iterator[Any]:
     """CSV / TSV through polars, every column read as text; JSON-text columns (`messages`, ...) parsed."""
+    import io
+
     import polars as pl
 
     try:
-        frame = pl.read_csv(path, separator=separator, infer_schema=False)
+        frame = pl.read_csv(path if content is None else io.BytesIO(content), separator=separator, infer_schema=False)
     except Exception as exc:  # polars raises several error types for bad files
         raise InputError(f"{path}: cannot read {'CSV' if separator == ',' else 'TSV'}: {str(exc).splitlines()[0]}") from None
     yield from iter_table_rows(str(path), (parse_json_columns(record) for record in frame.iter_rows(named=True)))
@@ -199,14 +201,16 @@ def parse_json_columns(record: dict) -> dict:
     return record
 
 
-def iter_arrow(path: Path) -> Iterator[Any]:
+def iter_arrow(path: Path, content: bytes | None = None) -> Iterator[Any]:
     """An Arrow file: the IPC stream format `datasets` writes to its cache, or the IPC file format."""
+    import io
+
     import polars as pl
 
     frame = None
     for reader in (pl.read_ipc_stream, pl.read_ipc):
         try:
-            frame = reader(path)
+            frame = reader(path if content is None else io.BytesIO(content))
             break
         except Exception:  # not this flavour of Arrow; try the other
             continue
@@ -322,21 +326,24 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def iter_source(source: str, max_row_bytes: int, options: SourceOptions) -> Iterator[Any] | None:
-    """The reader for the kinds this module owns, or None for the plain files io.py reads."""
+def iter_source(source: str, max_row_bytes: int, options: SourceOptions, content: bytes | None = None) -> Iterator[Any] | None:
+    """The reader for the kinds this module owns, or None for the plain files io.py reads.
+    `content`: a data file's bytes, already read, parsed instead of the file."""
     kind = source_kind(source)
+    if content is not None and kind in ("stdin", "hf", "dataset", "dir"):
+        raise ValueError(f"{source}: a {kind} source has no file bytes to parse")
     if kind == "stdin":
         return iter_stdin(options.stdin_name or STDIN, max_row_bytes)
     if kind == "hf":
         return iter_hub(source, options)
     if kind == "dataset":
         return iter_saved(Path(source), options)
-    if kind in ("csv", "tsv", "arrow", "unsupported"):
+    if kind in ("csv", "tsv", "arrow", "unsupported") and content is None:
         check_input_file(Path(source))  # missing, a FIFO, a device: say that before judging the name
     if kind in ("csv", "tsv"):
-        return iter_csv(Path(source), "," if kind == "csv" else "\t")
+        return iter_csv(Path(source), "," if kind == "csv" else "\t", content)
     if kind == "arrow":
-        return iter_arrow(Path(source))
+        return iter_arrow(Path(source), content)
     if kind == "dir":
         raise InputError(f"{source}: is a directory with no data files (.jsonl, .json, .parquet, .arrow, .csv, .tsv)")
     if kind == "unsupported":

@@ -30,6 +30,7 @@ def config(**overrides) -> TrainConfig:
     settings = {
         "model": TINY, "max_steps": 6, "learning_rate": 5e-3, "batch_size": 4, "gradient_accumulation": 2,
         "eval_fraction": 0.125, "save_every": 0, "stop_check_prompts": 2, "stop_check_max_new_tokens": 8, "seed": 5,
+        "eval_prompts": 0,  # the short eval after training is proven in test_eval_proof.py
     }
     return TrainConfig(**{**settings, **overrides})
 
@@ -383,6 +384,86 @@ def test_force_trains_anyway_and_is_recorded(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
+def test_the_gate_lints_as_the_config_files_say_each_read_once_and_args_stay_as_given(tmp_path, capsys, monkeypatch):
+    """`--config train.toml` (train options only) leaves lint to the curate.toml beside the data:
+    its `ignore` lets a row without an answer (SC006) through the gate of the dry run and of the
+    real run alike. Each config file is read once per run; the parsed arguments are not changed."""
+    from curate import config as config_module
+    from curate.cli import build_parser, main
+    from curate.commands import train as train_command
+
+    data = write_jsonl(tmp_path / "data.jsonl", DEMO_ROWS[:12] + [{"messages": [{"role": "user", "content": "what is 2 + 2?"}]}])
+    (tmp_path / "curate.toml").write_text('ignore = ["SC006"]\n')
+    (tmp_path / "train.toml").write_text(f'model = "{TINY}"\nmax-steps = 1\ngradient-accumulation = 1\neval-fraction = 0.0\nstop-check-prompts = 0\n')
+    read = config_module._read_toml
+    reads: list[str] = []
+    monkeypatch.setattr(config_module, "_read_toml", lambda path: reads.append(path.name) or read(path))
+    for how in (["--dry-run"], ["-o", str(tmp_path / "run"), "--no-progress"]):
+        args = build_parser().parse_args(["train", str(data), "--config", str(tmp_path / "train.toml"), *how])
+        given = dict(vars(args))
+        reads.clear()
+        code = train_command.run(args)
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert "lint gate: passed (13 rows, 0 errors" in captured.out + captured.err
+        assert sorted(reads) == ["curate.toml", "train.toml"]
+        assert vars(args) == given
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["lint"]["passed"] and manifest["data"]["unusable_rows"] == 1
+    (tmp_path / "curate.toml").write_text("")  # without the ignore, the same row refuses the run
+    assert main(["train", str(data), "--config", str(tmp_path / "train.toml"), "--dry-run"]) == 1
+
+
+def test_gate_request_checks_the_data_as_the_run_trains_it_and_keeps_the_lint_options():
+    from curate.engine.settings import LintRequest
+    from curate.train.gate import gate_request
+
+    lint = LintRequest(paths=["other.jsonl"], select=["SC", "CT"], ignore=["SC006"], columns={"question": "user", "answer": "assistant"})
+    request = gate_request(config(max_seq_length=64, eval_file="held-out.jsonl"), "data.jsonl", lint)
+    assert (request.paths, request.model, request.max_seq_length, request.eval) == (["data.jsonl"], TINY, 64, ["held-out.jsonl"])
+    assert (request.select, request.ignore, request.columns) == (["SC", "CT"], ["SC006"], {"question": "user", "answer": "assistant"})
+    assert lint.paths == ["other.jsonl"] and lint.model is None and lint.eval is None  # a new request; the options are untouched
+    assert gate_request(config(eval_file="held-out.jsonl"), "data.jsonl", LintRequest(paths=[], eval=["mine.jsonl"])).eval == ["mine.jsonl"]
+
+
+def test_each_data_file_is_read_once_and_the_manifest_hash_is_of_the_bytes_trained_on(tmp_path, monkeypatch):
+    """The sha256 in manifest.json and the rows trained on come from one read of each file:
+    rewriting the data while the run loads the tokenizer cannot make it train rows other than
+    the ones it hashed."""
+    import builtins
+    import hashlib
+
+    from curate.train import model as builders
+
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", DEMO_ROWS[40:44])
+    run = make_run(tmp_path, "run", rows=DEMO_ROWS[:16], eval_file=str(eval_file))
+    data = Path(run.data_path)
+    original = data.read_bytes()
+    opened: list[str] = []
+    real_open, load_tokenizer = builtins.open, builders.load_tokenizer
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file).name in ("run.jsonl", "eval.jsonl") and "r" in mode:
+            opened.append(Path(file).name)
+        return real_open(file, mode, *args, **kwargs)
+
+    def rewrite_then_load(*args, **kwargs):
+        write_jsonl(data, DEMO_ROWS[16:40])
+        return load_tokenizer(*args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)  # what pathlib opens with
+    monkeypatch.setattr(builders, "load_tokenizer", rewrite_then_load)
+    run.setup()
+    monkeypatch.undo()
+    run.cleanup()
+    assert sorted(opened) == ["eval.jsonl", "run.jsonl"]
+    trained_on = original if len(run.data.train.examples) == 16 else data.read_bytes()
+    assert len(run.data.train.examples) in (16, 24)
+    assert run.data_sha256 == hashlib.sha256(trained_on).hexdigest()
+    assert run.eval_sha256 == hashlib.sha256(eval_file.read_bytes()).hexdigest()
+
+
 def test_dry_run_prints_tokens_audit_steps_and_memory_without_training(tmp_path, capsys):
     from curate.cli import main
 
@@ -487,41 +568,46 @@ def test_an_eval_pass_does_not_change_later_gradients(trained):
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 
 
-def test_data_parallel_processes_train_like_one_process_with_the_same_window(tmp_path):
+def test_data_parallel_processes_train_like_one_process_with_the_same_window(tmp_path, capsys):
     """Two ranks on the CPU (the README's `accelerate launch --multi_gpu` form, gloo) with
     accumulation 2 take the same steps as one process with accumulation 4; the lint gate and
     the plan are printed once."""
-    data = write_jsonl(tmp_path / "data.jsonl", DEMO_ROWS[:40])
-    (tmp_path / "curate.toml").write_text("[train]\nlora-dropout = 0.0\nstop-check-prompts = 0\nmax-steps = 3\nbatch-size = 2\n")
-    common = ["-m", "curate", "train", str(data), "--model", TINY, "--no-progress"]
+    from curate.cli import main
+
+    data = write_jsonl(tmp_path / "data.jsonl", DEMO_ROWS[:24])
+    (tmp_path / "curate.toml").write_text("[train]\nlora-dropout = 0.0\nstop-check-prompts = 0\nmax-steps = 2\nbatch-size = 2\n")
+    common = ["train", str(data), "--model", TINY, "--no-progress", "--no-eval"]
     launch = [*ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
-    ddp = [*launch, *common, "-o", str(tmp_path / "ddp"), "--grad-accum", "2"]
-    single = [sys.executable, *common, "-o", str(tmp_path / "single"), "--grad-accum", "4"]
-    outputs = {}
-    for name, command in (("ddp", ddp), ("single", single)):
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outputs[name] = proc.stdout + proc.stderr
+    proc = subprocess.run([*launch, "-m", "curate", *common, "-o", str(tmp_path / "ddp"), "--grad-accum", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp_output = proc.stdout + proc.stderr
+    assert main([*common, "-o", str(tmp_path / "single"), "--grad-accum", "4"]) == 0, capsys.readouterr().err  # the one-process reference, in this process
     losses = {name: [json.loads(line).get("loss") for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()] for name in ("ddp", "single")}
+    assert len([loss for loss in losses["single"] if loss is not None]) == 2
     assert losses["ddp"] == pytest.approx(losses["single"], abs=1e-5)
     assert json.loads((tmp_path / "ddp" / "manifest.json").read_text())["device"]["processes"] == 2
-    assert outputs["ddp"].count("lint gate: passed") == 1 and outputs["ddp"].count("mask audit:") == 1
-    assert "started one" not in outputs["ddp"]
+    assert json.loads((tmp_path / "single" / "manifest.json").read_text())["device"]["processes"] == 1
+    assert ddp_output.count("lint gate: passed") == 1 and ddp_output.count("mask audit:") == 1
+    assert "started one" not in ddp_output
 
 
-def test_accelerate_launch_that_starts_one_process_says_so(tmp_path):
+def test_accelerate_launch_that_starts_one_process_says_so(tmp_path, capsys):
     """`accelerate launch --num_processes 2` without --multi_gpu on a CPU machine starts one
-    process (accelerate's single-process launcher): one line says so."""
-    data = write_jsonl(tmp_path / "data.jsonl", DEMO_ROWS[:16])
-    command = [*ACCELERATE, "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "curate", "train", str(data), "--model", TINY, "--dry-run", "--isolated"]
+    process (accelerate's single-process launcher): one line says so; a plain start says nothing."""
+    from curate.cli import main
+
+    data = write_jsonl(tmp_path / "data.jsonl", DEMO_ROWS[:8])
+    arguments = ["train", str(data), "--model", TINY, "--dry-run", "--isolated"]
+    command = [*ACCELERATE, "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "curate", *arguments]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     notes = [line for line in proc.stderr.splitlines() if "started one" in line]
     assert len(notes) == 1 and "--multi_gpu --num_processes N" in notes[0]
     assert proc.stdout.count("lint gate: passed") == 1
-    alone = subprocess.run([sys.executable, *command[len(ACCELERATE) + 8 :]], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert alone.returncode == 0 and "started one" not in alone.stderr
+    assert main(arguments) == 0  # the same command, not launched by accelerate (this process)
+    captured = capsys.readouterr()
+    assert "lint gate: passed" in captured.out and "started one" not in captured.err
 
 
 def test_early_stopping_keeps_the_best_adapter(tmp_path):

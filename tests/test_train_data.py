@@ -478,3 +478,51 @@ def test_dry_run_and_training_refuse_truncation_that_leaves_nothing_with_one_mes
     expected = data_refusal(config, prepare_data(config, load_tokenizer(config.model), str(data)))
     assert code == 2 and expected is not None
     assert f"curate: error: {expected}" in err
+
+
+@pytest.mark.parametrize("name", ["rows.jsonl", "rows.jsonl.gz", "rows.json", "rows.json.gz", "rows.parquet", "rows.csv", "rows.csv.gz", "rows.tsv", "rows.arrow"])
+def test_read_data_file_hashes_and_parses_the_same_bytes_in_every_format(tmp_path, name):
+    """The trainer's one read of a file (sha256 + rows from the same bytes) gives the rows the
+    path readers give, in every format train accepts."""
+    import gzip
+    import hashlib
+    import json
+
+    import polars as pl
+
+    from curate.train.data import read_conversations, read_data_file
+
+    chats = [[{"role": "user", "content": f"What is {n} + {n}?"}, {"role": "assistant", "content": f"{n} + {n} = {2 * n}.\n#### {2 * n}"}]
+             for n in range(1, 6)] + [[{"role": "user", "content": "no answer yet"}]]
+    path = tmp_path / name
+    suffix = name.removeprefix("rows").removesuffix(".gz")
+    if suffix == ".jsonl":
+        payload = "\n".join(json.dumps({"messages": chat}) for chat in chats).encode() + b"\n"
+    elif suffix == ".json":
+        payload = json.dumps([{"messages": chat} for chat in chats], indent=2).encode()
+    else:
+        table = tmp_path / f"table{suffix}"
+        if suffix in (".parquet", ".arrow"):
+            frame = pl.DataFrame({"messages": chats})
+            frame.write_parquet(table) if suffix == ".parquet" else frame.write_ipc(table)
+        else:
+            pl.DataFrame({"messages": [json.dumps(chat) for chat in chats]}).write_csv(table, separator="," if suffix == ".csv" else "\t")
+        payload = table.read_bytes()
+    path.write_bytes(gzip.compress(payload) if name.endswith(".gz") else payload)
+    snapshot = read_data_file(path)
+    assert (snapshot.conversations, snapshot.unusable) == read_conversations(path)
+    assert len(snapshot.conversations) == 5 and snapshot.unusable == 1
+    assert snapshot.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_read_data_file_refuses_sources_without_file_bytes_in_one_line(tmp_path):
+    from curate.io import InputError
+    from curate.train.data import read_data_file
+
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "dataset_dict.json").write_text('{"splits": ["train"]}')
+    for source in (str(tmp_path / "saved"), "hf://datasets/org/name"):
+        with pytest.raises(InputError, match=r"curate train reads data files .*write the rows to a .jsonl file first"):
+            read_data_file(source)
+    with pytest.raises(InputError, match=r"missing.jsonl: no such file"):
+        read_data_file(tmp_path / "missing.jsonl")

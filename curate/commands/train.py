@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         error("pass -o RUN_DIR for the run folder (or --dry-run to see what would happen)")
         return EXIT_ERROR
     try:
-        config, lint_config_path = _resolve_config(args, {name: getattr(args, name, None) for name in FIELDS})
+        config, lint = _resolve_config(args, {name: getattr(args, name, None) for name in FIELDS})
     except ConfigError as exc:
         for problem in exc.problems:
             error(problem)
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     note = single_process_launch_note(os.environ)
     if note and _is_main_process():
         sys.stderr.write(f"curate: {note}\n")
-    gate = _lint_gate(args, config, lint_config_path)
+    gate = _lint_gate(args, config, lint)
     if gate is None:
         return EXIT_ERROR
     if not gate.passed and not args.force and not args.dry_run:
@@ -139,24 +139,24 @@ def single_process_launch_note(environ) -> str | None:
 
 
 def _resolve_config(args: argparse.Namespace, flags: dict):
-    """(TrainConfig, the config path lint should use or None to discover it)."""
-    from curate.config import CurateConfig, find_config, load_config, resolve_relative, table_of
+    """(TrainConfig, the lint options of the gate): defaults < config file < flags, each config
+    file read once; the lint request carries its parsed config, so the gate reads none again."""
+    from dataclasses import replace
+
+    from curate.config import CurateConfig, load_config, resolve_relative, table_of
+    from curate.engine.settings import requested_config_path
     from curate.train.config import is_train_only_table, resolve_train_config
 
-    lint_config_path = args.config
-    if args.isolated:
-        path = None
-    elif args.config:
-        path = Path(args.config)
+    lint = request_from_args(args, paths=[args.data])
+    path = requested_config_path(lint)
+    table = table_of(path) if path is not None and path.is_file() else None
+    if table is not None and path.name != "pyproject.toml" and is_train_only_table(table):
+        # A train-only file says nothing about lint: the gate discovers its config as usual.
+        train_table, curate_config = table, CurateConfig()
+        lint_config, lint_path = load_config(requested_config_path(replace(lint, config_path=None)))
     else:
-        path = find_config(Path(args.data))
-    curate_config, train_table = CurateConfig(), {}
-    if path is not None and path.is_file() and path.name != "pyproject.toml" and is_train_only_table(table_of(path)):
-        train_table = table_of(path)
-        lint_config_path = None  # a train-only file says nothing about lint; discover its config as usual
-    elif path is not None:
-        curate_config, path = load_config(path)
-        train_table = curate_config.train
+        curate_config, path = load_config(path, table)
+        train_table, lint_config, lint_path = curate_config.train, curate_config, path
     base = path.parent if path else Path.cwd()
     if args.model:
         flags["model"] = args.model
@@ -166,7 +166,8 @@ def _resolve_config(args: argparse.Namespace, flags: dict):
         flags["max_seq_length"] = args.max_seq_length
     elif "max-seq-length" not in train_table and "max_seq_length" not in train_table and curate_config.max_seq_length:
         flags["max_seq_length"] = curate_config.max_seq_length
-    return resolve_train_config(train_table, path, flags), lint_config_path
+    lint = replace(lint, config=lint_config, config_path=str(lint_path) if lint_path else None)
+    return resolve_train_config(train_table, path, flags), lint
 
 
 def _output_problem(output: Path, resume: bool) -> str | None:
@@ -185,20 +186,14 @@ def _output_problem(output: Path, resume: bool) -> str | None:
     return None
 
 
-def _lint_gate(args: argparse.Namespace, config, lint_config_path):
+def _lint_gate(args: argparse.Namespace, config, lint):
     """Lint the data with the training model's template; None after a config error was printed."""
     from curate.config import ConfigError
     from curate.engine.settings import plan_lint
-    from curate.train.gate import lint_gate
+    from curate.train.gate import gate_request, lint_gate
 
-    args.config = lint_config_path
     try:
-        request = request_from_args(args, paths=[args.data])
-        request.model = config.model
-        request.max_seq_length = config.max_seq_length
-        if config.eval_file and not request.eval:
-            request.eval = [config.eval_file]
-        plan = plan_lint(request)
+        plan = plan_lint(gate_request(config, args.data, lint))
     except ConfigError as exc:
         for problem in exc.problems:
             error(problem)

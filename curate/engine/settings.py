@@ -47,6 +47,9 @@ class LintRequest:
     stdin_filename: str | None = None
     #: Field name -> role or format key, e.g. {"question": "user", "answer": "assistant"}.
     columns: dict[str, str] | None = None
+    #: The config of `config_path` (None: no file), when the caller already read it (`curate train`):
+    #: then neither discovery nor the file is read again.
+    config: CurateConfig | None = None
 
 
 @dataclass
@@ -105,13 +108,10 @@ def render_budget(config: CurateConfig):
 def plan_lint(request: LintRequest) -> LintPlan:
     """Resolve config + request into a plan; raises ConfigError listing every problem."""
     registry = load_builtin_rules()
-    if request.isolated:
-        config_path = None
-    elif request.config_path:
-        config_path = Path(request.config_path)
+    if request.config is not None:
+        config, config_path = request.config, Path(request.config_path) if request.config_path else None
     else:
-        config_path = find_config(config_start(request))
-    config, config_path = load_config(config_path)
+        config, config_path = load_config(requested_config_path(request))
     where = str(config_path) if config_path else "config"
     base = config_path.parent if config_path else Path.cwd()
     problems: list[str] = []
@@ -168,6 +168,15 @@ def plan_lint(request: LintRequest) -> LintPlan:
         source_options=SourceOptions(split=request.split, subset=request.subset, stdin_name=request.stdin_filename),
         columns=columns,
     )
+
+
+def requested_config_path(request: LintRequest) -> Path | None:
+    """The config file a request names, or the one discovery finds (None: isolated, or none found)."""
+    if request.isolated:
+        return None
+    if request.config_path:
+        return Path(request.config_path)
+    return find_config(config_start(request))
 
 
 def config_start(request: LintRequest) -> Path:

@@ -16,7 +16,7 @@ from curate.evaluate.items import EvalError, EvalItem
 from curate.evaluate.metrics import RATES, TaskProfile, aggregate, score, task_profile
 from curate.evaluate.report import SCHEMA_VERSION
 from curate.evaluate.stats import mcnemar
-from curate.train.data import TrainingRow, read_conversations, split_eval
+from curate.train.data import TrainingRow, read_data_file, split_eval
 
 #: Verdicts compared between candidates with McNemar's test: every rate, and the per-prompt pass.
 PAIRED = ("passed", *RATES)
@@ -52,7 +52,6 @@ class RunData:
 
 def read_run(folder: str | Path) -> RunData:
     from curate.train.export import ExportError, check_run
-    from curate.train.manifest import file_sha256
 
     folder = Path(folder)
     try:
@@ -64,9 +63,10 @@ def read_run(folder: str | Path) -> RunData:
     path = data.get("path")
     if not path or not Path(path).is_file():
         raise EvalError(f"{folder}/manifest.json: the training data {path!r} is not there any more; pass --data FILE (and --train FILE for few-shot)")
-    if data.get("sha256") and file_sha256(path) != data["sha256"]:
+    trained_on = read_data_file(path)  # one read: the rows checked are the rows hashed
+    if data.get("sha256") and trained_on.sha256 != data["sha256"]:
         raise EvalError(f"{path} changed since {folder} was trained on it (sha256 differs); pass --data FILE with the held-out rows")
-    conversations, _ = read_conversations(path)
+    conversations = trained_on.conversations
     eval_file = config.get("eval_file")
     if eval_file:
         return RunData(folder, manifest, manifest["base_model"], conversations, eval_file, None)

@@ -21,6 +21,7 @@ against the rendered text and the messages, independently of how they were made.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from curate.formats import has_roles, normalize
-from curate.io import read_rows
+from curate.io import RawRow, read_rows
 from curate.templates import has_generation_markers
 
 IGNORE_INDEX = -100
@@ -105,11 +106,42 @@ class Dataset:
         return sum(example.trained_tokens for example in self.examples)
 
 
+@dataclass
+class DataFile:
+    """One read of a data file: the sha256 of its bytes and the conversations parsed from those
+    same bytes, so the hash in the manifest is the hash of what was trained on."""
+
+    path: str
+    sha256: str
+    conversations: list[TrainingRow]
+    unusable: int
+
+
+def read_data_file(path: str | Path) -> DataFile:
+    """Read a data file once (InputError for a source that is not a file: train needs bytes to hash)."""
+    import hashlib
+
+    from curate.io import InputError, iter_rows, read_file_bytes
+    from curate.sources import source_kind
+
+    if source_kind(str(path)) in ("hf", "dataset", "stdin"):
+        raise InputError(f"{path}: curate train reads data files (.jsonl, .json, .parquet, .csv, .tsv, .arrow), "
+                         "whose sha256 goes in manifest.json; write the rows to a .jsonl file first")
+    content = read_file_bytes(path)
+    conversations, unusable = usable_conversations(iter_rows(path, content=content))
+    return DataFile(str(path), hashlib.sha256(content).hexdigest(), conversations, unusable)
+
+
 def read_conversations(path: str | Path) -> tuple[list[TrainingRow], int]:
-    """Usable conversations of a data file, and how many rows were not usable (lint reports why).
+    """Usable conversations of a data file, and how many rows were not usable."""
+    return usable_conversations(read_rows(path))
+
+
+def usable_conversations(rows: Iterable[RawRow]) -> tuple[list[TrainingRow], int]:
+    """The usable conversations of rows, and how many rows were not usable (lint reports why).
     Rows without roles (TRL's language-modeling `text`) have no assistant turn to train: unusable."""
     conversations, skipped = [], 0
-    for raw in read_rows(path):
+    for raw in rows:
         conversation = normalize(raw.obj) if raw.ok else None
         if (conversation is None or not has_roles(conversation) or not all(m.valid for m in conversation.messages)
                 or conversation.last_assistant_index is None):

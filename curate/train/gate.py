@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from curate.engine.runner import LintResult
-from curate.engine.settings import LintPlan
+from curate.engine.settings import LintPlan, LintRequest
+from curate.train.config import TrainConfig
 
 #: The rules whose clusters the eval split keeps on one side (exact and near duplicates).
 DUPLICATE_CODES = ("DU001", "DU002")
@@ -27,6 +28,17 @@ class GateOutcome:
 
     def to_manifest(self) -> dict:
         return {"passed": self.passed, "forced": self.forced, "summary": self.summary, "setup_errors": self.setup_errors}
+
+
+def gate_request(config: TrainConfig, data_path: str, lint: LintRequest) -> LintRequest:
+    """The gate's lint request, a new one: the lint options and config the user gave (`lint`),
+    on the data file, checked as this run trains it: the training model's chat template, its
+    max-seq-length, and the eval file for leakage unless `--eval` names others. The dry run
+    and the real run both lint with it."""
+    from dataclasses import replace
+
+    eval_paths = lint.eval or ([config.eval_file] if config.eval_file else None)
+    return replace(lint, paths=[data_path], model=config.model, max_seq_length=config.max_seq_length, eval=eval_paths)
 
 
 def lint_gate(plan: LintPlan, *, force: bool, report_to: IO[str] | None) -> tuple[GateOutcome, LintResult]:

@@ -17,14 +17,6 @@ from curate.io import atomic_write_bytes
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def base_model_revision(name: str) -> dict[str, str]:
     """Which weights the base model was: the snapshot commit of a hub model in the
     Hugging Face cache; else a sha256 over its config, its weight index and each weight

@@ -38,7 +38,7 @@ from curate.train.checkpoint import (
     save_checkpoint,
 )
 from curate.train.config import TrainConfig
-from curate.train.data import Dataset, TrainingRow, read_conversations, split_eval, tokenize
+from curate.train.data import Dataset, TrainingRow, read_data_file, split_eval, tokenize
 from curate.train.gate import GateOutcome
 
 
@@ -74,6 +74,9 @@ class PreparedData:
     evaluation: Dataset
     eval_conversations: list[TrainingRow]
     eval_source: str
+    #: sha256 of the bytes the rows were parsed from (the data file; the eval file or None).
+    sha256: str
+    eval_sha256: str | None
     #: Duplicate clusters kept wholly on one side of the eval split.
     clusters_kept_together: int = 0
 
@@ -90,18 +93,19 @@ class Schedule:
 
 
 def prepare_data(config: TrainConfig, tokenizer, data_path: str, gate: GateOutcome | None = None) -> PreparedData:
-    """Read, split and tokenize; the eval split keeps duplicate clusters together (from the
-    lint gate's duplicate findings, or from running the duplicate rules when no gate did)."""
+    """Read (each file once: its hash and its rows come from the same bytes), split and tokenize;
+    the eval split keeps duplicate clusters together (from the lint gate's duplicate findings,
+    or from running the duplicate rules when no gate did)."""
     from curate.io import InputError
     from curate.train.gate import find_duplicate_clusters
 
-    kept_together = 0
+    kept_together, eval_file = 0, None
     try:
-        conversations, unusable = read_conversations(data_path)
+        data_file = read_data_file(data_path)
+        conversations, unusable = data_file.conversations, data_file.unusable
         if config.eval_file:
-            train_rows = conversations
-            eval_rows, _ = read_conversations(config.eval_file)
-            source = config.eval_file
+            eval_file = read_data_file(config.eval_file)
+            train_rows, eval_rows, source = conversations, eval_file.conversations, config.eval_file
         else:
             duplicate_of = None
             if config.eval_fraction > 0:
@@ -115,7 +119,8 @@ def prepare_data(config: TrainConfig, tokenizer, data_path: str, gate: GateOutco
         raise TrainError(f"{data_path}: no usable conversations to train on (run `curate lint {data_path}` to see why)")
     train = tokenize(tokenizer, train_rows, config.max_seq_length)
     evaluation = tokenize(tokenizer, eval_rows, config.max_seq_length)
-    return PreparedData(len(conversations), unusable, train, evaluation, eval_rows, source, kept_together)
+    return PreparedData(len(conversations), unusable, train, evaluation, eval_rows, source, data_file.sha256,
+                        eval_file.sha256 if eval_file else None, kept_together)
 
 
 def data_refusal(config: TrainConfig, data: PreparedData) -> TrainError | None:
@@ -254,7 +259,6 @@ class Run:
 
         from curate.train import model as builders
         from curate.train.estimate import model_shape, peak_flops
-        from curate.train.manifest import file_sha256
 
         config = self.config
         builders.quiet_libraries()
@@ -266,10 +270,9 @@ class Run:
         if self.device.type == "cpu":
             self.reporter.say("curate: no CUDA device: training on the CPU (slow; fine for samples/tiny-chat, not for a real model)")
 
-        self.data_sha256 = file_sha256(self.data_path)
-        self.eval_sha256 = file_sha256(config.eval_file) if config.eval_file else None
         self.tokenizer = builders.load_tokenizer(config.model)
         self.data = prepare_data(config, self.tokenizer, self.data_path, self.gate)
+        self.data_sha256, self.eval_sha256 = self.data.sha256, self.data.eval_sha256
         refusal = data_refusal(config, self.data)
         if refusal is not None:
             raise refusal
