@@ -92,10 +92,11 @@ def with_final_answers(frame: pl.DataFrame, column: str, prefix: str, numbers: b
     texts = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_at"), nfkc.alias("_nfkc"))
     may_state = may_state_value(texts["_nfkc"])
     stated = stated_answers(texts.filter(may_state), prefix, numbers)
-    final = polarity_expr(pl.col("_nfkc"))
-    others = texts.filter(~may_state).with_columns(**{f"{prefix}_marked": pl.lit(False), f"{prefix}_final": final})
+    others = texts.filter(~may_state)
+    others = others.with_columns(**{f"{prefix}_marked": pl.lit(False), f"{prefix}_final": polarities(others["_nfkc"])})
     if numbers:
-        others = others.with_columns(**{f"{prefix}_numbers": pl.when(final.is_not_null()).then(pl.lit([], dtype=pl.List(pl.String)))})
+        polar = pl.col(f"{prefix}_final").is_not_null()
+        others = others.with_columns(**{f"{prefix}_numbers": pl.when(polar).then(pl.lit([], dtype=pl.List(pl.String)))})
     answers = pl.concat([stated, others]).sort("_at").drop("_at", "_nfkc")
     return frame.with_columns(answers.get_columns())
 
@@ -157,6 +158,23 @@ def polarity_expr(text: pl.Expr) -> pl.Expr:
 
     first = text.str.extract(r"^\W*(\w+)", 1).str.to_lowercase()
     return pl.when(first.is_in(POLAR_WORDS)).then(first)
+
+
+#: Text that may open with yes or no (`polarity_expr` is then run on it); and its ASCII twin.
+_MAY_BE_POLAR = r"(?i)^\W*(?:yes|no)\b"
+_ASCII_MAY_BE_POLAR = r"(?i)^[^0-9A-Za-z_]*(?:yes|no)(?:[^0-9A-Za-z_]|$)"
+
+
+def polarities(texts: pl.Series) -> pl.Series:
+    """`polarity_expr` of each (NFKC) text, with the extraction (a new string per text) run only on
+    the texts that may open with yes or no."""
+    import polars as pl
+
+    result = pl.Series(texts.name, [None] * len(texts), dtype=pl.String)
+    maybe = contains(texts, _MAY_BE_POLAR, _ASCII_MAY_BE_POLAR).arg_true()
+    if len(maybe):
+        result.scatter(maybe, pl.select(polarity_expr(pl.lit(texts.gather(maybe)))).to_series())
+    return result
 
 
 def canonical_value_expr(value: pl.Expr) -> pl.Expr:

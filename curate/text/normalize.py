@@ -110,12 +110,11 @@ def ascii_words(texts: pl.Series) -> tuple[pl.Series, np.ndarray]:
     # Texts joined by a non-word byte, so no word runs across two texts; a text may hold that byte too.
     data = np.frombuffer(texts.str.join("\x00").cast(pl.Binary).item(), dtype=np.uint8)
     word = ascii_word_bytes(data)
-    # Words start where a word byte follows a non-word one (or the start) and end where the reverse happens.
+    # Words start and end where word and non-word bytes meet: alternately, as the bytes are padded by non-word ones.
     padded = np.zeros(len(data) + 2, dtype=bool)
     padded[1:-1] = word
-    outside = ~padded
-    starts = np.flatnonzero(padded[1:] & outside[:-1])
-    ends = np.flatnonzero(outside[1:] & padded[:-1])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    starts, ends = edges[0::2], edges[1::2]
     text_starts = np.cumsum(lengths + 1) - (lengths + 1)
     counts = np.diff(np.searchsorted(starts, np.append(text_starts, len(data) + 1))).astype(np.int64)
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
