@@ -10,6 +10,7 @@ import pytest
 
 from curate.engine.batch import Batch
 from curate.io import read_rows
+from curate.text import normalize
 from curate.text.answers import MAY_STATE_VALUE, polarities, polarity_expr, stated_answers, with_final_answers
 from curate.text.normalize import WORD_PATTERN, ascii_word_bytes, contains, flat_words, words, words_expr
 from curate.text.rows import (
@@ -45,10 +46,12 @@ def test_flat_words_are_the_regex_words(texts):
         assert (words.to_list(), counts.tolist()) == regex_words(column)
 
 
-def test_flat_words_keep_text_order_when_ascii_and_other_texts_alternate():
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 1 << 20])
+def test_flat_words_keep_text_order_when_ascii_and_other_texts_alternate(monkeypatch, chunk_bytes):
+    monkeypatch.setattr(normalize, "WORDS_CHUNK_BYTES", chunk_bytes)  # texts longer than a chunk, and many chunks
     rng = np.random.default_rng(3)
     alphabet = list("ab_9 ,.\n\t\x00é日-Z")
-    texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 15))) for _ in range(400)]
+    texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 15))) for _ in range(400)] + ["word " * 30]
     words, counts = flat_words(pl.Series(texts))
     assert (words.to_list(), counts.tolist()) == regex_words(pl.Series(texts))
 

@@ -102,6 +102,10 @@ def flat_words(texts: pl.Series) -> tuple[pl.Series, np.ndarray]:
     return pl.concat([plain_words, other_words]).gather(order), counts
 
 
+#: `ascii_words` cuts this many bytes of text at a time, so its temporary arrays stay small.
+WORDS_CHUNK_BYTES = 1 << 20
+
+
 def ascii_words(texts: pl.Series) -> tuple[pl.Series, np.ndarray]:
     """`flat_words` of texts that are all ASCII: runs of word bytes found in the joined bytes."""
     import polars as pl
@@ -109,19 +113,27 @@ def ascii_words(texts: pl.Series) -> tuple[pl.Series, np.ndarray]:
     lengths = texts.str.len_bytes().to_numpy().astype(np.int64)
     # Texts joined by a non-word byte, so no word runs across two texts; a text may hold that byte too.
     data = np.frombuffer(texts.str.join("\x00").cast(pl.Binary).item(), dtype=np.uint8)
-    word = ascii_word_bytes(data)
-    # Words start and end where word and non-word bytes meet: alternately, as the bytes are padded by non-word ones.
-    padded = np.zeros(len(data) + 2, dtype=bool)
-    padded[1:-1] = word
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    starts, ends = edges[0::2], edges[1::2]
     text_starts = np.cumsum(lengths + 1) - (lengths + 1)
-    counts = np.diff(np.searchsorted(starts, np.append(text_starts, len(data) + 1))).astype(np.int64)
-    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
-    np.cumsum(ends - starts, out=offsets[1:])
-    # polars' filter is ~3x cheaper than numpy's compress on bytes.
-    values = pl.Series(data).filter(pl.Series(word)).to_numpy()
-    return strings_from_buffers(values, offsets), counts
+    # Whole texts at a time, about WORDS_CHUNK_BYTES each.
+    bounds = np.unique(np.concatenate(([0], np.searchsorted(text_starts, np.arange(WORDS_CHUNK_BYTES, len(data), WORDS_CHUNK_BYTES)), [len(texts)])))
+    word_lengths, counts, values = [], [], []
+    for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        start, stop = int(text_starts[first]), int(text_starts[last - 1] + lengths[last - 1])
+        chunk = data[start:stop]
+        word = ascii_word_bytes(chunk)
+        # Words start and end where word and non-word bytes meet: alternately, as the bytes are padded by non-word ones.
+        padded = np.zeros(len(chunk) + 2, dtype=bool)
+        padded[1:-1] = word
+        edges = np.flatnonzero(padded[1:] != padded[:-1])
+        starts = edges[0::2]
+        word_lengths.append(edges[1::2] - starts)
+        counts.append(np.diff(np.searchsorted(starts, np.append(text_starts[first:last] - start, len(chunk) + 1))))
+        values.append(np.compress(word, chunk))
+    offsets = np.zeros(sum(len(part) for part in word_lengths) + 1, dtype=np.int64)
+    if word_lengths:
+        np.cumsum(np.concatenate(word_lengths), out=offsets[1:])
+    total = np.concatenate(counts).astype(np.int64) if counts else np.zeros(len(texts), dtype=np.int64)
+    return strings_from_buffers(np.concatenate(values) if values else np.zeros(0, np.uint8), offsets), total
 
 
 def ascii_word_bytes(data: np.ndarray) -> np.ndarray:

@@ -288,10 +288,12 @@ def first_words(tokens: Tokens, messages: np.ndarray, chosen: np.ndarray) -> pl.
 
 
 def polar_words(words: pl.Series) -> pl.Series:
-    """Each word if it is yes or no, else null: `polarity_expr` of a word already in lower case."""
+    """Each word if it is yes or no, else null: `polarity_expr` of a word already in lower case.
+    The values are new strings, not views of `words`, which would keep the batch's words alive."""
     import polars as pl
 
-    return pl.select(pl.when(pl.lit(words).is_in(POLAR_WORDS)).then(pl.lit(words))).to_series()
+    polar = pl.lit(words)
+    return pl.select(pl.coalesce(*(pl.when(polar == word).then(pl.lit(word)) for word in POLAR_WORDS))).to_series()
 
 
 def batch_short_answers(batch: Any, limit: int) -> pl.Series:
