@@ -18,6 +18,8 @@ from curate.text.rows import (
     batch_features,
     batch_short_answers,
     batch_user_keys,
+    conversation_features,
+    normalize_messages,
     collapse_whitespace,
     join_runs,
     sequence_keys,
@@ -210,3 +212,11 @@ def test_answer_features_of_odd_rows(tmp_path):
     assert short[7] is None and short[15] == "" and short[16] is None  # no answer; no words; three words
     assert short[13] == " ".join(words("ठीक हूँ।"))
     assert batch_short_answers(batch, 3)[16] == "yes it is"
+
+
+def test_features_do_not_depend_on_the_order_of_the_message_frame(tmp_path):
+    batch = Batch.from_raw(list(read_rows(write_jsonl(tmp_path / "data.jsonl", ROWS))))
+    expected = conversation_features(normalize_messages(batch.messages))
+    shuffled = batch.messages.sample(fraction=1.0, shuffle=True, seed=4)
+    assert not shuffled["row"].is_sorted()
+    assert conversation_features(normalize_messages(shuffled)).equals(expected)
