@@ -106,3 +106,15 @@ def test_different_unmarked_results_still_conflict(lint):
     lines, findings = du003_lines(lint, rows)
     assert lines == [1, 2]
     assert "(48 vs 44)" in findings[0].message
+
+
+def test_short_answers_are_compared_word_by_word_up_to_the_option(lint):
+    question = "Which city hosts the head office?"
+    rows = [
+        {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": "The head office is in Oslo, Norway."}]},
+        {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": "The head office is in Bergen, Norway."}]},
+    ]
+    assert lint(rows, select=["DU003"]).findings == []  # 7 words: longer than the default 6
+    findings = lint(rows, select=["DU003"], rule_options={"DU003": {"short-answer-words": 7}}).findings
+    assert sorted(f.line for f in findings) == [1, 2]
+    assert "`the head office is in oslo norway` vs `the head office is in bergen norway`" in findings[0].message

@@ -23,7 +23,7 @@ from curate.lightmodel import Field
 from curate.text.evalset import EvalSetError, EvalText, load_eval_texts
 from curate.text.minhash import LshBands, MinHasher, query_pairs
 from curate.text.normalize import words_expr
-from curate.text.rows import KEY_SEED, batch_features, batch_tokens
+from curate.text.rows import KEY_SEED, batch_tokens, batch_user_keys
 from curate.text.secrets import excerpt
 from curate.text.shingles import Tokens, exact_jaccard, member_of, row_shingle_sets, shingle_hashes, sorted_unique, tokenize
 
@@ -97,9 +97,9 @@ class ExactIndex:
 
 def prompt_matches(batch: Batch, index: ExactIndex) -> dict[int, EvalText]:
     """Rows (batch positions) whose prompt (user turns joined) equals an eval text."""
-    features = batch_features(batch)
-    owners = index.lookup(features["user_key"].to_numpy())
-    rows = features["row"].to_numpy()[owners >= 0].tolist()
+    keys = batch_user_keys(batch)
+    owners = index.lookup(keys["user_key"].to_numpy())
+    rows = keys["row"].to_numpy()[owners >= 0].tolist()
     return {int(row): index.texts[owner] for row, owner in zip(rows, owners[owners >= 0].tolist())}
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from curate.text.normalize import contains
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -78,20 +80,57 @@ def final_answers(texts: list[str | None]) -> list[str | None]:
 def with_final_answers(frame: pl.DataFrame, column: str, prefix: str, numbers: bool = False) -> pl.DataFrame:
     """Add `{prefix}_final` (the `final_answer` of text column `column`) and `{prefix}_marked`
     (whether an explicit marker stated it) to `frame`, vectorized; with `numbers`, also
-    `{prefix}_numbers` (`answer_numbers_expr`, for rows with a final answer)."""
+    `{prefix}_numbers` (`answer_numbers_expr`, for rows with a final answer).
+
+    The regexes that look for a stated value run only on the texts that may hold one
+    (`MAY_STATE_VALUE`); the final answer of the others is their leading yes/no, if any."""
     import polars as pl
 
     text = pl.col(column)
     # NFKC only where there is non-ASCII text (ASCII is already in NFKC form): it is the costly step.
-    frame = frame.with_columns(_nfkc=pl.when(text.str.len_bytes() == text.str.len_chars()).then(text).otherwise(text.str.normalize("NFKC")))
-    frame = frame.with_columns(_cleaned=answer_text_expr(pl.col("_nfkc")))
-    frame = frame.with_columns(**{f"{prefix}_marked": marked_answer_expr(pl.col("_cleaned"))})
+    nfkc = pl.when(text.str.len_bytes() == text.str.len_chars()).then(text).otherwise(text.str.normalize("NFKC"))
+    texts = frame.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_at"), nfkc.alias("_nfkc"))
+    may_state = may_state_value(texts["_nfkc"])
+    stated = stated_answers(texts.filter(may_state), prefix, numbers)
+    others = texts.filter(~may_state)
+    others = others.with_columns(**{f"{prefix}_marked": pl.lit(False), f"{prefix}_final": polarities(others["_nfkc"])})
+    if numbers:
+        polar = pl.col(f"{prefix}_final").is_not_null()
+        others = others.with_columns(**{f"{prefix}_numbers": pl.when(polar).then(pl.lit([], dtype=pl.List(pl.String)))})
+    answers = pl.concat([stated, others]).sort("_at").drop("_at", "_nfkc")
+    return frame.with_columns(answers.get_columns())
+
+
+#: Text that may state a final answer other than a leading yes/no: a digit anywhere, or an answer
+#: marker's word with a yes/no after it. (Removing code and calls, `answer_text_expr`, only deletes
+#: text, so it cannot make a cleaned text match where the whole text does not.)
+MAY_STATE_VALUE = r"(?is)\d|(?:answer|####|\\boxed).*\b(?:yes|no)\b"
+_MARKER_WORDS = r"answer|####|\\boxed"
+
+
+def may_state_value(texts: pl.Series) -> pl.Series:
+    """Whether each NFKC text matches MAY_STATE_VALUE, through cheaper searches first: a digit
+    (`[0-9]` on ASCII text), then a marker word in the lower-cased text (on NFKC text `(?i)` adds
+    no letter to these words), and the whole pattern only on the texts that have one."""
+    found = contains(texts, r"\d", "[0-9]")
+    marker = (~found & texts.str.to_lowercase().str.contains(_MARKER_WORDS).fill_null(False)).arg_true()
+    if len(marker):
+        found.scatter(marker, texts.gather(marker).str.contains(MAY_STATE_VALUE))
+    return found
+
+
+def stated_answers(texts: pl.DataFrame, prefix: str, numbers: bool) -> pl.DataFrame:
+    """`with_final_answers`' columns of NFKC texts (`_nfkc`), by every rule of `final_answer`."""
+    import polars as pl
+
+    texts = texts.with_columns(_cleaned=answer_text_expr(pl.col("_nfkc")))
+    texts = texts.with_columns(**{f"{prefix}_marked": marked_answer_expr(pl.col("_cleaned"))})
     marked = pl.col(f"{prefix}_marked")
     final = pl.coalesce(marked, closing_number_expr(pl.col("_cleaned")), polarity_expr(pl.col("_nfkc")))
-    frame = frame.with_columns(**{f"{prefix}_final": final, f"{prefix}_marked": marked.is_not_null()})
+    texts = texts.with_columns(**{f"{prefix}_final": final, f"{prefix}_marked": marked.is_not_null()})
     if numbers:
-        frame = frame.with_columns(**{f"{prefix}_numbers": pl.when(pl.col(f"{prefix}_final").is_not_null()).then(answer_numbers_expr(pl.col("_nfkc")))})
-    return frame.drop("_nfkc", "_cleaned")
+        texts = texts.with_columns(**{f"{prefix}_numbers": pl.when(pl.col(f"{prefix}_final").is_not_null()).then(answer_numbers_expr(pl.col("_nfkc")))})
+    return texts.drop("_cleaned")
 
 
 def answer_text_expr(text: pl.Expr) -> pl.Expr:
@@ -119,6 +158,23 @@ def polarity_expr(text: pl.Expr) -> pl.Expr:
 
     first = text.str.extract(r"^\W*(\w+)", 1).str.to_lowercase()
     return pl.when(first.is_in(POLAR_WORDS)).then(first)
+
+
+#: Text that may open with yes or no (`polarity_expr` is then run on it); and its ASCII twin.
+_MAY_BE_POLAR = r"(?i)^\W*(?:yes|no)\b"
+_ASCII_MAY_BE_POLAR = r"(?i)^[^0-9A-Za-z_]*(?:yes|no)(?:[^0-9A-Za-z_]|$)"
+
+
+def polarities(texts: pl.Series) -> pl.Series:
+    """`polarity_expr` of each (NFKC) text, with the extraction (a new string per text) run only on
+    the texts that may open with yes or no."""
+    import polars as pl
+
+    result = pl.Series(texts.name, [None] * len(texts), dtype=pl.String)
+    maybe = contains(texts, _MAY_BE_POLAR, _ASCII_MAY_BE_POLAR).arg_true()
+    if len(maybe):
+        result.scatter(maybe, pl.select(polarity_expr(pl.lit(texts.gather(maybe)))).to_series())
+    return result
 
 
 def canonical_value_expr(value: pl.Expr) -> pl.Expr:

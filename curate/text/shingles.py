@@ -65,8 +65,11 @@ def tokenize(texts: pl.Series) -> Tokens:
 
 def tokens_of_lists(lists: pl.Series) -> Tokens:
     """Tokens from a polars list-of-words column (one list per text)."""
-    counts = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
-    flat = lists.explode().drop_nulls()
+    return tokens_of_words(lists.explode().drop_nulls(), lists.list.len().fill_null(0).to_numpy().astype(np.int64))
+
+
+def tokens_of_words(flat: pl.Series, counts: np.ndarray) -> Tokens:
+    """Tokens from the words of many texts, flat in text order, and the number of words of each text."""
     return Tokens(flat, flat.hash(seed=_WORD_SEED).to_numpy(), counts)
 
 
