@@ -515,14 +515,22 @@ def test_read_data_file_hashes_and_parses_the_same_bytes_in_every_format(tmp_pat
     assert snapshot.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_read_data_file_refuses_sources_without_file_bytes_in_one_line(tmp_path):
+def test_read_data_file_reads_datasets_and_hashes_their_rows(tmp_path):
+    """A save_to_disk folder trains like a file: its rows are read once and hashed as rows (the
+    same rows give the same hash, a changed answer another); stdin and a missing file are one line."""
+    import datasets
+
     from curate.io import InputError
     from curate.train.data import read_data_file
 
-    (tmp_path / "saved").mkdir()
-    (tmp_path / "saved" / "dataset_dict.json").write_text('{"splits": ["train"]}')
-    for source in (str(tmp_path / "saved"), "hf://datasets/org/name"):
-        with pytest.raises(InputError, match=r"curate train reads data files .*write the rows to a .jsonl file first"):
-            read_data_file(source)
+    chat = [{"messages": [{"role": "user", "content": f"What is {n} + {n}?"}, {"role": "assistant", "content": f"{n + n}"}]} for n in range(4)]
+    datasets.Dataset.from_list(chat).save_to_disk(str(tmp_path / "saved"))
+    changed = [*chat[:3], {"messages": [chat[3]["messages"][0], {"role": "assistant", "content": "7"}]}]
+    datasets.Dataset.from_list(changed).save_to_disk(str(tmp_path / "changed"))
+    first, again, other = (read_data_file(tmp_path / name) for name in ("saved", "saved", "changed"))
+    assert [row.messages[-1]["content"] for row in first.conversations] == ["0", "2", "4", "6"]
+    assert first.sha256 == again.sha256 != other.sha256 and len(first.sha256) == 64
+    with pytest.raises(InputError, match=r"not stdin"):
+        read_data_file("-")
     with pytest.raises(InputError, match=r"missing.jsonl: no such file"):
         read_data_file(tmp_path / "missing.jsonl")

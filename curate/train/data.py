@@ -118,18 +118,37 @@ class DataFile:
 
 
 def read_data_file(path: str | Path) -> DataFile:
-    """Read a data file once (InputError for a source that is not a file: train needs bytes to hash)."""
+    """Read a data source once. A file: the sha256 of its bytes and the rows parsed from those
+    bytes. A dataset (a `save_to_disk` folder, `hf://datasets/...`): it has no one file to hash,
+    so the sha256 is of its rows as read, each as sorted-key JSON on a line (`rows_sha256`)."""
     import hashlib
 
     from curate.io import InputError, iter_rows, read_file_bytes
     from curate.sources import source_kind
 
-    if source_kind(str(path)) in ("hf", "dataset", "stdin"):
-        raise InputError(f"{path}: curate train reads data files (.jsonl, .json, .parquet, .csv, .tsv, .arrow), "
-                         "whose sha256 goes in manifest.json; write the rows to a .jsonl file first")
+    kind = source_kind(str(path))
+    if kind == "stdin":
+        raise InputError("-: curate train reads a data file or dataset, not stdin (its sha256 goes in manifest.json)")
+    if kind in ("hf", "dataset"):
+        rows = list(iter_rows(path))
+        conversations, unusable = usable_conversations(rows)
+        return DataFile(str(path), rows_sha256(rows), conversations, unusable)
     content = read_file_bytes(path)
     conversations, unusable = usable_conversations(iter_rows(path, content=content))
     return DataFile(str(path), hashlib.sha256(content).hexdigest(), conversations, unusable)
+
+
+def rows_sha256(rows: Iterable[RawRow]) -> str:
+    """sha256 of rows as sorted-key JSON Lines: the same rows in the same order give the same hash
+    whatever their storage (Arrow shards, a hub snapshot)."""
+    import hashlib
+
+    import orjson
+
+    digest = hashlib.sha256()
+    for raw in rows:
+        digest.update(orjson.dumps(raw.obj if raw.ok else raw.text, option=orjson.OPT_SORT_KEYS) + b"\n")
+    return digest.hexdigest()
 
 
 def read_conversations(path: str | Path) -> tuple[list[TrainingRow], int]:
