@@ -289,3 +289,25 @@ def test_several_adapters_get_distinct_candidate_names():
 
     assert adapter_names(["runs/a"]) == {"adapter": "runs/a"}
     assert adapter_names(["runs/a", "other/a", "runs/b"]) == {"a": "runs/a", "a-2": "other/a", "b": "runs/b"}
+
+
+def test_a_run_from_before_eval_lines_were_recorded_redoes_its_seeded_split(tmp_path):
+    """Manifests written before `eval_lines` existed: the held-out rows are the seeded split
+    again, and the rest are the training rows (this path raised a TypeError)."""
+    import hashlib
+
+    from curate.evaluate.pipeline import read_run
+    from curate.train.data import read_data_file, split_eval
+
+    rows = [{"messages": [{"role": "user", "content": f"What is {n} times 3?"}, {"role": "assistant", "content": f"#### {3 * n}"}]} for n in range(40)]
+    data = write_jsonl(tmp_path / "task.jsonl", rows)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "adapter_config.json").write_text("{}")
+    manifest = {"curate_train": 1, "base_model": "samples/tiny-chat", "config": {"eval_fraction": 0.2, "seed": 7},
+                "data": {"path": str(data), "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    found = read_run(run)
+    expected = split_eval(read_data_file(data).conversations, 0.2, 7)
+    assert found.held_out_lines == {row.line for row in expected.evaluation} and len(found.held_out_lines) == 8
+    assert sorted(row.line for row in found.train) == sorted(row.line for row in expected.train)

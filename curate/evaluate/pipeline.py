@@ -61,7 +61,7 @@ def read_run(folder: str | Path) -> RunData:
     data = manifest.get("data") or {}
     config = manifest.get("config") or {}
     path = data.get("path")
-    if not path or not Path(path).is_file():
+    if not path or not (Path(path).exists() or path.startswith("hf://")):
         raise EvalError(f"{folder}/manifest.json: the training data {path!r} is not there any more; pass --data FILE (and --train FILE for few-shot)")
     trained_on = read_data_file(path)  # one read: the rows checked are the rows hashed
     if data.get("sha256") and trained_on.sha256 != data["sha256"]:
@@ -72,7 +72,7 @@ def read_run(folder: str | Path) -> RunData:
         return RunData(folder, manifest, manifest["base_model"], conversations, eval_file, None)
     lines = data.get("eval_lines")
     if lines is None:  # runs from before the manifest listed them: the split is seeded, so redo it
-        _, held_out = split_eval(conversations, config.get("eval_fraction", 0.05), config.get("seed", 42))
+        held_out = split_eval(conversations, config.get("eval_fraction", 0.05), config.get("seed", 42)).evaluation
         lines = [c.line for c in held_out]
     held = set(lines)
     return RunData(folder, manifest, manifest["base_model"], [c for c in conversations if c.line not in held], path, held)
