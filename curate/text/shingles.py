@@ -181,16 +181,22 @@ def row_shingle_sets(word_hashes: np.ndarray, counts: np.ndarray, size: int) -> 
     return np.concatenate([values[at:end] for at, end in parts]), per_row
 
 
-#: Calls over at least this many shingles run the numba kernels (`curate.text.kernels`): numba
-#: costs ~0.4 s of CPU to import and start once, which numpy spends on ~2M shingles (a 20k-row
-#: batch of chat rows has ~1.6M). Smaller calls, and every call of a small lint, stay in numpy.
+#: Once a process has worked on this many shingles (each stage of a batch counts them), its input
+#: is large and the numba kernels run
+#: (`curate.text.kernels`): numba costs ~0.4 s of CPU to import and start once, which numpy
+#: spends on ~2M shingles (a 5k-row batch of chat rows has ~0.4M, 100k rows ~8M). A small lint
+#: (1k rows: ~80k shingles) stays in numpy throughout. Both paths give the same bits.
 COMPILED_MIN_SHINGLES = 1_000_000
+_shingles_seen = 0
 
 
 def compiled_kernels(shingles: int) -> ModuleType | None:
-    """`curate.text.kernels` for a call over `shingles` shingles when that is worth it and numba
-    works (installed, with a disk cache); None: use numpy."""
-    if shingles < COMPILED_MIN_SHINGLES:
+    """`curate.text.kernels` for a call over `shingles` shingles once this process has seen
+    COMPILED_MIN_SHINGLES (counting this call) and numba works (installed, with a disk cache);
+    None: use numpy."""
+    global _shingles_seen
+    _shingles_seen += shingles
+    if _shingles_seen < COMPILED_MIN_SHINGLES:
         return None
     return _load_kernels()
 
