@@ -56,6 +56,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 RULES = ("DU001", "DU002", "DU003", "LK001", "LK002")
 BATCH_SIZE = 20_000
@@ -212,23 +213,16 @@ def datasketch_batch_seconds_per_row(rows: int) -> float:
 
 
 def rensa_pass(count: int, compiled_shingling: bool = False) -> dict:
-    """The rensa baseline (see the module docstring) over the same batches, timed like `run_pass`."""
+    """The rensa baseline (bench/rensa_baseline.py) over the same batches, timed like `run_pass`."""
     import gc
 
-    import numpy as np
-    import rensa
-
-    from curate.text.minhash import LshBands, bucket_pairs, lsh_buckets
     from curate.text.rows import batch_tokens
-    from curate.text.shingles import fold32, pair_jaccards, row_shingle_sets, shingle_hashes, unique_row_shingles
+    from rensa_baseline import RensaNearDuplicates
 
-    threshold, num_perm, seed = 0.8, 128, 1
-    bands = LshBands(0.6, num_perm)  # DU002's LSH threshold; rensa needs a band count dividing num_perm
-    bands.bands = min((b for b in range(1, num_perm + 1) if num_perm % b == 0), key=lambda b: abs(b - bands.bands))
-    bands.rows = num_perm // bands.bands
     gc.disable()
     prepare, whole = Stopwatch(), Stopwatch()
-    matrices, value_parts, count_parts = [], [], []
+    with whole:
+        pipeline = RensaNearDuplicates(compiled_shingling)
     batches = synthetic_batches(count)
     while True:
         with prepare:
@@ -238,42 +232,15 @@ def rensa_pass(count: int, compiled_shingling: bool = False) -> dict:
         if batch is None:
             break
         with whole:
-            _, tokens = batch_tokens(batch).select(("user", "assistant"))
-            if compiled_shingling:
-                values, counts = row_shingle_sets(tokens.hashes, tokens.counts, 2)
-            else:
-                hashes, per_row = shingle_hashes(tokens.hashes, tokens.counts, 2)
-                values, counts = unique_row_shingles(fold32(hashes), per_row)
-            offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.uint64)
-            matrices.append(rensa.RMinHash.digest_matrix_from_flat_token_hashes(values.astype(np.uint64), offsets, num_perm, seed))
-            value_parts.append(values)
-            count_parts.append(counts)
+            pipeline.add(batch_tokens(batch).select(("user", "assistant"))[1])
     with whole:
-        lsh = rensa.RMinHashLSH(0.6, num_perm, bands.bands)
-        first = 0
-        for matrix in matrices:
-            lsh.insert_matrix(matrix, first)
-            first += matrix.len()
-        flagged_parts, digest_parts = [], []
-        for matrix in matrices:
-            flags = np.asarray(lsh.query_duplicate_flags_matrix(matrix), dtype=bool)
-            flagged_parts.append(flags)
-            digest_parts.append(np.asarray(matrix.to_rows(), dtype=np.uint32)[flags])
-        flagged = np.flatnonzero(np.concatenate(flagged_parts))
-        pairs = bucket_pairs(lsh_buckets(bands.hashes(np.concatenate(digest_parts))), len(flagged))
-        pairs = flagged[pairs]  # back to global row numbers
-        values, counts = np.concatenate(value_parts), np.concatenate(count_parts)
-        scores = pair_jaccards(values, np.cumsum(counts) - counts, counts, pairs)
-        similar = pairs[scores >= threshold]
+        found = pipeline.finish()
     return {
         "rows": count,
         "pass_s": whole.wall,
         "pass_cpu_s": whole.cpu,
         "prepare_s": prepare.wall,
-        "bands": f"{bands.bands}x{bands.rows}",
-        "candidate_pairs": len(pairs),
-        "similar_pairs": len(similar),
-        "rows_with_earlier_similar": int(len(np.unique(similar[:, 1]))) if len(similar) else 0,
+        **found,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
