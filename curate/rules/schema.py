@@ -602,9 +602,7 @@ class MixedRowFormats(DatasetRule):
         lines_by_file: dict[str, dict[str, np.ndarray]] = {}  # path -> format -> its lines, in the order read
         for fmt, group in self.rows_by_format.frozen().items():
             for path_id, path in enumerate(group.paths):
-                lines = group.line_of[group.path_of == path_id]
-                if len(lines):  # a group names every path of the batches it saw, rows of its format or not
-                    lines_by_file.setdefault(path, {})[fmt] = lines
+                lines_by_file.setdefault(path, {})[fmt] = group.line_of[group.path_of == path_id]
         for path, formats in lines_by_file.items():
             if len(formats) < 2:
                 continue

@@ -135,8 +135,12 @@ class RowLocations:
         import numpy as np
 
         paths, path_index, lines = batch_locations(batch)
-        ids_of_paths = np.array([self._path_id(path) for path in paths], dtype=np.int32)
-        self._path_parts.append(ids_of_paths[path_index[positions]])
+        chosen = path_index[positions]
+        # Only the paths of the recorded rows get an id, so `paths` names no file without rows here.
+        ids_of_paths = np.full(len(paths), -1, dtype=np.int32)
+        for index in np.unique(chosen).tolist():
+            ids_of_paths[index] = self._path_id(paths[index])
+        self._path_parts.append(ids_of_paths[chosen])
         self._line_parts.append(lines[positions])
         ids = np.arange(self.count, self.count + len(positions), dtype=np.int64)
         self.count += len(positions)
@@ -185,12 +189,12 @@ class LocationsByKey:
     def __init__(self) -> None:
         self.groups: dict[str, RowLocations] = {}
 
-    def add(self, batch: Batch, keys: list[str], positions: list[int] | None = None) -> None:
-        """Record the batch's rows at `positions` (every row when None) under their `keys`."""
+    def add(self, batch: Batch, keys: list[str], positions: list[int]) -> None:
+        """Record the batch's rows at `positions` under their `keys` (one key per position)."""
         import numpy as np
 
         by_key: dict[str, list[int]] = {}
-        for position, key in zip(range(len(keys)) if positions is None else positions, keys):
+        for position, key in zip(positions, keys):
             by_key.setdefault(key, []).append(position)
         for key, chosen in by_key.items():
             if key not in self.groups:

@@ -10,9 +10,10 @@ therefore bit-for-bit the `hashvalues` of a `datasketch.MinHash` fed the same
 32-bit shingle hashes (`to_minhash` builds one; tests check the equality), and
 Jaccard estimates and LSH buckets agree with datasketch.
 
-Calls over a million shingles or more run the same arithmetic row by row in numba kernels
-(`curate.text.kernels`, through `curate.text.shingles.compiled_kernels`), band keys straight
-from the shingles without storing signatures; tests check both paths give the same bits.
+Once a process has worked on a million shingles (a large input), the same arithmetic runs row
+by row in numba kernels (`curate.text.kernels`, through `curate.text.shingles.compiled_kernels`),
+band keys straight from the shingles without storing signatures; tests check both paths give
+the same bits.
 
 The LSH index uses datasketch's band/row parameters (`_optimal_param`) but
 buckets all rows with one sort instead of a dict insert per row and band.
