@@ -188,17 +188,6 @@ def _bounded(line: bytes, max_bytes: int, cap: int, newline: int = 1) -> bytes |
     return line
 
 
-def iter_bounded_lines(handle: IO[bytes], max_bytes: int) -> Iterator[tuple[bytes | None, int]]:
-    """Each line of a binary stream as (bytes without the line ending, bytes it took), or
-    (None, bytes it took) when it holds more than `max_bytes` (see `iter_line_blocks`)."""
-    for lines, terminated, _ in iter_line_blocks(handle, max_bytes):
-        for line in lines:
-            if type(line) is int:
-                yield None, line
-            else:
-                yield line.rstrip(b"\r"), len(line) + terminated
-
-
 def _open_binary(path: Path, content: bytes | None = None) -> IO[bytes]:
     """The file's bytes as a stream (gunzipped for .gz); from `content` when the caller already read it."""
     if content is not None:
