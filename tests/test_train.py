@@ -460,8 +460,8 @@ def test_each_data_file_is_read_once_and_the_manifest_hash_is_of_the_bytes_train
     assert sorted(opened) == ["eval.jsonl", "run.jsonl"]
     trained_on = original if len(run.data.train.examples) == 16 else data.read_bytes()
     assert len(run.data.train.examples) in (16, 24)
-    assert run.data_sha256 == hashlib.sha256(trained_on).hexdigest()
-    assert run.eval_sha256 == hashlib.sha256(eval_file.read_bytes()).hexdigest()
+    assert run.data.sha256 == hashlib.sha256(trained_on).hexdigest()
+    assert run.data.eval_sha256 == hashlib.sha256(eval_file.read_bytes()).hexdigest()
 
 
 def test_dry_run_prints_tokens_audit_steps_and_memory_without_training(tmp_path, capsys):

@@ -112,7 +112,7 @@ def _data(run: Any) -> dict:
     data = run.data
     return {
         "path": run.data_path,
-        "sha256": run.data_sha256,
+        "sha256": run.data.sha256,
         "rows": data.conversations + data.unusable_rows,
         "unusable_rows": data.unusable_rows,
         "train_examples": len(data.train.examples),

@@ -272,7 +272,6 @@ class Run:
 
         self.tokenizer = builders.load_tokenizer(config.model)
         self.data = prepare_data(config, self.tokenizer, self.data_path, self.gate)
-        self.data_sha256, self.eval_sha256 = self.data.sha256, self.data.eval_sha256
         refusal = data_refusal(config, self.data)
         if refusal is not None:
             raise refusal
@@ -335,9 +334,9 @@ class Run:
         differences = config_differences(state["config"], self.config.model_dump())
         if differences:
             raise TrainError(f"--resume: {self.output} was trained with other settings ({'; '.join(differences)}); use the same settings or a new run folder")
-        if state["data_sha256"] != self.data_sha256:
+        if state["data_sha256"] != self.data.sha256:
             raise TrainError(f"--resume: {self.data_path} changed since the checkpoint (sha256 differs); resume with the same data or start a new run")
-        if state.get("eval_sha256") != self.eval_sha256:
+        if state.get("eval_sha256") != self.data.eval_sha256:
             raise TrainError(f"--resume: {self.config.eval_file} changed since the checkpoint (sha256 differs); resume with the same eval file or start a new run")
         load_lora_state(self.model, loaded["lora"])
         self.optimizer.load_state_dict(loaded["optimizer"])
@@ -482,7 +481,7 @@ class Run:
 
         if self.rank != 0:
             return None
-        state = {**self.state.to_json(), "config": self.config.model_dump(), "data_sha256": self.data_sha256, "eval_sha256": self.eval_sha256}
+        state = {**self.state.to_json(), "config": self.config.model_dump(), "data_sha256": self.data.sha256, "eval_sha256": self.data.eval_sha256}
         path = save_checkpoint(self.output, self.state.step, lora=lora_state(self.model), best_lora=self.best_lora,
                                optimizer=self.optimizer, scheduler=self.scheduler, rng=rng, state=state,
                                keep=self.config.keep_checkpoints)
