@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import mmap
 import os
 import re
 import stat
@@ -255,14 +256,16 @@ def iter_jsonl_stream(name: str, handle: IO[bytes], max_row_bytes: int = DEFAULT
         yield from chunk
 
 
-def iter_jsonl_stream_chunks(name: str, handle: IO[bytes], max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[list[RawRow]]:
+def iter_jsonl_stream_chunks(name: str, handle: IO[bytes], max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+                             line_no: int = 0) -> Iterator[list[RawRow]]:
     """`iter_jsonl_stream`'s rows, a list per block of lines: blank lines skipped (their line
     numbers still count), the first line checked for a UTF-16/32 BOM and stripped of a UTF-8 one.
     A line that parses takes the fast path (orjson validates UTF-8 itself); any other goes
-    through `_parse_line`, which says what is wrong with it."""
-    line_no = 0
+    through `_parse_line`, which says what is wrong with it. `line_no`: the lines before the
+    stream's first (a stream that starts inside a file, `iter_jsonl_range_chunks`)."""
+    start = line_no
     for lines, terminated, clean in iter_line_blocks(handle, max_row_bytes):
-        if line_no == 0:
+        if line_no == start == 0:
             first = lines[0]
             head = first if type(first) is bytes else b""
             problem = encoding_problem(name, head)
@@ -276,6 +279,60 @@ def iter_jsonl_stream_chunks(name: str, handle: IO[bytes], max_row_bytes: int = 
         line_no += len(lines)
         if rows:
             yield rows
+
+
+class _ByteRange:
+    """A binary file read from `start` up to (not past) `end`, for `iter_line_blocks`."""
+
+    def __init__(self, handle: IO[bytes], start: int, end: int):
+        handle.seek(start)
+        self.handle, self.left = handle, end - start
+
+    def read(self, size: int) -> bytes:
+        data = self.handle.read(min(size, self.left)) if self.left > 0 else b""
+        self.left -= len(data)
+        return data
+
+
+def iter_jsonl_range_chunks(path: str, start: int, end: int, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[list[RawRow]]:
+    """The rows of the lines of a JSONL file (not .gz) between byte offsets `start` and `end`,
+    each a line boundary (0, the file's size, or just after a newline: `line_start_after`),
+    numbered as in the whole file. Reading every range of a cut in turn gives the rows of
+    `iter_jsonl_chunks`, so processes can each read one range (`curate.engine.shards`)."""
+    try:
+        with open(path, "rb") as handle:
+            line_no = count_newlines(handle, start)
+            yield from iter_jsonl_stream_chunks(path, _ByteRange(handle, start, end), max_row_bytes, line_no)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def count_newlines(handle: IO[bytes], end: int) -> int:
+    """Newlines in the first `end` bytes of a binary file."""
+    handle.seek(0)
+    count, left = 0, end
+    while left > 0:
+        block = handle.read(min(left, 16 * _READ_BLOCK))
+        if not block:
+            break
+        count += block.count(b"\n")
+        left -= len(block)
+    return count
+
+
+def line_start_after(path: str, offset: int) -> int:
+    """The offset of the first line that starts at or after `offset` (the file's size if none)."""
+    if offset <= 0:
+        return 0
+    with open(path, "rb") as handle:
+        position = offset - 1  # a line starts at `offset` when the byte before it is a newline
+        handle.seek(position)
+        while block := handle.read(_READ_BLOCK):
+            newline = block.find(b"\n")
+            if newline >= 0:
+                return position + newline + 1
+            position += len(block)
+        return position
 
 
 def _parse_clean_lines(name: str, lines: list[bytes], line_no: int) -> list[RawRow]:
@@ -461,7 +518,11 @@ def iter_row_chunks(path: str | os.PathLike, max_row_bytes: int = DEFAULT_MAX_RO
         empty = False
         yield chunk
     if empty:
-        raise InputError(f"{path}: file is empty (no rows); nothing to lint")
+        raise InputError(empty_file_error(str(path)))
+
+
+def empty_file_error(path: str) -> str:
+    return f"{path}: file is empty (no rows); nothing to lint"
 
 
 #: Rows per list when a reader yields rows one at a time.
@@ -478,8 +539,13 @@ def iter_batches(
     path: str | os.PathLike, batch_size: int, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, options: Any = None
 ) -> Iterator[list[RawRow]]:
     """Group `iter_rows` into lists of at most `batch_size` rows."""
+    return batched(iter_row_chunks(path, max_row_bytes, options), batch_size)
+
+
+def batched(chunks: Iterable[list[RawRow]], batch_size: int) -> Iterator[list[RawRow]]:
+    """Lists of rows regrouped into lists of `batch_size` rows (the last one shorter)."""
     batch: list[RawRow] = []
-    for chunk in iter_row_chunks(path, max_row_bytes, options):
+    for chunk in chunks:
         batch += chunk
         while len(batch) >= batch_size:
             yield batch[:batch_size]
@@ -501,6 +567,17 @@ def read_file_bytes(path: str | os.PathLike) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def anonymous_buffer(size: int) -> mmap.mmap | bytearray:
+    """A writable, zeroed buffer of `size` bytes on an anonymous private mapping of its own, where
+    there is one: it goes back to the OS when freed (no heap to trim), and numpy's huge-page
+    advice, which made first touch ~4x slower on a VM whose kernel compacts memory for it
+    (THP `defrag=madvise`, the default), does not apply. A bytearray elsewhere."""
+    try:
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (AttributeError, OSError, ValueError):  # not Unix, or size 0
+        return bytearray(size)
 
 
 def file_size(path: str | os.PathLike) -> int:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from contextlib import contextmanager
 
-from curate.commands.common import add_lint_options, error, lint_inputs, plan_from_args, refuse_overwriting_inputs
+from curate.commands.common import add_lint_options, error, lint_inputs, plan_from_args, positive_int, refuse_overwriting_inputs
 
 FORMATS = ("text", "json", "github", "sarif")
 
@@ -22,6 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--fail-on", choices=("error", "warning", "info", "never"), default=None, help="lowest severity that makes lint exit 1 (default: error)")
     out.add_argument("--stats", action="store_true", help="also chart the row-format, label, output-format and length distributions")
     out.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument("--jobs", "-j", type=positive_int, default=None, metavar="N",
+                        help="processes that read large JSONL input, a shard each (default: one per core; 1: this process only)")
     base = parser.add_argument_group("baseline")
     base.add_argument("--baseline", default=None, metavar="FILE", help="waive the findings recorded in FILE")
     base.add_argument("--write-baseline", default=None, metavar="FILE", help="record the current findings in FILE and exit 0")
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         error(str(exc))
         return 2
     with progress_bar(sys.stderr.isatty() and not args.no_progress) as on_progress:
-        result = run_lint(plan, on_progress=on_progress, keep_row_hashes=bool(args.write_baseline or baseline is not None))
+        result = run_lint(plan, on_progress=on_progress, keep_row_hashes=bool(args.write_baseline or baseline is not None), jobs=args.jobs)
     for problem in result.errors:
         error(problem)
     if args.write_baseline:

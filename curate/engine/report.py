@@ -10,7 +10,7 @@ from typing import IO
 import orjson
 
 from curate import __version__
-from curate.engine.findings import Finding, Severity
+from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import REGISTRY
 from curate.engine.runner import LintResult
 
@@ -46,7 +46,16 @@ def capped_data(data: dict) -> dict:
 def finding_dict(finding: Finding) -> dict:
     """A finding as the JSON report writes it: `Finding.to_dict` with its lists capped."""
     related, left_out = capped_items(finding.related)
-    document = {**finding.to_dict(), "related": [location.to_dict() for location in related], "data": capped_data(finding.data)}
+    document = {  # `Finding.to_dict`'s keys; orjson writes the Location dataclasses and the Severity enum itself
+        "code": finding.code,
+        "name": finding.name,
+        "severity": finding.severity,
+        "path": finding.path,
+        "line": finding.line,
+        "message": finding.message,
+        "related": related,
+        "data": capped_data(finding.data),
+    }
     if left_out:
         document["related_left_out"] = left_out
     return document
@@ -72,6 +81,10 @@ def printable(value: object) -> object:
         return {printable(key): printable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [printable(item) for item in value]
+    if isinstance(value, Location):
+        return printable(value.to_dict())
+    if isinstance(value, Severity):
+        return value.value
     return value
 
 

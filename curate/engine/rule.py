@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from curate.config import kebab
 from curate.engine.batch import Batch, Row
@@ -257,8 +257,29 @@ class DatasetRule(Rule):
     def observe(self, batch: Batch) -> None:
         raise NotImplementedError
 
+    #: What `setup` builds that every process builds for itself (an eval index, a loaded chat
+    #: template): left out when a shard's copy of the rule is sent back (`__getstate__`).
+    built_by_setup: ClassVar[tuple[str, ...]] = ()
+
     def finish(self) -> Iterable[Finding]:
         raise NotImplementedError
+
+    def merge(self, later: Self) -> None:
+        """Take in what `later`, a copy of this rule with the same options, observed of the rows
+        that follow this rule's in reading order (another process read them: `curate.engine.shards`),
+        so that `finish` reports what one rule observing every row in order would. Rules that
+        cannot merge leave this unimplemented, and lint then reads in one process."""
+        raise NotImplementedError
+
+    @classmethod
+    def mergeable(cls) -> bool:
+        return cls.merge is not DatasetRule.merge
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A shard's observations, sent back to the process that merges them: no run context,
+        nothing `setup` built."""
+        left_out = {"context", *self.built_by_setup}
+        return {name: value for name, value in vars(self).items() if name not in left_out}
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Distributions worth charting (labels, formats, lengths): name -> {bucket: count}."""

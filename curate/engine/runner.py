@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +18,8 @@ from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Rule, RowRule, RuleSetupError
 from curate.engine.settings import LintPlan, severity_fails
-from curate.io import InputError, RawRow, file_size, iter_batches, row_hash
+from curate.engine.shards import ByteRange, ShardResult, ShardTask, ShardWorkers, plan_shards, shard_task, usable_cores
+from curate.io import InputError, RawRow, batched, empty_file_error, file_size, iter_batches, iter_jsonl_range_chunks, row_hash
 from curate.sources import IndexedRow, apply_column_mapping, source_kind
 
 #: Rows per batch. 20k-row batches held ~10 KB of transient Python objects and arrays per row
@@ -207,17 +208,124 @@ def add_row_indexes(findings: list[Finding], json_indexes: dict[tuple[str, int],
             finding.data["row_index"] = index
 
 
+class LintPass:
+    """One process's share of a run: it reads sources batch by batch, runs the row rules on each
+    batch and has the dataset rules observe it (in the background, `BackgroundObserver`). A run
+    is one pass, or one pass per shard of its input (`curate.engine.shards`), merged in order."""
+
+    def __init__(self, rules: list[Rule], errors: list[str], batch_size: int, columns: dict[str, str],
+                 keep_row_hashes: bool = False, on_batch: Callable[[list[RawRow]], None] | None = None):
+        self.row_rules = [rule for rule in rules if isinstance(rule, RowRule)]
+        self.dataset_rules = [rule for rule in rules if isinstance(rule, DatasetRule)]
+        self.errors = errors
+        self.batch_size = batch_size
+        self.columns = columns
+        self.keep_row_hashes = keep_row_hashes
+        self.on_batch = on_batch
+        self.result = ShardResult(errors=errors)
+        self.json_indexes: dict[tuple[str, int], int] = {}
+        self.row_hashes: dict[tuple[str, int], str] = {}
+        self.observer = BackgroundObserver(self.dataset_rules, self.result.left_out)
+
+    @classmethod
+    def for_shard(cls, task: ShardTask, on_bytes: Callable[[int], None]) -> LintPass:
+        """A worker's pass: its rules built from the task's options, set up in this process."""
+        from curate.engine.rule import REGISTRY, load_builtin_rules
+
+        load_builtin_rules()
+        errors: list[str] = []
+        rules = _set_up([REGISTRY[code](options, task.context) for code, options in task.rules], errors)
+        return cls(rules, errors, task.batch_size, task.columns, on_batch=lambda raw_rows: on_bytes(sum(raw.size for raw in raw_rows)))
+
+    def read(self, path: str, batches: Iterable[list[RawRow]]) -> None:
+        """Lint the batches of one source; an InputError ends the source, its message in `errors`."""
+        result = self.result
+        try:
+            for raw_rows in batches:
+                if self.columns:
+                    apply_column_mapping(raw_rows, self.columns)
+                batch = Batch.from_raw(raw_rows)
+                result.rows += len(batch)
+                result.rows_by_path[path] += len(batch)
+                self.observer.observe(batch)
+                result.findings.extend(check_row_rules(self.row_rules, batch, result.roleless, self.errors))
+                result.formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
+                self.json_indexes.update(((raw.path, raw.line), raw.index) for raw in raw_rows if isinstance(raw, IndexedRow))
+                if self.keep_row_hashes:
+                    self.row_hashes.update(((raw.path, raw.line), row_hash(raw)) for raw in raw_rows)
+                if self.on_batch:
+                    self.on_batch(raw_rows)
+        except InputError as exc:
+            result.failed.add(path)
+            self.errors.append(str(exc))
+
+    def read_range(self, byte_range: ByteRange, max_row_bytes: int) -> None:
+        chunks = iter_jsonl_range_chunks(byte_range.path, byte_range.start, byte_range.end, max_row_bytes)
+        self.read(byte_range.path, batched(chunks, self.batch_size))
+
+    def wait(self) -> None:
+        """Block until the dataset rules have observed every batch read."""
+        self.observer.wait()
+
+    def close(self) -> None:
+        self.observer.close()
+
+    def shard_result(self) -> ShardResult:
+        """What this pass found and observed, for the process that merges the shards."""
+        self.result.dataset_rules = {rule.code: rule for rule in self.dataset_rules}
+        return self.result
+
+    def merge(self, later: ShardResult) -> bool:
+        """Take in a later shard's result (see `DatasetRule.merge`); False, with nothing taken,
+        when its rules are not this pass's (one failed to set up in one process only)."""
+        if set(later.dataset_rules) != {rule.code for rule in self.dataset_rules}:
+            return False
+        result = self.result
+        result.findings += later.findings
+        result.rows += later.rows
+        result.rows_by_path.update(later.rows_by_path)
+        result.failed |= later.failed
+        result.formats.update(later.formats)
+        result.roleless.update(later.roleless)
+        result.left_out.update(later.left_out)
+        self.errors += [error for error in later.errors if error not in self.errors]
+        for rule in self.dataset_rules:
+            rule.merge(later.dataset_rules.pop(rule.code))  # type: ignore[arg-type]
+        return True  # `later`'s rules are gone: what they held is held here only, and freed as used
+
+
+def finished_rules(dataset_rules: list[DatasetRule]) -> Iterator[tuple[DatasetRule, tuple[list[Finding], str | None]]]:
+    """Each dataset rule with what its `finish` reported (findings, or a RuleSetupError's message),
+    in rule order. The rules finish two at a time in threads: most of a large finish (DU002's
+    concatenations, sorts and Jaccards) is numpy work that releases the GIL, so another rule's
+    Python-heavy finish (DU001's, DU003's clusters) runs on the other core meanwhile."""
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="curate-finish") as pool:
+        futures = [pool.submit(_finish, rule) for rule in dataset_rules]
+        for rule, future in zip(dataset_rules, futures):
+            yield rule, future.result()
+
+
+def _finish(rule: DatasetRule) -> tuple[list[Finding], str | None]:
+    try:
+        return list(rule.finish()), None
+    except RuleSetupError as exc:
+        return [], str(exc)
+
+
 def run_lint(
     plan: LintPlan,
     on_progress: ProgressCallback | None = None,
     keep_row_hashes: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_rows: Callable[[list[RawRow]], None] | None = None,
+    jobs: int | None = None,
 ) -> LintResult:
     """Lint every file of the plan. `on_rows` sees each batch of raw rows as read, for callers
-    that need the rows too (review) without reading the files a second time."""
+    that need the rows too (review) without reading the files a second time. `jobs`: processes
+    to read with (None: one per core); large JSONL input is then cut into shards, one per process
+    (`curate.engine.shards`), with the same report as one process gives."""
     with cyclic_gc_paused():
-        return _run_lint(plan, on_progress, keep_row_hashes, batch_size, on_rows)
+        return _run_lint(plan, on_progress, keep_row_hashes, batch_size, on_rows, usable_cores() if jobs is None else jobs)
 
 
 def _run_lint(
@@ -226,61 +334,69 @@ def _run_lint(
     keep_row_hashes: bool,
     batch_size: int,
     on_rows: Callable[[list[RawRow]], None] | None,
+    jobs: int,
 ) -> LintResult:
     started = time.perf_counter()
     errors: list[str] = []
     rules = _set_up(plan.rules, errors)
-    row_rules = [rule for rule in rules if isinstance(rule, RowRule)]
-    dataset_rules = [rule for rule in rules if isinstance(rule, DatasetRule)]
-    findings: list[Finding] = []
-    formats: Counter[str] = Counter()
-    row_hashes: dict[tuple[str, int], str] = {}
-    rows = 0
+    shards = plan_shards(plan, rules, jobs) if not keep_row_hashes and on_rows is None else None
     total_bytes = sum(file_size(path) for path in plan.paths)
-    done_bytes = 0
-    files_read = []
-    roleless: Counter[str] = Counter()
-    left_out: Counter[str] = Counter()
-    json_indexes: dict[tuple[str, int], int] = {}
-    observer = BackgroundObserver(dataset_rules, left_out)
+    read_bytes = 0
+    workers: ShardWorkers | None = None
+
+    def report(path: str) -> None:
+        if on_progress:
+            done = read_bytes + (workers.bytes_done() if workers else 0)
+            on_progress(Progress("read", min(done, total_bytes), total_bytes, lint_pass.result.rows, path))
+
+    def on_batch(raw_rows: list[RawRow]) -> None:
+        nonlocal read_bytes
+        if on_rows:
+            on_rows(raw_rows)
+        read_bytes += sum(raw.size for raw in raw_rows)
+        report(raw_rows[0].path if raw_rows else "")
+
+    lint_pass = LintPass(rules, errors, batch_size, plan.columns, keep_row_hashes, on_batch)
     try:
-        for path in plan.paths:
-            try:
-                for raw_rows in iter_batches(path, batch_size, plan.max_row_bytes, plan.source_options):
-                    if plan.columns:
-                        apply_column_mapping(raw_rows, plan.columns)
-                    batch = Batch.from_raw(raw_rows)
-                    rows += len(batch)
-                    observer.observe(batch)
-                    findings.extend(check_row_rules(row_rules, batch, roleless, errors))
-                    formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
-                    json_indexes.update(((raw.path, raw.line), raw.index) for raw in raw_rows if isinstance(raw, IndexedRow))
-                    if keep_row_hashes:
-                        row_hashes.update(((raw.path, raw.line), row_hash(raw)) for raw in raw_rows)
-                    if on_rows:
-                        on_rows(raw_rows)
-                    done_bytes += sum(raw.size for raw in raw_rows)
-                    if on_progress:
-                        on_progress(Progress("read", min(done_bytes, total_bytes), total_bytes, rows, path))
-                files_read.append(path)
-            except InputError as exc:
-                errors.append(str(exc))
-        observer.wait()
+        if shards is None:
+            for path in plan.paths:
+                lint_pass.read(path, iter_batches(path, batch_size, plan.max_row_bytes, plan.source_options))
+        else:
+            workers = ShardWorkers([shard_task(plan, rules, ranges, batch_size) for ranges in shards[1:]])
+            for byte_range in shards[0]:
+                lint_pass.read_range(byte_range, plan.max_row_bytes)
+            for task, shard in workers.results(lambda: report("")):
+                lint_pass.wait()
+                if shard is None or not lint_pass.merge(shard):  # the worker failed: read its shard here
+                    for byte_range in task.ranges:
+                        lint_pass.read_range(byte_range, plan.max_row_bytes)
+                del shard
+            for path in plan.paths:
+                if not lint_pass.result.rows_by_path[path] and path not in lint_pass.result.failed:
+                    lint_pass.result.failed.add(path)
+                    errors.append(empty_file_error(path))
+        lint_pass.wait()
     finally:
-        observer.close()
+        lint_pass.close()
+        if workers is not None:
+            workers.close()
+    result = lint_pass.result
+    findings, rows, roleless, left_out, formats = result.findings, result.rows, result.roleless, result.left_out, result.formats
+    files_read = [path for path in plan.paths if path not in result.failed]
+    row_hashes, json_indexes = lint_pass.row_hashes, lint_pass.json_indexes
+    dataset_rules = lint_pass.dataset_rules
     skipped = dict(plan.skipped)
     for code, count in roleless.items():
         skipped[code] = f"{count} {'row has' if count == 1 else 'rows have'} no roles (TRL text format)"
     for code, count in left_out.items():
         skipped[code] = f"{count} preference {'row is' if count == 1 else 'rows are'} compared by the PF rules instead"
     stats: dict[str, dict[str, int]] = {"row formats": dict(formats.most_common())} if rows else {}
-    for position, rule in enumerate(dataset_rules, start=1):
+    for position, (rule, (found, problem)) in enumerate(finished_rules(dataset_rules), start=1):
         if on_progress:
-            on_progress(Progress("finish", position - 1, len(dataset_rules), rows, f"{rule.code} {rule.name}"))
-        try:
-            findings.extend(rule.finish())
-        except RuleSetupError as exc:
-            errors.append(str(exc))
+            on_progress(Progress("finish", position, len(dataset_rules), rows, f"{rule.code} {rule.name}"))
+        findings.extend(found)
+        if problem is not None:
+            errors.append(problem)
         stats.update(rule.stats())
     if on_progress:
         on_progress(Progress("finish", len(dataset_rules), len(dataset_rules), rows, "done"))

@@ -42,6 +42,18 @@ class BoundedCounter(Counter):
             self.overflowed = True
             self.clear()
 
+    def __reduce__(self):  # Counter's pickles the counts as the first argument, here the limit
+        return type(self), (self.limit,), {"overflowed": self.overflowed}, None, iter(self.items())
+
+    def extend(self, later: BoundedCounter) -> None:
+        """Count what `later` counted (the rows after these): given up if either gave up, or if
+        together they hold more than `limit` keys, as one counter over all the rows would be."""
+        if later.overflowed:
+            self.overflowed = True
+            self.clear()
+        else:
+            self.add(later)
+
 
 def label_values(value: Any) -> list[str]:
     """The class labels in a label field: a scalar, or a list of scalars (multi-label)."""
@@ -174,6 +186,15 @@ class ClassImbalance(DatasetRule):
         if not self.answer_labels.overflowed and label_set(self.answer_labels, self.answers, self.options):
             return "assistant answers", dict(self.answer_labels.most_common()), self.short_answers
         return None
+
+    def merge(self, later: ClassImbalance) -> None:
+        self.dataset.extend(later.dataset)
+        for name, labels in self.field_labels.items():
+            labels.extend(later.field_labels[name])
+        self.field_rows.update(later.field_rows)
+        self.answer_labels.extend(later.answer_labels)
+        self.answers += later.answers
+        self.short_answers += later.short_answers
 
     def finish(self) -> Iterator[Finding]:
         found = self.labels()
@@ -314,6 +335,12 @@ class RefusalOverrepresentation(DatasetRule):
             row = batch.rows[position]
             self.examples.append((row.path, row.line, phrase))
 
+    def merge(self, later: RefusalOverrepresentation) -> None:
+        self.dataset.extend(later.dataset)
+        self.rows += later.rows
+        self.refusals += later.refusals
+        self.examples = (self.examples + later.examples)[: self.options.examples]
+
     def finish(self) -> Iterator[Finding]:
         if self.rows < self.options.min_rows or not self.refusals:
             return
@@ -372,6 +399,9 @@ class TooFewExamples(DatasetRule):
 
     def observe(self, batch: Batch) -> None:
         self.dataset.add(batch)
+
+    def merge(self, later: TooFewExamples) -> None:
+        self.dataset.extend(later.dataset)
 
     def finish(self) -> Iterator[Finding]:
         rows, minimum = self.dataset.rows, self.options.min_rows

@@ -130,6 +130,7 @@ class EvalExactMatch(DropsLeakedRows, DatasetRule):
     """
 
     code = "LK001"
+    built_by_setup = ("index",)
     name = "eval-exact-match"
     severity = Severity.ERROR
     requires = ("eval",)
@@ -149,6 +150,9 @@ class EvalExactMatch(DropsLeakedRows, DatasetRule):
             text = f"prompt equals eval {match.describe()}: \"{excerpt(match.text, SPAN_CHARS)}\""
             data = {"eval": {**match.location.to_dict(), "field": match.field}}
             self.findings.append(self.row_finding(row, text, related=[match.location], data=data))
+
+    def merge(self, later: EvalExactMatch) -> None:
+        self.findings += later.findings
 
     def finish(self) -> Iterable[Finding]:
         return self.findings
@@ -241,6 +245,7 @@ class EvalOverlap(DropsLeakedRows, DatasetRule):
     """
 
     code = "LK002"
+    built_by_setup = ("hasher", "lsh", "index", "exact_index", "leakage_rules")
     name = "eval-overlap"
     severity = Severity.ERROR
     requires = ("eval",)
@@ -268,6 +273,9 @@ class EvalOverlap(DropsLeakedRows, DatasetRule):
         for position in sorted(overlaps):
             if position not in skip:
                 self.findings.append(self._finding(batch, position, overlaps[position]))
+
+    def merge(self, later: EvalOverlap) -> None:
+        self.findings += later.findings
 
     def finish(self) -> Iterable[Finding]:
         return self.findings

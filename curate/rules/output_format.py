@@ -204,6 +204,11 @@ class FormatCounts:
         if self.first_path is None and batch.rows:
             self.first_path = batch.rows[0].path
 
+    def extend(self, later: FormatCounts) -> None:
+        """Count what `later` counted (the answers after these)."""
+        self.counts.update(later.counts)
+        self.first_path = self.first_path if self.first_path is not None else later.first_path
+
     @property
     def total(self) -> int:
         return sum(self.counts.values())
@@ -286,6 +291,10 @@ class MixedOutputFormats(DatasetRule):
         self.seen.add(batch, outputs)
         self.locations.add(batch, outputs.formats, outputs.rows)
 
+    def merge(self, later: MixedOutputFormats) -> None:
+        self.seen.extend(later.seen)
+        self.locations.extend(later.locations)
+
     def finish(self) -> Iterator[Finding]:
         total = self.seen.total
         if total < self.options.min_outputs:
@@ -363,6 +372,10 @@ class InvalidJsonOutput(DatasetRule):
             row = batch.rows[position]
             message, data = json_error(_last_answer(row).strip())
             self.broken.append((row.path, row.line, message, data))
+
+    def merge(self, later: InvalidJsonOutput) -> None:
+        self.seen.extend(later.seen)
+        self.broken += later.broken
 
     def finish(self) -> Iterator[Finding]:
         share = self.seen.share(("json", "json-like"))
@@ -553,6 +566,10 @@ class JsonSchemaDrift(DatasetRule):
         for index, value in outputs.parsed.items():
             row = batch.rows[outputs.rows[index]]
             self.shapes.setdefault(json_shape(value), []).append((row.path, row.line))
+
+    def merge(self, later: JsonSchemaDrift) -> None:
+        for shape, rows in later.shapes.items():
+            self.shapes.setdefault(shape, []).extend(rows)
 
     def finish(self) -> Iterator[Finding]:
         counts = {shape: len(locations) for shape, locations in self.shapes.items()}

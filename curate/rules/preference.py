@@ -42,8 +42,8 @@ def pair_key(pair: PreferencePair) -> tuple[bytes, bytes, bytes]:
     return _digest(side_text(pair.prompt)), _digest(side_text(pair.chosen)), _digest(side_text(pair.rejected))
 
 
-def _where(path: str, line: int, row: Row) -> str:
-    return f"line {line}" if path == row.path else f"{path}:{line}"
+def _where(path: str, line: int, here: Location) -> str:
+    return f"line {line}" if path == here.path else f"{path}:{line}"
 
 
 class IdenticalPair(RowRule):
@@ -84,26 +84,29 @@ class IdenticalPair(RowRule):
 
 
 class PairIndexRule(DatasetRule):
-    """A dataset rule that keys every pair by `pair_key` and compares it with the pairs before it."""
+    """A dataset rule that keys every pair by `pair_key` and, at the end, compares each pair with
+    the pairs before it (`seen`: the first row of each key)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.pairs: list[tuple[tuple[bytes, bytes, bytes], str, int]] = []  # (key, path, line) in reading order
         self.seen: dict[tuple[bytes, bytes, bytes], tuple[str, int]] = {}
-        self.found: list[Finding] = []
 
     def observe(self, batch: Batch) -> None:
-        for row, pair in pairs_of(batch.rows):
-            key = pair_key(pair)
-            finding = self.compare(row, key)
-            if finding is not None:
-                self.found.append(finding)
-            self.seen.setdefault(key, (row.path, row.line))
+        self.pairs += [(pair_key(pair), row.path, row.line) for row, pair in pairs_of(batch.rows)]
 
-    def compare(self, row: Row, key: tuple[bytes, bytes, bytes]) -> Finding | None:
+    def merge(self, later: PairIndexRule) -> None:
+        self.pairs += later.pairs
+
+    def compare(self, here: Location, key: tuple[bytes, bytes, bytes]) -> Finding | None:
         raise NotImplementedError
 
     def finish(self) -> Iterable[Finding]:
-        return self.found
+        for key, path, line in self.pairs:
+            finding = self.compare(Location(path, line), key)
+            if finding is not None:
+                yield finding
+            self.seen.setdefault(key, (path, line))
 
 
 class ContradictoryPreference(PairIndexRule):
@@ -133,14 +136,14 @@ class ContradictoryPreference(PairIndexRule):
     name = "contradictory-preference"
     severity = Severity.WARNING
 
-    def compare(self, row: Row, key: tuple[bytes, bytes, bytes]) -> Finding | None:
+    def compare(self, here: Location, key: tuple[bytes, bytes, bytes]) -> Finding | None:
         prompt, chosen, rejected = key
         earlier = self.seen.get((prompt, rejected, chosen)) if chosen != rejected else None  # equal sides: PF001's
         if earlier is None:
             return None
         path, line = earlier
-        return self.row_finding(row, f"the same prompt prefers the opposite answer at {_where(path, line, row)}; the two rows cancel out",
-                                related=[Location(path, line)], data={"other_line": line})
+        return self.finding(here.path, here.line, f"the same prompt prefers the opposite answer at {_where(path, line, here)}; the two rows cancel out",
+                            related=[Location(path, line)], data={"other_line": line})
 
 
 class DuplicatePair(KeepsFirstCopy, PairIndexRule):
@@ -171,12 +174,12 @@ class DuplicatePair(KeepsFirstCopy, PairIndexRule):
     name = "duplicate-preference-pair"
     severity = Severity.WARNING
 
-    def compare(self, row: Row, key: tuple[bytes, bytes, bytes]) -> Finding | None:
+    def compare(self, here: Location, key: tuple[bytes, bytes, bytes]) -> Finding | None:
         earlier = self.seen.get(key)
         if earlier is None:
             return None
         path, line = earlier
-        return self.row_finding(row, f"repeats the preference pair at {_where(path, line, row)}", related=[Location(path, line)], data={"first_line": line})
+        return self.finding(here.path, here.line, f"repeats the preference pair at {_where(path, line, here)}", related=[Location(path, line)], data={"first_line": line})
 
 
 class ImplicitPromptMismatch(RowRule):
@@ -301,6 +304,14 @@ class LengthBias(DatasetRule):
                 self.shorter += 1
             else:
                 self.equal += 1
+
+    def merge(self, later: LengthBias) -> None:
+        self.dataset.extend(later.dataset)
+        self.longer += later.longer
+        self.shorter += later.shorter
+        self.equal += later.equal
+        self.chosen_chars += later.chosen_chars
+        self.rejected_chars += later.rejected_chars
 
     @property
     def pairs(self) -> int:

@@ -695,6 +695,10 @@ class LengthOutlier(DatasetRule):
             lines = np.array([row.line for row in rows], dtype=np.int64)[keep]
             self.by_path.setdefault(path, []).append((lines, per_row["chars"].to_numpy().astype(np.int64)[keep]))
 
+    def merge(self, later: LengthOutlier) -> None:
+        for path, parts in later.by_path.items():
+            self.by_path.setdefault(path, []).extend(parts)
+
     def finish(self) -> Iterable[Finding]:
         import numpy as np
 

@@ -598,6 +598,9 @@ class MixedRowFormats(DatasetRule):
         positions = [position for position, row in enumerate(batch.rows) if row.format is not None]
         self.rows_by_format.add(batch, [str(batch.rows[position].format) for position in positions], positions)
 
+    def merge(self, later: MixedRowFormats) -> None:
+        self.rows_by_format.extend(later.rows_by_format)
+
     def finish(self) -> Iterable[Finding]:
         lines_by_file: dict[str, dict[str, np.ndarray]] = {}  # path -> format -> its lines, in the order read
         for fmt, group in self.rows_by_format.frozen().items():

@@ -476,6 +476,7 @@ class NoGenerationMarkers(DatasetRule):
     """
 
     code = "CT005"
+    built_by_setup = ("template",)
     name = "no-generation-markers"
     severity = Severity.INFO
     requires = ("model",)
@@ -487,6 +488,9 @@ class NoGenerationMarkers(DatasetRule):
     def observe(self, batch: Batch) -> None:
         if self.path is None and batch.rows:
             self.path = batch.rows[0].path
+
+    def merge(self, later: NoGenerationMarkers) -> None:
+        self.path = self.path if self.path is not None else later.path
 
     def finish(self) -> Iterable[Finding]:
         if self.template.has_generation_markers or self.path is None:

@@ -152,6 +152,16 @@ class RowLocations:
             self.paths.append(path)
         return self._path_ids[path]
 
+    def extend(self, later: RowLocations) -> None:
+        """Append the rows `later` recorded (in another process, on the rows after these: see
+        `DatasetRule.merge`); their ids follow on from this one's."""
+        import numpy as np
+
+        own_ids = np.array([self._path_id(path) for path in later.paths], dtype=np.int32)
+        self._path_parts += [own_ids[part] for part in later._path_parts]
+        self._line_parts += later._line_parts
+        self.count += later.count
+
     def freeze(self) -> None:
         import numpy as np
 
@@ -201,6 +211,11 @@ class LocationsByKey:
                 self.groups[key] = RowLocations()
             self.groups[key].add(batch, np.asarray(chosen, dtype=np.int64))
 
+    def extend(self, later: LocationsByKey) -> None:
+        """Append the groups of `later` (the rows after these), new keys after the known ones."""
+        for key, group in later.groups.items():
+            self.groups.setdefault(key, RowLocations()).extend(group)
+
     def frozen(self) -> dict[str, RowLocations]:
         """The groups, with their arrays built (`RowLocations.freeze`)."""
         for group in self.groups.values():
@@ -235,6 +250,11 @@ class DatasetCounter:
         self.rows += sum(1 for row in batch.rows if row.conversation is not None)
         if self.path is None and batch.rows:
             self.path = batch.rows[0].path
+
+    def extend(self, later: DatasetCounter) -> None:
+        """Count the rows `later` counted (the rows after these)."""
+        self.rows += later.rows
+        self.path = self.path if self.path is not None else later.path
 
 
 # -- the row edits fixes make (each returns a new value; the row as read is never changed) ------

@@ -1,0 +1,231 @@
+"""Linting in shards (curate.engine.shards): cut the input at line starts, lint each shard in its
+own process, merge in order. The report must be the one a single process writes."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from curate.engine import runner, shards
+from curate.engine.rule import DatasetRule, load_builtin_rules
+from curate.engine.runner import LintPass, run_lint
+from curate.engine.settings import LintRequest, plan_lint
+from curate.engine.shards import ByteRange, ShardResult, ShardTask, ShardWorkers, cut_into_shards, lint_shard, pickled
+from curate.io import iter_jsonl_chunks, iter_jsonl_range_chunks, line_start_after
+from curate.rules.balance import BoundedCounter
+from curate.rules.toolkit import RowLocations
+from tests.conftest import write_jsonl
+from tests.test_rule_cases import CASES_DIR
+
+REGISTRY = load_builtin_rules()
+
+
+class InlineWorkers:
+    """ShardWorkers without processes: each shard is linted here, after the main one, by
+    `lint_shard` (a worker's own function), and its result goes through the same pickling as the
+    pipe; so a test can cut a file into dozens of shards cheaply."""
+
+    def __init__(self, tasks: list[ShardTask]):
+        self.tasks = tasks
+
+    def bytes_done(self) -> int:
+        return 0
+
+    def results(self, waiting):
+        for task in self.tasks:
+            views = pickled(lint_shard(task, lambda size: None))
+            header = views.pop()
+            yield task, pickle.loads(header, buffers=[bytearray(view) for view in views])
+
+    def close(self) -> None:
+        pass
+
+
+def report(result) -> tuple:
+    """Everything a lint result reports, comparable."""
+    return ([finding.to_dict() for finding in result.findings], result.rows, result.files, result.errors, result.skipped, result.stats)
+
+
+def sharded_and_single(monkeypatch, request: LintRequest, jobs: int, workers=InlineWorkers):
+    single = run_lint(plan_lint(request), jobs=1)
+    monkeypatch.setattr(shards, "MIN_SHARD_BYTES", 1)
+    monkeypatch.setattr(runner, "ShardWorkers", workers)
+    return single, run_lint(plan_lint(request), jobs=jobs)
+
+
+def test_every_dataset_rule_merges_so_the_default_rules_can_shard():
+    assert [code for code, rule in sorted(REGISTRY.items()) if issubclass(rule, DatasetRule) and not rule.mergeable()] == []
+
+
+def _cases():
+    for path in sorted(CASES_DIR.glob("*.toml")):
+        for number, case in enumerate(tomllib.loads(path.read_text(encoding="utf-8")).get("case", []), start=1):
+            if "model" not in case and len(case["rows"]) > 1:  # a chat template is rendered in one process only
+                yield pytest.param(path.stem, case, id=f"{path.stem}-{number}")
+
+
+@pytest.mark.parametrize(("code", "case"), list(_cases()))
+def test_every_rule_case_reports_the_same_cut_into_a_shard_per_row(code, case, tmp_path, monkeypatch):
+    kwargs = {"select": [code], "rule_options": {code: case["options"]} if "options" in case else {}}
+    if "eval_rows" in case:
+        kwargs["eval"] = [str(write_jsonl(tmp_path / "eval.jsonl", case["eval_rows"]))]
+    if "max_row_bytes" in case:
+        kwargs["max_row_bytes"] = case["max_row_bytes"]
+    data = write_jsonl(tmp_path / "data.jsonl", case["rows"])
+    single, sharded = sharded_and_single(monkeypatch, LintRequest(paths=[str(data)], isolated=True, **kwargs), jobs=len(case["rows"]))
+    assert report(sharded) == report(single)
+
+
+def mixed_corpus(tmp_path: Path) -> list[str]:
+    """Three files whose findings cross every cut: copies, near copies, conflicting answers and
+    repeated preference pairs far apart, labels, refusals, JSON answers and row formats mixed;
+    and `eval.jsonl`, holding the first chat's prompt."""
+    rng = random.Random(7)
+    chats, prefs, tasks = [], [], []
+    topics = ["router", "invoice", "password", "refund", "printer", "backup", "vpn", "calendar", "badge", "laptop"]
+    for index in range(240):
+        topic = topics[index % len(topics)]
+        words = " ".join(rng.choice(["please", "quickly", "today", "again", "now", "kindly"]) for _ in range(6))
+        answer = rng.choice([f"Restart the {topic} and wait {index % 7 + 2} minutes.", "I'm sorry, but I can't help with that.",
+                             *["I'm sorry, but I can't help with that."] * 4, f"```python\nprint('{topic}')\n```"])
+        chats.append({"messages": [{"role": "user", "content": f"How do I fix the {topic} {words} (ticket {index})?"},
+                                   {"role": "assistant", "content": answer}], "label": "escalate" if index % 19 == 0 else "resolve"})
+        if index % 30 == 0:
+            chats.append({"instruction": f"Summarize ticket {index}.", "input": "", "output": "Customer asked about the " + topic + "."})
+        prefs.append({"prompt": f"Which {topic} plan is best for {index % 12}?", "chosen": f"Plan {index % 5} " + "because " * (index % 9 + 3),
+                      "rejected": f"Plan {index % 3}."})
+        tasks.append({"messages": [{"role": "user", "content": f"Extract the order {index}."},
+                                   {"role": "assistant", "content": '{"order": %d, "items": [%d]}' % (index, index % 4) if index % 23 else '{"order": %d, "items": [' % index}]})
+    chats += [chats[3], chats[11], {"messages": [chats[5]["messages"][0], {"role": "assistant", "content": "Restart the printer and wait 9 minutes!"}]}]
+    chats += [{"messages": [chats[7]["messages"][0], {"role": "assistant", "content": "No."}]}, {"messages": [chats[7]["messages"][0], {"role": "assistant", "content": "Yes."}]}]
+    chats.append({"messages": [{"role": "user", "content": "Tell me everything."}, {"role": "assistant", "content": "word " * 5000}]})
+    prefs += [prefs[2], {"prompt": prefs[4]["prompt"], "chosen": prefs[4]["rejected"], "rejected": prefs[4]["chosen"]}]
+    tasks += [{"messages": [{"role": "user", "content": "Extract the order 999."}, {"role": "assistant", "content": '{"id": "999", "lines": null}'}]}] * 3
+    write_jsonl(tmp_path / "eval.jsonl", [{"messages": [chats[0]["messages"][0], {"role": "assistant", "content": "Restart it."}]}])
+    return [str(write_jsonl(tmp_path / name, rows)) for name, rows in (("chats.jsonl", chats), ("prefs.jsonl", prefs), ("tasks.jsonl", tasks))]
+
+
+def test_every_default_rule_reports_the_same_from_three_processes(tmp_path, monkeypatch):
+    request = LintRequest(paths=mixed_corpus(tmp_path), isolated=True, eval=[str(tmp_path / "eval.jsonl")])
+    single, sharded = sharded_and_single(monkeypatch, request, jobs=3, workers=ShardWorkers)  # real worker processes
+    codes = Counter(finding.code for finding in single.findings)
+    for code in ("DU001", "DU002", "DU003", "BL001", "BL002", "LK001", "OF001", "OF003", "PF002", "PF004", "PF005", "QL007", "SC010"):
+        assert codes[code], f"the corpus does not make {code} fire: {codes}"
+    assert report(sharded) == report(single)
+
+
+def test_many_inline_shards_of_the_default_rules_report_the_same(tmp_path, monkeypatch):
+    single, sharded = sharded_and_single(monkeypatch, LintRequest(paths=mixed_corpus(tmp_path), isolated=True), jobs=40)
+    assert report(sharded) == report(single)
+
+
+def test_a_failed_worker_s_shard_is_read_by_the_main_process(tmp_path, monkeypatch):
+    class FailingWorkers(InlineWorkers):
+        def results(self, waiting):
+            for task in self.tasks:
+                yield task, None
+
+    single, sharded = sharded_and_single(monkeypatch, LintRequest(paths=mixed_corpus(tmp_path), isolated=True), jobs=4, workers=FailingWorkers)
+    assert report(sharded) == report(single)
+
+
+def test_a_worker_that_cannot_build_its_rules_reports_no_result(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}])
+    plan = plan_lint(LintRequest(paths=[str(data)], isolated=True, select=["DU001"]))
+    task = shards.shard_task(plan, plan.rules, [ByteRange(str(data), 0, data.stat().st_size)], 100)
+    task.rules = [("XX999", None)]  # no such rule in the worker
+    workers = ShardWorkers([task])
+    try:
+        assert [result for _, result in workers.results(lambda: None)] == [None]
+    finally:
+        workers.close()
+
+
+def test_a_shard_whose_rules_differ_is_not_merged(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}])
+    plan = plan_lint(LintRequest(paths=[str(data)], isolated=True, select=["DU001", "DU002"]))
+    lint_pass = LintPass(plan.rules, [], 100, {})
+    later = ShardResult(rows=5, dataset_rules={"DU001": plan.rules[0]})
+    assert not lint_pass.merge(later) and lint_pass.result.rows == 0
+
+
+def test_cuts_fall_on_line_starts_and_cover_every_byte_once(tmp_path):
+    rng = random.Random(1)
+    paths = []
+    for number in range(3):
+        lines = ["{" + '"k": "' + "x" * rng.randint(0, 300) + '"}' for _ in range(rng.randint(0, 40))]
+        path = tmp_path / f"f{number}.jsonl"
+        path.write_text("\n".join(lines) + ("\n" if rng.random() < 0.5 else ""))
+        paths.append(str(path))
+    sizes = [(path, Path(path).stat().st_size) for path in paths]
+    for count in (2, 3, 7):
+        cut = cut_into_shards(sizes, count, first_weight=1.1)
+        ranges = [byte_range for shard in cut for byte_range in shard]
+        assert len(cut) <= count
+        for path, size in sizes:
+            mine = [(r.start, r.end) for r in ranges if r.path == path]
+            assert [start for start, _ in mine] == [0, *[end for _, end in mine[:-1]]] and (not size or mine[-1][1] == size)
+            data = Path(path).read_bytes()
+            assert all(start == 0 or data[start - 1 : start] == b"\n" for start, _ in mine)
+
+
+def test_reading_the_ranges_of_a_cut_gives_the_rows_of_the_file(tmp_path):
+    rng = random.Random(3)
+    for trial in range(150):
+        parts = [rng.choice([b'{"a": %d}' % i, b"", b"  ", b'{"b": "x\\ny"}\r', b"not json", b'{"c":' + b"1" * rng.randint(0, 50) + b"}"])
+                 for i in range(rng.randint(1, 30))]
+        data = (b"\xef\xbb\xbf" if rng.random() < 0.3 else b"") + b"\n".join(parts) + (b"\n" if rng.random() < 0.5 else b"")
+        path = tmp_path / f"t{trial}.jsonl"
+        path.write_bytes(data)
+
+        def rows(chunks):
+            return [(r.line, r.text, r.obj, r.error, r.oversized, r.size) for chunk in chunks for r in chunk]
+
+        cuts = sorted({line_start_after(str(path), rng.randint(0, len(data))) for _ in range(rng.randint(1, 4))} | {0, len(data)})
+        pieces = [row for start, end in zip(cuts, cuts[1:]) for row in rows(iter_jsonl_range_chunks(str(path), start, end, 40))]
+        assert pieces == rows(iter_jsonl_chunks(path, 40)), (data, cuts)
+
+
+def test_bounded_counters_merge_as_one_counter_over_all_rows_would_count():
+    def counted(*parts, limit=3):
+        counter = BoundedCounter(limit)
+        for part in parts:
+            counter.add(part)
+        return counter, counter.overflowed
+
+    first, _ = counted({"a": 2, "b": 1})
+    second, _ = counted({"c": 1, "d": 1})
+    first.extend(second)
+    assert first.overflowed and not first  # four labels together: more than the limit
+    kept, _ = counted({"a": 2})
+    kept.extend(counted({"a": 1, "b": 4})[0])
+    assert not kept.overflowed and kept == Counter({"a": 3, "b": 4})
+
+
+def test_row_locations_merge_with_paths_in_another_order():
+    from curate.engine.batch import Batch, Row
+    from curate.io import RawRow
+
+    def batch(*where):
+        return Batch([Row(RawRow(path, line, "{}", {}, None, 0, 3), None, None) for path, line in where])
+
+    import numpy as np
+
+    first, later = RowLocations(), RowLocations()
+    first.add(batch(("a.jsonl", 1), ("a.jsonl", 2)), np.array([0, 1]))
+    later.add(batch(("b.jsonl", 7), ("a.jsonl", 9)), np.array([1, 0]))
+    first.extend(later)
+    first.freeze()
+    assert [(first.location(i).path, first.location(i).line) for i in range(first.count)] == [("a.jsonl", 1), ("a.jsonl", 2), ("a.jsonl", 9), ("b.jsonl", 7)]
+
+
+def test_a_bounded_counter_survives_the_trip_to_the_main_process():
+    counter = BoundedCounter(5)
+    counter.add({"billing": 10, "escalate": 1})
+    back = pickle.loads(pickle.dumps(counter, protocol=5))
+    assert (back, back.limit, back.overflowed) == (Counter({"billing": 10, "escalate": 1}), 5, False)
