@@ -229,3 +229,26 @@ def test_a_bounded_counter_survives_the_trip_to_the_main_process():
     counter.add({"billing": 10, "escalate": 1})
     back = pickle.loads(pickle.dumps(counter, protocol=5))
     assert (back, back.limit, back.overflowed) == (Counter({"billing": 10, "escalate": 1}), 5, False)
+
+
+def test_curate_lint_jobs_shards_and_writes_the_same_report(tmp_path, monkeypatch, capsys):
+    from curate.cli import main
+
+    paths = mixed_corpus(tmp_path)
+    monkeypatch.setattr(shards, "MIN_SHARD_BYTES", 1)
+    started = []
+    monkeypatch.setattr(runner, "ShardWorkers", lambda tasks: started.append(len(tasks)) or InlineWorkers(tasks))
+    reports = {}
+    for jobs in ("1", "3"):
+        out = tmp_path / f"report-{jobs}.json"
+        assert main(["lint", *paths, "--isolated", "--format", "json", "-o", str(out), "--jobs", jobs]) == 1
+        reports[jobs] = out.read_bytes()
+    assert started == [2] and reports["1"] == reports["3"]
+
+
+def test_curate_lint_refuses_zero_jobs(tmp_path, capsys):
+    from curate.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["lint", str(write_jsonl(tmp_path / "data.jsonl", [{"text": "hi"}])), "--jobs", "0"])
+    assert stopped.value.code == 2 and "--jobs" in capsys.readouterr().err

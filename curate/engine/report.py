@@ -43,9 +43,14 @@ def capped_data(data: dict) -> dict:
     return capped
 
 
-def finding_dict(finding: Finding) -> dict:
-    """A finding as the JSON report writes it: `Finding.to_dict` with its lists capped."""
+def finding_dict(finding: Finding) -> dict | Finding:
+    """A finding as the JSON report writes it: `Finding.to_dict` with its lists capped. A finding
+    with nothing to cap is passed as it is: orjson writes the dataclass (its fields are the
+    dict's keys, in order) in C, ~10x faster than building the dict here."""
     related, left_out = capped_items(finding.related)
+    data = capped_data(finding.data)
+    if not left_out and data is finding.data:
+        return finding
     document = {  # `Finding.to_dict`'s keys; orjson writes the Location dataclasses and the Severity enum itself
         "code": finding.code,
         "name": finding.name,
@@ -54,7 +59,7 @@ def finding_dict(finding: Finding) -> dict:
         "line": finding.line,
         "message": finding.message,
         "related": related,
-        "data": capped_data(finding.data),
+        "data": data,
     }
     if left_out:
         document["related_left_out"] = left_out
@@ -81,7 +86,7 @@ def printable(value: object) -> object:
         return {printable(key): printable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [printable(item) for item in value]
-    if isinstance(value, Location):
+    if isinstance(value, (Location, Finding)):
         return printable(value.to_dict())
     if isinstance(value, Severity):
         return value.value

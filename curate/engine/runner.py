@@ -318,12 +318,14 @@ def run_lint(
     keep_row_hashes: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_rows: Callable[[list[RawRow]], None] | None = None,
-    jobs: int | None = None,
+    jobs: int | None = 1,
 ) -> LintResult:
     """Lint every file of the plan. `on_rows` sees each batch of raw rows as read, for callers
     that need the rows too (review) without reading the files a second time. `jobs`: processes
-    to read with (None: one per core); large JSONL input is then cut into shards, one per process
-    (`curate.engine.shards`), with the same report as one process gives."""
+    to read with (None: one per core; `curate lint` passes its `--jobs`); large JSONL input is
+    then cut into shards, one per process (`curate.engine.shards`), with the same report as one
+    process gives. Workers are started with multiprocessing's `spawn`, which imports the main
+    module in each: call with jobs other than 1 from under `if __name__ == "__main__":`."""
     with cyclic_gc_paused():
         return _run_lint(plan, on_progress, keep_row_hashes, batch_size, on_rows, usable_cores() if jobs is None else jobs)
 
