@@ -1,13 +1,16 @@
 """Benchmark the lint pass: rows/s for the SC rules and SC+QL at 10k and 100k rows,
 the QL rules against a naive per-message Python loop measured in the same run,
-the whole `curate lint` (every default rule, JSON report, a fresh process) against the rensa
-near-duplicate pipeline alone on the same file (bench/rensa_baseline.py; issue 16 asks the
-whole lint to be the faster at 100k rows), and the wall time of `curate lint` on 1k rows in
-a fresh interpreter.
+the whole `curate lint` (every default rule, JSON report, a fresh process; by default a shard
+per core, and with `--jobs 1` in one process, whose reports must be identical) and `curate lint
+--select DU002` against the rensa near-duplicate pipeline alone on the same file, from the
+file's first byte to the findings (bench/rensa_baseline.py; issue 16 asks the whole lint to be
+the faster at 100k rows), with each run's CPU (every process), the peak RSS of its largest
+process and of all its processes together; and the wall time of `curate lint` on 1k rows in a
+fresh interpreter.
 
     .venv/bin/python bench/lint.py                 # 10k and 100k rows
     .venv/bin/python bench/lint.py --sizes 10000   # quicker
-    .venv/bin/python bench/lint.py --sizes 10000 --full-sizes 100000 1000000   # the 1M race (~5 min)
+    .venv/bin/python bench/lint.py --sizes 1000 --full-sizes 100000 1000000 --repeats 2   # the 1M race (~10 min)
 
 Rows come from bench/generate.py, with 1% replaced by rows that carry a quality
 problem (placeholder, PII, a key, control characters, a merged example,
@@ -188,29 +191,40 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
-def full_lint_vs_rensa(path: Path, repeats: int) -> tuple[dict, dict, dict]:
+#: The race's curate runs: name -> extra `curate lint` arguments.
+CURATE_RUNS = {
+    "curate lint, all default rules": [],
+    "the same, --jobs 1 (one process)": ["--jobs", "1"],
+    "curate lint --select DU002 (near-duplicates alone)": ["--select", "DU002"],
+}
+
+
+def full_lint_vs_rensa(path: Path, repeats: int) -> tuple[dict[str, dict], dict]:
     """`curate lint` with every default rule (JSON report, as CI runs it), as it runs by default
-    (a shard per core) and in one process (`--jobs 1`), against the rensa near-duplicate
-    pipeline alone on the same file; each a fresh process from the first byte, alternating; the
-    best run of each by wall time (the machine is shared). The two reports must be identical."""
-    reports = {jobs: OUT / f"{path.stem}-report-{jobs}.json" for jobs in ("auto", "1")}
-    runs: dict[str, list[dict]] = {"auto": [], "1": [], "rensa": []}
+    (a shard per core) and in one process (`--jobs 1`), and with DU002 alone, against the rensa
+    near-duplicate pipeline alone on the same file; each a fresh process from the first byte,
+    alternating; the best run of each by wall time (the machine is shared). The sharded and the
+    one-process reports must be identical."""
+    reports = {name: OUT / f"{path.stem}-report-{number}.json" for number, name in enumerate(CURATE_RUNS)}
+    runs: dict[str, list[dict]] = {name: [] for name in [*CURATE_RUNS, "rensa"]}
     for _ in range(repeats):
-        for jobs, report in reports.items():
-            runs[jobs].append(measured_process([sys.executable, "-m", "curate", "lint", "--isolated", "--format", "json", "-o", str(report),
-                                                *(["--jobs", jobs] if jobs != "auto" else []), str(path)]))
+        for name, extra in CURATE_RUNS.items():
+            command = [sys.executable, "-m", "curate", "lint", "--isolated", "--format", "json", "-o", str(reports[name]), *extra, str(path)]
+            runs[name].append(measured_process(command))
         rensa = measured_process([sys.executable, str(ROOT / "bench" / "rensa_baseline.py"), str(path)])
         runs["rensa"].append({**rensa, **orjson.loads(rensa["stdout"].strip().splitlines()[-1])})
-    if reports["auto"].read_bytes() != reports["1"].read_bytes():
+    sharded, single = (reports[name].read_bytes() for name in list(CURATE_RUNS)[:2])
+    if sharded != single:
         raise SystemExit(f"{path}: the sharded report differs from the one-process report")
     best = {name: min(measured, key=lambda run: run["wall_s"]) for name, measured in runs.items()}
-    for jobs in reports:
-        best[jobs]["findings"] = len(orjson.loads(reports[jobs].read_bytes())["findings"])
-    return best["auto"], best["1"], best["rensa"]
+    for name in CURATE_RUNS:
+        best[name]["findings"] = len(orjson.loads(reports[name].read_bytes())["findings"])
+    return {name: best[name] for name in CURATE_RUNS}, best["rensa"]
 
 
-def print_full_lint_vs_rensa(n: int, lint: dict, single: dict, rensa: dict) -> None:
-    for label, run in (("curate lint, all default rules", lint), ("the same, --jobs 1 (one process)", single)):
+def print_full_lint_vs_rensa(n: int, curate: dict[str, dict], rensa: dict) -> None:
+    lint, single, alone = curate.values()
+    for label, run in curate.items():
         print(f"{n:>8}  {label}: {run['wall_s']:.2f} s wall, {run['cpu_s']:.2f} s CPU, {run['peak_mib']:,.0f} MiB peak "
               f"({run['peak_total_mib']:,.0f} MiB all processes), {run['findings']:,} findings ({n / run['wall_s']:,.0f} rows/s)")
     print(f"{'':>8}  rensa near-duplicate pipeline alone ({rensa['bands']} bands): {rensa['wall_s']:.2f} s wall, "
@@ -218,6 +232,8 @@ def print_full_lint_vs_rensa(n: int, lint: dict, single: dict, rensa: dict) -> N
     print(f"{'':>8}  -> every default rule vs rensa's one: {rensa['wall_s'] / lint['wall_s']:.2f}x by wall, "
           f"{rensa['cpu_s'] / lint['cpu_s']:.2f}x by CPU (above 1: the whole lint is faster); "
           f"shards vs one process: {single['wall_s'] / lint['wall_s']:.2f}x by wall, identical reports")
+    print(f"{'':>8}  -> DU002 alone vs rensa, file to findings: {rensa['wall_s'] / alone['wall_s']:.2f}x by wall, "
+          f"{rensa['cpu_s'] / alone['cpu_s']:.2f}x by CPU")
 
 
 def main() -> None:
