@@ -162,17 +162,24 @@ class BackgroundObserver:
     which releases the GIL, so the two threads use both cores. Batches are observed one at a
     time and in order (each `observe` first waits for the previous batch), so every rule sees
     exactly the batches, in the order, a serial run would; an exception in a rule is raised in
-    the main thread at the next `observe` or `wait`."""
+    the main thread at the next `observe` or `wait`. With `in_background` False the rules observe
+    in the calling thread: where a process per core already keeps the cores busy (a sharded
+    run), the second thread only added GIL hand-offs (1M rows: 1.3 s less sys time without it,
+    and 31.3 s against 32.8 s wall over five alternating pairs)."""
 
-    def __init__(self, dataset_rules: list[DatasetRule], left_out: Counter[str]):
+    def __init__(self, dataset_rules: list[DatasetRule], left_out: Counter[str], in_background: bool = True):
         self.dataset_rules = dataset_rules
         self.left_out = left_out
+        self.in_background = in_background
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
 
     def observe(self, batch: Batch) -> None:
         self.wait()
         if not self.dataset_rules:
+            return
+        if not self.in_background:
+            observe_dataset_rules(self.dataset_rules, batch, self.left_out)
             return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-observe")
@@ -210,11 +217,13 @@ def add_row_indexes(findings: list[Finding], json_indexes: dict[tuple[str, int],
 
 class LintPass:
     """One process's share of a run: it reads sources batch by batch, runs the row rules on each
-    batch and has the dataset rules observe it (in the background, `BackgroundObserver`). A run
-    is one pass, or one pass per shard of its input (`curate.engine.shards`), merged in order."""
+    batch and has the dataset rules observe it (`BackgroundObserver`: in a second thread, or in
+    this one when the run is sharded). A run is one pass, or one pass per shard of its input
+    (`curate.engine.shards`), merged in order."""
 
     def __init__(self, rules: list[Rule], errors: list[str], batch_size: int, columns: dict[str, str],
-                 keep_row_hashes: bool = False, on_batch: Callable[[list[RawRow]], None] | None = None):
+                 keep_row_hashes: bool = False, on_batch: Callable[[list[RawRow]], None] | None = None,
+                 observe_in_background: bool = True):
         self.row_rules = [rule for rule in rules if isinstance(rule, RowRule)]
         self.dataset_rules = [rule for rule in rules if isinstance(rule, DatasetRule)]
         self.errors = errors
@@ -225,7 +234,7 @@ class LintPass:
         self.result = ShardResult(errors=errors)
         self.json_indexes: dict[tuple[str, int], int] = {}
         self.row_hashes: dict[tuple[str, int], str] = {}
-        self.observer = BackgroundObserver(self.dataset_rules, self.result.left_out)
+        self.observer = BackgroundObserver(self.dataset_rules, self.result.left_out, observe_in_background)
 
     @classmethod
     def for_shard(cls, task: ShardTask, on_bytes: Callable[[int], None]) -> LintPass:
@@ -235,7 +244,8 @@ class LintPass:
         load_builtin_rules()
         errors: list[str] = []
         rules = _set_up([REGISTRY[code](options, task.context) for code, options in task.rules], errors)
-        return cls(rules, errors, task.batch_size, task.columns, on_batch=lambda raw_rows: on_bytes(sum(raw.size for raw in raw_rows)))
+        return cls(rules, errors, task.batch_size, task.columns, on_batch=lambda raw_rows: on_bytes(sum(raw.size for raw in raw_rows)),
+                   observe_in_background=False)
 
     def read(self, path: str, batches: Iterable[list[RawRow]]) -> None:
         """Lint the batches of one source; an InputError ends the source, its message in `errors`."""
@@ -351,7 +361,7 @@ def _run_lint(
         read_bytes += sum(raw.size for raw in raw_rows)
         report(raw_rows[0].path if raw_rows else "")
 
-    lint_pass = LintPass(rules, errors, batch_size, plan.columns, keep_row_hashes, on_batch)
+    lint_pass = LintPass(rules, errors, batch_size, plan.columns, keep_row_hashes, on_batch, observe_in_background=shards is None)
     try:
         if shards is None:
             for path in plan.paths:
