@@ -580,6 +580,14 @@ def anonymous_buffer(size: int) -> mmap.mmap | bytearray:
         return bytearray(size)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def file_size(path: str | os.PathLike) -> int:
     try:
         return os.path.getsize(path)

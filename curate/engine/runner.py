@@ -18,8 +18,8 @@ from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Rule, RowRule, RuleSetupError
 from curate.engine.settings import LintPlan, severity_fails
-from curate.engine.shards import ByteRange, ShardResult, ShardTask, ShardWorkers, plan_shards, shard_task, usable_cores
-from curate.io import InputError, RawRow, batched, empty_file_error, file_size, iter_batches, iter_jsonl_range_chunks, row_hash
+from curate.engine.shards import ByteRange, ShardResult, ShardTask, ShardWorkers, plan_shards, shard_task
+from curate.io import InputError, RawRow, batched, empty_file_error, file_size, iter_batches, iter_jsonl_range_chunks, row_hash, usable_cores
 from curate.sources import IndexedRow, apply_column_mapping, source_kind
 
 #: Rows per batch. 20k-row batches held ~10 KB of transient Python objects and arrays per row
@@ -304,17 +304,6 @@ class LintPass:
         return True  # `later`'s rules are gone: what they held is held here only, and freed as used
 
 
-def finished_rules(dataset_rules: list[DatasetRule]) -> Iterator[tuple[DatasetRule, tuple[list[Finding], str | None]]]:
-    """Each dataset rule with what its `finish` reported (findings, or a RuleSetupError's message),
-    in rule order, one after the other: running them two at a time in threads saved nothing at
-    1M rows (DU002's finish is the long one) and raised the peak by what the others hold."""
-    for rule in dataset_rules:
-        try:
-            yield rule, (list(rule.finish()), None)
-        except RuleSetupError as exc:
-            yield rule, ([], str(exc))
-
-
 def run_lint(
     plan: LintPlan,
     on_progress: ProgressCallback | None = None,
@@ -396,12 +385,13 @@ def _run_lint(
     for code, count in left_out.items():
         skipped[code] = f"{count} preference {'row is' if count == 1 else 'rows are'} compared by the PF rules instead"
     stats: dict[str, dict[str, int]] = {"row formats": dict(formats.most_common())} if rows else {}
-    for position, (rule, (found, problem)) in enumerate(finished_rules(dataset_rules), start=1):
+    for position, rule in enumerate(dataset_rules, start=1):
         if on_progress:
-            on_progress(Progress("finish", position, len(dataset_rules), rows, f"{rule.code} {rule.name}"))
-        findings.extend(found)
-        if problem is not None:
-            errors.append(problem)
+            on_progress(Progress("finish", position - 1, len(dataset_rules), rows, f"{rule.code} {rule.name}"))
+        try:
+            findings.extend(rule.finish())
+        except RuleSetupError as exc:
+            errors.append(str(exc))
         stats.update(rule.stats())
     if on_progress:
         on_progress(Progress("finish", len(dataset_rules), len(dataset_rules), rows, "done"))

@@ -56,13 +56,6 @@ class ByteRange:
     end: int
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def shardable_paths(paths: list[str]) -> bool:
     """Every input is a plain JSON Lines file that starts as UTF-8 (a UTF-16 file is one error)."""
     for path in paths:

@@ -240,8 +240,6 @@ def lsh_buckets(band_hashes: np.ndarray, rows: np.ndarray | None = None) -> Buck
     more, two bands are sorted at a time in threads (numpy's sort releases the GIL)."""
     count, bands = band_hashes.shape
     rows = np.arange(count, dtype=np.int32) if rows is None else rows.astype(np.int32)
-    if len(rows) < 2:
-        return Buckets(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     def band_buckets(band: int) -> tuple[np.ndarray, np.ndarray] | None:
         order, keys = sort_keys(band_hashes[rows, band])
@@ -254,7 +252,9 @@ def lsh_buckets(band_hashes: np.ndarray, rows: np.ndarray | None = None) -> Buck
         slots = np.repeat(run_starts[shared] - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
         return rows[order[slots]], sizes
 
-    if len(rows) >= THREADED_BUCKET_ROWS:
+    if len(rows) < 2:
+        found = []
+    elif len(rows) >= THREADED_BUCKET_ROWS:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(2, thread_name_prefix="curate-bands") as pool:

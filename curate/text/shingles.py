@@ -11,7 +11,6 @@ same bits.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from curate.io import usable_cores
 from curate.text.normalize import words_expr
 
 if TYPE_CHECKING:
@@ -230,8 +230,7 @@ def in_threads(work: Callable[[int, int], _Result], weights: np.ndarray) -> list
     """`work(first_row, end_row)` over consecutive row ranges of about equal total `weights`, one
     per available core, in threads (the kernels release the GIL); results in row order."""
     total = int(weights.sum())
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    parts = max(1, min(cores, total // THREAD_MIN_SHINGLES, len(weights)))
+    parts = max(1, min(usable_cores(), total // THREAD_MIN_SHINGLES, len(weights)))
     if parts == 1:
         return [work(0, len(weights))]
     from concurrent.futures import ThreadPoolExecutor
