@@ -51,11 +51,17 @@ def report(result) -> tuple:
     return ([finding.to_dict() for finding in result.findings], result.rows, result.files, result.errors, result.skipped, result.stats)
 
 
-def sharded_and_single(monkeypatch, request: LintRequest, jobs: int, workers=InlineWorkers):
+def sharded_and_single(monkeypatch, request: LintRequest, jobs: int, workers=InlineWorkers, shards_expected: int | None = None):
+    """(the one-process result, the result of the run cut into shards); the second run must have
+    started workers (`shards_expected` - 1 of them, when given), or it proves nothing."""
     single = run_lint(plan_lint(request), jobs=1)
     monkeypatch.setattr(shards, "MIN_SHARD_BYTES", 1)
-    monkeypatch.setattr(runner, "ShardWorkers", workers)
-    return single, run_lint(plan_lint(request), jobs=jobs)
+    started: list[int] = []
+    monkeypatch.setattr(runner, "ShardWorkers", lambda tasks: started.append(len(tasks)) or workers(tasks))
+    sharded = run_lint(plan_lint(request), jobs=jobs)
+    assert started and started[0] >= 1, "the run was not sharded"
+    assert shards_expected is None or started[0] + 1 == shards_expected
+    return single, sharded
 
 
 def test_every_dataset_rule_merges_so_the_default_rules_can_shard():
@@ -77,7 +83,9 @@ def test_every_rule_case_reports_the_same_cut_into_a_shard_per_row(code, case, t
     if "max_row_bytes" in case:
         kwargs["max_row_bytes"] = case["max_row_bytes"]
     data = write_jsonl(tmp_path / "data.jsonl", case["rows"])
-    single, sharded = sharded_and_single(monkeypatch, LintRequest(paths=[str(data)], isolated=True, **kwargs), jobs=len(case["rows"]))
+    jobs = data.stat().st_size  # a cut at every byte: a shard starts at every line
+    request = LintRequest(paths=[str(data)], isolated=True, **kwargs)
+    single, sharded = sharded_and_single(monkeypatch, request, jobs=jobs, shards_expected=len(data.read_bytes().splitlines()))
     assert report(sharded) == report(single)
 
 
