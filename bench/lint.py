@@ -5,8 +5,8 @@ per core, and with `--jobs 1` in one process, whose reports must be identical) a
 --select DU002` against the rensa near-duplicate pipeline alone on the same file, from the
 file's first byte to the findings (bench/rensa_baseline.py; issue 16 asks the whole lint to be
 the faster at 100k rows), with each run's CPU (every process), the peak RSS of its largest
-process and of all its processes together; and the wall time of `curate lint` on 1k rows in a
-fresh interpreter.
+process and the peak memory of all its processes together (their PSS added up, so shared
+library pages count once); and the wall time of `curate lint` on 1k rows in a fresh interpreter.
 
     .venv/bin/python bench/lint.py                 # 10k and 100k rows
     .venv/bin/python bench/lint.py --sizes 10000   # quicker
@@ -149,8 +149,9 @@ def cli_seconds(path: Path, repeats: int = 3) -> tuple[float, float]:
 
 def measured_process(command: list[str]) -> dict:
     """Wall seconds, CPU seconds (user + sys, every thread, and the worker processes it waited
-    for), the peak RSS of its largest process (`peak_mib`, from wait4) and the peak of the RSS of
-    it and its children added up (`peak_total_mib`, sampled every 50 ms from /proc)."""
+    for), the peak RSS of its largest process (`peak_mib`, from wait4) and the peak of the memory
+    of it and its children together (`peak_total_mib`: their PSS added up, `tree_pss_kib`,
+    sampled every 50 ms from /proc; at least the largest process's peak RSS)."""
     import threading
 
     started = time.perf_counter()
@@ -160,7 +161,7 @@ def measured_process(command: list[str]) -> dict:
 
     def sample() -> None:
         while not done.wait(0.05):
-            total_peak[0] = max(total_peak[0], tree_rss_kib(child.pid))
+            total_peak[0] = max(total_peak[0], tree_pss_kib(child.pid))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -175,8 +176,11 @@ def measured_process(command: list[str]) -> dict:
             "peak_mib": usage.ru_maxrss / 1024, "peak_total_mib": max(total_peak[0], usage.ru_maxrss) / 1024, "stdout": stdout.decode()}
 
 
-def tree_rss_kib(pid: int) -> int:
-    """The RSS of a process and its children, added up (0 where /proc cannot tell)."""
+def tree_pss_kib(pid: int) -> int:
+    """The proportional set size (PSS) of a process and its children, added up (0 where /proc
+    cannot tell): each page counts once across them, a page two processes share half in each.
+    Adding their RSS instead would count twice the ~100 MB of shared library pages (numba's LLVM,
+    polars) that every process maps."""
     total = 0
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -184,10 +188,10 @@ def tree_rss_kib(pid: int) -> int:
         children = []
     for process in [str(pid), *children]:
         try:
-            status = Path(f"/proc/{process}/status").read_text()
+            rollup = Path(f"/proc/{process}/smaps_rollup").read_text()
         except OSError:
             continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        total += next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0)
     return total
 
 

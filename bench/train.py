@@ -128,14 +128,12 @@ class Meter:
 def release_freed_memory() -> None:
     """Hand memory freed during set-up (model loading, quantization) back to the OS, in every
     worker alike, so the peak RSS of training is training's own."""
-    import ctypes
     import gc
 
+    from curate.io import release_freed_memory as trim_heap
+
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim_heap()
 
 
 def peak_memory() -> tuple[int, str]:

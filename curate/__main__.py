@@ -1,6 +1,4 @@
-import sys
-
-from curate.cli import main
+from curate.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

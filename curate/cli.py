@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from curate import __version__
 
@@ -63,5 +64,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+#: Commands after which `entry` ends the process without the interpreter's teardown.
+QUICK_EXIT_COMMANDS = frozenset({"lint"})
+
+
+def entry() -> NoReturn:
+    """The `curate` executable: `main`, then exit. After a command of QUICK_EXIT_COMMANDS, whose
+    output is all written by then, the exit handlers run and the process ends without freeing
+    its objects one by one (`os._exit`): a 1M-row lint spent 0.45 s there."""
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in QUICK_EXIT_COMMANDS:
+        import atexit
+        import os
+
+        atexit._run_exitfuncs()  # multiprocessing's clean-up, anything else registered
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

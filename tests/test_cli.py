@@ -65,6 +65,33 @@ def test_output_file_is_written_atomically(tmp_path):
     assert json.loads(out.read_text())["summary"]["by_code"] == {"SC001": 1}
 
 
+def test_json_report_is_the_same_on_stdout_and_in_a_file(tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", ["{oops", WARN_ONLY, GOOD])
+    out = tmp_path / "report.json"
+    to_file = curate("lint", str(data), "--isolated", "--select", "SC", "--format", "json", "-o", str(out))
+    to_stdout = curate("lint", str(data), "--isolated", "--select", "SC", "--format", "json")
+    assert to_file.returncode == to_stdout.returncode == 1
+    assert to_stdout.stdout == out.read_text(encoding="utf-8") and to_stdout.stdout.endswith("}\n")
+    assert json.loads(to_stdout.stdout)["summary"]["by_code"] == {"SC001": 1, "SC008": 1}
+
+
+def test_the_executable_ends_a_lint_without_teardown_yet_runs_exit_handlers_and_flushes(tmp_path):
+    """`entry` (the `curate` executable) ends a lint with `os._exit`: the lint's exit code, its whole
+    report on stdout, and the exit handlers (multiprocessing's clean-up) run first."""
+    warn = write_jsonl(tmp_path / "warn.jsonl", [WARN_ONLY] * 3)
+    marker = tmp_path / "handler-ran"
+    script = (
+        "import atexit, sys\n"
+        "from curate.cli import entry\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').write('ran'))\n"
+        f"sys.argv = ['curate', 'lint', {str(warn)!r}, '--isolated', '--select', 'SC', '--fail-on', 'warning', '--format', 'json']\n"
+        "entry()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and marker.read_text() == "ran"
+    assert json.loads(proc.stdout)["summary"]["warnings"] == 3
+
+
 def test_baseline_waives_known_rows_by_content_not_line(tmp_path):
     rows = ["{oops", WARN_ONLY, GOOD]
     data = write_jsonl(tmp_path / "data.jsonl", rows)

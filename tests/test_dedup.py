@@ -422,3 +422,20 @@ def test_lsh_buckets_keep_keys_apart_that_differ_only_in_their_low_bits():
     keys = np.array([[prefix | np.uint64(1)], [prefix | np.uint64(2)], [prefix | np.uint64(1)], [7], [prefix | np.uint64(2)]], dtype=np.uint64)
     buckets = lsh_buckets(keys)
     assert sorted(sorted(buckets.rows[start : start + size].tolist()) for start, size in zip(buckets.starts, buckets.sizes)) == [[0, 2], [1, 4]]
+
+
+def test_number_words_are_the_words_the_digit_regex_matches_whole():
+    import re
+
+    from curate.text.rows import number_words
+    from curate.text.shingles import Tokens
+
+    texts = ["Order 12 of ٣٤ items, ticket 007", "x1 12a ß9 1٣ 12", "#### 72", "", "12 apples and 12 pears", "३ 3.5"]
+    tokens = tokenize(pl.Series(texts))
+    words_list = tokens.words.to_list()
+    expected = [re.fullmatch(r"\d+", word) is not None for word in words_list]
+    assert any(expected) and not all(expected)
+    assert number_words(tokens).tolist() == expected
+    chosen = np.array([index for index, word in enumerate(words_list) if index % 3 != 1])  # a selection, as MessageTokens.select makes
+    selected = Tokens(tokens.words, tokens.hashes[chosen], np.array([len(chosen)]), chosen)
+    assert number_words(selected).tolist() == [expected[index] for index in chosen]

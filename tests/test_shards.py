@@ -38,12 +38,19 @@ class InlineWorkers:
 
     def results(self, waiting):
         for task in self.tasks:
-            views = pickled(lint_shard(task, lambda size: None))
-            header = views.pop()
-            yield task, pickle.loads(header, buffers=[bytearray(view) for view in views])
+            parts = []
+            parts.append(through_the_pipe(lint_shard(task, lambda size: None, lambda part: parts.append(through_the_pipe(part)))))
+            yield task, parts
 
     def close(self) -> None:
         pass
+
+
+def through_the_pipe(result: ShardResult) -> ShardResult:
+    """`result` as the main process receives it: pickled with its arrays out of band, the buffers copied."""
+    views = pickled(result)
+    header = views.pop()
+    return pickle.loads(header, buffers=[bytearray(view) for view in views])
 
 
 def report(result) -> tuple:
@@ -159,7 +166,7 @@ def test_a_shard_whose_rules_differ_is_not_merged(tmp_path):
     plan = plan_lint(LintRequest(paths=[str(data)], isolated=True, select=["DU001", "DU002"]))
     lint_pass = LintPass(plan.rules, [], 100, {})
     later = ShardResult(rows=5, dataset_rules={"DU001": plan.rules[0]})
-    assert not lint_pass.merge(later) and lint_pass.result.rows == 0
+    assert not lint_pass.merge([later]) and lint_pass.result.rows == 0
 
 
 def test_cuts_fall_on_line_starts_and_cover_every_byte_once(tmp_path):
@@ -260,3 +267,81 @@ def test_curate_lint_refuses_zero_jobs(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["lint", str(write_jsonl(tmp_path / "data.jsonl", [{"text": "hi"}])), "--jobs", "0"])
     assert stopped.value.code == 2 and "--jobs" in capsys.readouterr().err
+
+
+def test_workers_sending_a_part_after_every_batch_report_the_same(tmp_path, monkeypatch):
+    """Parts (a worker sends what it holds and goes on with its rules as setup left them) cut each
+    shard again; two real worker processes send a part per 7-row batch."""
+    request = LintRequest(paths=mixed_corpus(tmp_path), isolated=True, eval=[str(tmp_path / "eval.jsonl")])
+    single = run_lint(plan_lint(request), jobs=1)
+    monkeypatch.setattr(shards, "MIN_SHARD_BYTES", 1)
+    monkeypatch.setattr(shards, "PART_BYTES", 1)
+    received: list[int] = []
+
+    class CountingWorkers(ShardWorkers):
+        def results(self, waiting):
+            for task, parts in super().results(waiting):
+                received.append(len(parts))
+                yield task, parts
+
+    monkeypatch.setattr(runner, "ShardWorkers", CountingWorkers)
+    sharded = run_lint(plan_lint(request), jobs=3, batch_size=7)
+    assert len(received) == 2 and min(received) > 10, received
+    assert report(sharded) == report(single)
+
+
+def test_a_worker_sends_one_part_per_part_bytes_each_holding_only_its_own_rows(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"Reset router {index}"}, {"role": "assistant", "content": "Hold the button."}]} for index in range(10)]
+    rows += [rows[0]]  # an exact copy of the first row, in the last part
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    plan = plan_lint(LintRequest(paths=[str(data)], isolated=True, select=["DU001", "SC"]))
+    task = shards.shard_task(plan, plan.rules, [ByteRange(str(data), 0, data.stat().st_size)], batch_size=2)
+    task.part_bytes = 1
+    parts: list[ShardResult] = []
+    parts.append(lint_shard(task, lambda size: None, lambda part: parts.append(through_the_pipe(part))))
+    assert [part.rows for part in parts] == [2, 2, 2, 2, 2, 1, 0]  # the last part is what follows the last batch's part: nothing
+    assert [part.final for part in parts] == [False] * 6 + [True]
+    assert [len(part.dataset_rules["DU001"].keys) for part in parts] == [1] * 6 + [0]  # one batch of keys each: nothing carried over
+    main = LintPass(runner._set_up(plan.rules, []), [], 2, {})
+    assert main.merge(parts) and main.result.rows == 11
+    duplicates = list(next(rule for rule in main.dataset_rules if rule.code == "DU001").finish())
+    assert [(finding.line, finding.related[0].line) for finding in duplicates] == [(11, 1)]  # found across parts
+
+
+def test_set_up_copies_share_what_setup_built_and_hold_no_observation(tmp_path):
+    row = {"messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}]}
+    eval_file, train_file = write_jsonl(tmp_path / "eval.jsonl", [row]), write_jsonl(tmp_path / "train.jsonl", [row])
+    plan = plan_lint(LintRequest(paths=[str(train_file)], isolated=True, select=["LK001", "LK002"], eval=[str(eval_file)]))
+    rules = [rule for rule in plan.rules if isinstance(rule, DatasetRule)]
+    for rule in rules:
+        rule.setup()
+    set_up = shards.SetUpRules(rules)
+    first, second = set_up.copies(), set_up.copies()
+    for rule, copy, other in zip(rules, first, second):
+        assert type(copy) is type(rule) and copy is not rule and copy.context is rule.context
+        assert rule.built_by_setup and all(getattr(copy, name) is getattr(rule, name) for name in rule.built_by_setup)
+        assert vars(copy).keys() == vars(rule).keys()
+    lint_pass = LintPass(first, [], 100, {}, observe_in_background=False)
+    lint_pass.read(str(train_file), [next(iter_jsonl_chunks(train_file))])
+    assert lint_pass.result.rows == 1 and first[0].findings
+    assert [pickle.dumps(copy) for copy in first] != [pickle.dumps(copy) for copy in second]  # the copy read a row
+    assert [pickle.dumps(copy) for copy in set_up.copies()] == [pickle.dumps(copy) for copy in second]  # observing one copy left the others as they were
+
+
+def test_a_worker_that_crashes_after_sending_parts_counts_as_failed(tmp_path):
+    import multiprocessing
+
+    workers = ShardWorkers([])
+    workers.received = [None]
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    shards.send_result(sender, ShardResult(rows=5, final=False))
+    shards.send_result(sender, ShardResult(crashed="MemoryError: "))
+    sender.close()
+    workers._receive(0, receiver)
+    assert workers.received == [None]
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    shards.send_result(sender, ShardResult(rows=5, final=False))
+    shards.send_result(sender, ShardResult(rows=2))
+    sender.close()
+    workers._receive(0, receiver)
+    assert [part.rows for part in workers.received[0]] == [5, 2]

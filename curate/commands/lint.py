@@ -53,9 +53,9 @@ def progress_bar(enabled: bool):
 
 def run(args: argparse.Namespace) -> int:
     from curate.engine.baseline import apply_baseline, read_baseline, write_baseline
-    from curate.engine.report import write_report
+    from curate.engine.report import json_report, report_bytes, write_report
     from curate.engine.runner import run_lint
-    from curate.io import InputError, atomic_write_text
+    from curate.io import InputError, atomic_write_bytes
 
     plan = plan_from_args(args)
     if plan is None:
@@ -84,11 +84,11 @@ def run(args: argparse.Namespace) -> int:
     if baseline is not None:
         result.findings, result.waived = apply_baseline(result.findings, baseline, result.row_hashes)
     if args.output:
-        import io
-
-        buffer = io.StringIO()
-        write_report(result, args.format, buffer, **({"show_stats": args.stats, "color": False} if args.format == "text" else {}))
-        atomic_write_text(args.output, buffer.getvalue())
+        atomic_write_bytes(args.output, report_bytes(result, args.format, **({"show_stats": args.stats, "color": False} if args.format == "text" else {})))
+    elif args.format == "json" and hasattr(sys.stdout, "buffer"):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(json_report(result))
+        sys.stdout.buffer.flush()
     else:
         write_report(result, args.format, sys.stdout, **({"show_stats": args.stats} if args.format == "text" else {}))
     return result.exit_code(plan.fail_on)

@@ -74,10 +74,19 @@ class RunContext:
 
 def _masked(data: dict[str, Any]) -> dict[str, Any]:
     """Finding data with its strings, and lists of strings, masked (locations and numbers untouched)."""
-    return {
-        key: mask_secrets(value) if isinstance(value, str) else [mask_secrets(item) if isinstance(item, str) else item for item in value] if isinstance(value, list) else value
-        for key, value in data.items()
-    }
+    return {key: _masked_value(value) for key, value in data.items()}
+
+
+def _masked_value(value: Any) -> Any:
+    """A string masked; a list with its strings masked (the same list when it holds none, as a
+    cluster's 50 locations shared by each of its findings do); anything else as it is."""
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, str):
+                return [mask_secrets(item) if isinstance(item, str) else item for item in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import DatasetRule, Rule, RowRule, RuleSetupError
 from curate.engine.settings import LintPlan, severity_fails
-from curate.engine.shards import ByteRange, ShardResult, ShardTask, ShardWorkers, plan_shards, shard_task
+from curate.engine.shards import ByteRange, SetUpRules, ShardResult, ShardTask, ShardWorkers, plan_shards, shard_task
 from curate.io import InputError, RawRow, batched, empty_file_error, file_size, iter_batches, iter_jsonl_range_chunks, row_hash, usable_cores
 from curate.sources import IndexedRow, apply_column_mapping, source_kind
 
@@ -235,23 +235,27 @@ class LintPass:
         self.json_indexes: dict[tuple[str, int], int] = {}
         self.row_hashes: dict[tuple[str, int], str] = {}
         self.observer = BackgroundObserver(self.dataset_rules, self.result.left_out, observe_in_background)
+        #: The rules as setup left them, for a shard's pass to go on with after each part it sends.
+        self.set_up_rules: SetUpRules | None = None
 
     @classmethod
-    def for_shard(cls, task: ShardTask, on_bytes: Callable[[int], None]) -> LintPass:
-        """A worker's pass: its rules built from the task's options, set up in this process."""
+    def for_shard(cls, task: ShardTask, on_batch: Callable[[list[RawRow]], None]) -> LintPass:
+        """A worker's pass: its rules built from the task's options, set up in this process;
+        `on_batch` sees each batch's raw rows once it is linted (and may `take_part`)."""
         from curate.engine.rule import REGISTRY, load_builtin_rules
 
         load_builtin_rules()
         errors: list[str] = []
         rules = _set_up([REGISTRY[code](options, task.context) for code, options in task.rules], errors)
-        return cls(rules, errors, task.batch_size, task.columns, on_batch=lambda raw_rows: on_bytes(sum(raw.size for raw in raw_rows)),
-                   observe_in_background=False)
+        lint_pass = cls(rules, errors, task.batch_size, task.columns, on_batch=on_batch, observe_in_background=False)
+        lint_pass.set_up_rules = SetUpRules(lint_pass.dataset_rules)
+        return lint_pass
 
     def read(self, path: str, batches: Iterable[list[RawRow]]) -> None:
         """Lint the batches of one source; an InputError ends the source, its message in `errors`."""
-        result = self.result
         try:
             for raw_rows in batches:
+                result = self.result  # a new one after each part a shard's pass sends (`take_part`)
                 if self.columns:
                     apply_column_mapping(raw_rows, self.columns)
                 batch = Batch.from_raw(raw_rows)
@@ -266,7 +270,7 @@ class LintPass:
                 if self.on_batch:
                     self.on_batch(raw_rows)
         except InputError as exc:
-            result.failed.add(path)
+            self.result.failed.add(path)
             self.errors.append(str(exc))
 
     def read_range(self, byte_range: ByteRange, max_row_bytes: int) -> None:
@@ -285,23 +289,38 @@ class LintPass:
         self.result.dataset_rules = {rule.code: rule for rule in self.dataset_rules}
         return self.result
 
-    def merge(self, later: ShardResult) -> bool:
-        """Take in a later shard's result (see `DatasetRule.merge`); False, with nothing taken,
-        when its rules are not this pass's (one failed to set up in one process only)."""
-        if set(later.dataset_rules) != {rule.code for rule in self.dataset_rules}:
+    def take_part(self) -> ShardResult:
+        """What this pass found and observed since its last part (`shard_result`, not final); it
+        goes on with fresh copies of its rules as `setup` left them (a shard's pass only)."""
+        self.wait()
+        part = self.shard_result()
+        part.final = False
+        assert self.set_up_rules is not None, "only a shard's pass sends parts"
+        self.dataset_rules[:] = self.set_up_rules.copies()  # the observer's list too
+        self.result = ShardResult(errors=self.errors)
+        self.observer.left_out = self.result.left_out
+        return part
+
+    def merge(self, parts: list[ShardResult]) -> bool:
+        """Take in the parts of a later shard, in order (see `DatasetRule.merge`); False, with
+        nothing taken, when their rules are not this pass's (one failed to set up in one process
+        only)."""
+        codes = {rule.code for rule in self.dataset_rules}
+        if any(set(part.dataset_rules) != codes for part in parts):
             return False
         result = self.result
-        result.findings += later.findings
-        result.rows += later.rows
-        result.rows_by_path.update(later.rows_by_path)
-        result.failed |= later.failed
-        result.formats.update(later.formats)
-        result.roleless.update(later.roleless)
-        result.left_out.update(later.left_out)
-        self.errors += [error for error in later.errors if error not in self.errors]
-        for rule in self.dataset_rules:
-            rule.merge(later.dataset_rules.pop(rule.code))  # type: ignore[arg-type]
-        return True  # `later`'s rules are gone: what they held is held here only, and freed as used
+        for later in parts:
+            result.findings += later.findings
+            result.rows += later.rows
+            result.rows_by_path.update(later.rows_by_path)
+            result.failed |= later.failed
+            result.formats.update(later.formats)
+            result.roleless.update(later.roleless)
+            result.left_out.update(later.left_out)
+            self.errors += [error for error in later.errors if error not in self.errors]
+            for rule in self.dataset_rules:
+                rule.merge(later.dataset_rules.pop(rule.code))  # type: ignore[arg-type]
+        return True  # the parts' rules are gone: what they held is held here only, and freed as used
 
 
 def run_lint(
@@ -359,12 +378,12 @@ def _run_lint(
             workers = ShardWorkers([shard_task(plan, rules, ranges, batch_size) for ranges in shards[1:]])
             for byte_range in shards[0]:
                 lint_pass.read_range(byte_range, plan.max_row_bytes)
-            for task, shard in workers.results(lambda: report("")):
+            for task, parts in workers.results(lambda: report("")):
                 lint_pass.wait()
-                if shard is None or not lint_pass.merge(shard):  # the worker failed: read its shard here
+                if parts is None or not lint_pass.merge(parts):  # the worker failed: read its shard here
                     for byte_range in task.ranges:
                         lint_pass.read_range(byte_range, plan.max_row_bytes)
-                del shard
+                del parts
             for path in plan.paths:
                 if not lint_pass.result.rows_by_path[path] and path not in lint_pass.result.failed:
                     lint_pass.result.failed.add(path)

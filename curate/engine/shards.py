@@ -5,10 +5,12 @@ hold the GIL. So the input's bytes are cut into contiguous shards at line bounda
 equal in size, and each shard past the first is linted by a process of its own, started fresh
 (`spawn`: a forked child of a process that has used polars deadlocks in polars' thread pool).
 A worker runs the same `LintPass` as the main process, on its rules built from the same
-options, and sends back its row findings, its counts and its dataset rules' observations; the
-main process merges them in shard order (`DatasetRule.merge`), so every dataset rule reports
-what one rule reading every row in order would, and the report is the same as a one-process
-run's. What travels is the workers' own results over their private pipes (pickle protocol 5,
+options, and sends back its row findings, its counts and its dataset rules' observations in
+parts, one per PART_BYTES of its shard, going on after each with its rules as `setup` left
+them (`SetUpRules`): so a worker holds one part's observations at a time, not its shard's, and
+the parts arrive while the main process still reads. The main process merges them in shard
+order (`DatasetRule.merge`), so every dataset rule reports what one rule reading every row in
+order would, and the report is the same as a one-process run's. What travels is the workers' own results over their private pipes (pickle protocol 5,
 arrays out of band, received straight into their final buffers); nothing read from the input
 is ever unpickled.
 
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from curate.engine.findings import Finding
 from curate.engine.rule import DatasetRule, Rule, RuleOptions, RunContext
-from curate.io import anonymous_buffer, encoding_problem, file_size, line_start_after
+from curate.io import anonymous_buffer, encoding_problem, file_size, line_start_after, release_freed_memory
 from curate.sources import source_kind
 
 if TYPE_CHECKING:
@@ -41,10 +43,17 @@ if TYPE_CHECKING:
 MIN_SHARD_BYTES = 16 * 1024 * 1024
 
 
-#: The main process's shard against a worker's: a worker starts ~0.6 s later (a fresh interpreter,
-#: its imports and setup, counting the lines before its shard) and its result takes ~1 s to
-#: arrive at 1M rows, so its shard is smaller (measured: bench/lint.py's 1M race).
-MAIN_SHARD_WEIGHT = 1.1
+#: The main process's shard against a worker's. A worker starts ~0.6 s later (a fresh interpreter,
+#: its imports and setup, counting the lines before its shard), and the main process spends
+#: about as long receiving the worker's parts as it reads (measured at 1M rows: at 1.1 the
+#: worker was done 2.5 s before the main process, at 1.0 the main process waited 0.4-0.65 s).
+MAIN_SHARD_WEIGHT = 1.0
+
+#: A worker sends what it has found and observed each time it has read this many bytes of its
+#: shard (~50k chat rows, ~35 MB of observations) and goes on with emptied rules, so that it
+#: holds one part at a time: at 1M rows, whole shards held until the end (~340 MB) had both
+#: processes together at 1.55 GB.
+PART_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,8 @@ class ShardTask:
     max_row_bytes: int
     columns: dict[str, str]
     batch_size: int
+    #: Bytes read between two parts sent (PART_BYTES).
+    part_bytes: int = PART_BYTES
 
 
 @dataclass
@@ -136,28 +147,69 @@ class ShardResult:
     dataset_rules: dict[str, DatasetRule] = field(default_factory=dict)
     #: Why the worker stopped (a one-line error), or None when it finished.
     crashed: str | None = None
+    #: Whether this is the shard's last part (a worker sends one per PART_BYTES read).
+    final: bool = True
+
+
+class SetUpRules:
+    """Dataset rules as `setup` left them, before they observe a batch: a worker goes on with
+    fresh copies (`copies`) after each part it sends. What `setup` built (`built_by_setup`: an
+    eval index) and the run context are shared by the copies, not copied."""
+
+    def __init__(self, rules: list[DatasetRule]):
+        self.states = [pickle.dumps(rule, protocol=5) for rule in rules]  # `__getstate__`: no context, nothing setup built
+        self.shared = [{"context": rule.context, **{name: getattr(rule, name) for name in rule.built_by_setup if hasattr(rule, name)}} for rule in rules]
+
+    def copies(self) -> list[DatasetRule]:
+        copies = []
+        for state, shared in zip(self.states, self.shared):
+            rule = pickle.loads(state)  # this process's own pickle, made in __init__
+            vars(rule).update(shared)
+            copies.append(rule)
+        return copies
 
 
 def shard_task(plan: LintPlan, rules: list[Rule], ranges: list[ByteRange], batch_size: int) -> ShardTask:
     context = replace(plan.context, _resources={})  # resources are built by each process's own setup
-    return ShardTask(ranges, [(rule.code, rule.options) for rule in rules], context, plan.max_row_bytes, dict(plan.columns), batch_size)
+    return ShardTask(ranges, [(rule.code, rule.options) for rule in rules], context, plan.max_row_bytes, dict(plan.columns), batch_size, PART_BYTES)
 
 
 def run_shard(task: ShardTask, conn: Connection, done_bytes: Any) -> None:
-    """A worker's main: lint the shard, send the result (or why it could not) and exit."""
+    """A worker's main: lint the shard, sending its parts as they are ready, then the last one (or
+    why it could not) and exit."""
     try:
-        views = pickled(lint_shard(task, lambda size: _add(done_bytes, size)))
+        send_result(conn, lint_shard(task, lambda size: _add(done_bytes, size), lambda part: send_result(conn, part)))
     except BaseException as exc:  # noqa: BLE001 (the main process reads the shard itself instead)
-        views = pickled(ShardResult(crashed=f"{type(exc).__name__}: {exc}"))
-    send_views(conn, views)
+        send_result(conn, ShardResult(crashed=f"{type(exc).__name__}: {exc}"))
     conn.close()
 
 
-def lint_shard(task: ShardTask, on_bytes: Callable[[int], None]) -> ShardResult:
+def send_result(conn: Connection, result: ShardResult) -> None:
+    """Send one part (`pickled`, `send_views`), freeing it as it goes and handing its memory back."""
+    views = pickled(result)
+    del result
+    send_views(conn, views)
+    release_freed_memory()
+
+
+def lint_shard(task: ShardTask, on_bytes: Callable[[int], None], send_part: Callable[[ShardResult], None]) -> ShardResult:
+    """Lint the shard, handing `send_part` a part (`LintPass.take_part`) each `task.part_bytes`
+    read; returns the last part."""
     from curate.engine.runner import LintPass, cyclic_gc_paused
 
+    unsent = 0
+
+    def on_batch(raw_rows: list) -> None:
+        nonlocal unsent
+        size = sum(raw.size for raw in raw_rows)
+        on_bytes(size)
+        unsent += size
+        if unsent >= task.part_bytes:
+            unsent = 0
+            send_part(lint_pass.take_part())
+
     with cyclic_gc_paused():
-        lint_pass = LintPass.for_shard(task, on_bytes)
+        lint_pass = LintPass.for_shard(task, on_batch)
         try:
             for byte_range in task.ranges:
                 lint_pass.read_range(byte_range, task.max_row_bytes)
@@ -226,9 +278,9 @@ PIPE_BYTES = 1024 * 1024
 
 
 class ShardWorkers:
-    """The worker processes of one run, in shard order. A thread per worker receives its result
-    as soon as it is sent (reading a pipe releases the GIL), while this process still reads its
-    own shard; `results` yields each worker's task and result, or None for a worker that failed
+    """The worker processes of one run, in shard order. A thread per worker receives its parts as
+    soon as they are sent (reading a pipe releases the GIL), while this process still reads its
+    own shard; `results` yields each worker's task and parts, or None for a worker that failed
     (its shard is then the caller's to read)."""
 
     def __init__(self, tasks: list[ShardTask]):
@@ -238,7 +290,7 @@ class ShardWorkers:
         context = multiprocessing.get_context("spawn")
         self.tasks = tasks
         self.done_bytes = [context.Value("q", 0, lock=False) for _ in tasks]
-        self.received: list[ShardResult | None] = [None] * len(tasks)
+        self.received: list[list[ShardResult] | None] = [None] * len(tasks)
         self.processes = []
         self.receivers = []
         for position, (task, counter) in enumerate(zip(tasks, self.done_bytes)):
@@ -253,9 +305,13 @@ class ShardWorkers:
             self.receivers.append(thread)
 
     def _receive(self, position: int, receiver: Connection) -> None:
+        parts: list[ShardResult] = []
         try:
-            result = receive_result(receiver)
-            self.received[position] = result if result.crashed is None else None
+            while not parts or not parts[-1].final:
+                parts.append(receive_result(receiver))
+                if parts[-1].crashed is not None:
+                    return  # its shard stays None, and the parts received are dropped
+            self.received[position] = parts
         except (EOFError, OSError, pickle.UnpicklingError):
             pass  # the worker died: its shard stays None
         finally:
@@ -264,7 +320,7 @@ class ShardWorkers:
     def bytes_done(self) -> int:
         return sum(counter.value for counter in self.done_bytes)
 
-    def results(self, waiting: Callable[[], None]) -> Iterator[tuple[ShardTask, ShardResult | None]]:
+    def results(self, waiting: Callable[[], None]) -> Iterator[tuple[ShardTask, list[ShardResult] | None]]:
         for position, (task, thread, process) in enumerate(zip(self.tasks, self.receivers, self.processes)):
             while thread.is_alive():
                 thread.join(0.2)

@@ -8,7 +8,6 @@ cleaner keeps, and carry the whole cluster in `data["cluster"]`.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import operator
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +19,7 @@ from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import REGISTRY, DatasetRule, Fix, RuleOptions, RunContext
 from curate.formats import CANONICAL_ROLES
-from curate.io import anonymous_buffer
+from curate.io import anonymous_buffer, release_freed_memory
 from curate.lightmodel import Field, field_validator
 from curate.rules.toolkit import RowLocations, percent
 from curate.text.answers import POLAR_WORDS
@@ -45,27 +44,6 @@ KEPT_COMPARED = 64
 SCREEN_MARGIN = 0.12
 #: In a group of rows sharing one prompt, each row is compared with at most this many others (DU003).
 COMPARED_ANSWERS = 50
-
-
-def release_freed_memory() -> None:
-    """Hand the memory of freed per-batch arrays back to the OS (glibc's `malloc_trim`, as Dask's
-    workers do). The per-batch parts live in the C heap; once concatenated and freed, glibc keeps
-    their pages (0.4 GB at 1M rows) unless asked. Does nothing where there is no glibc."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's `malloc_trim`, looked up once (`find_library` runs `ldconfig -p` each time), or None."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
 
 
 #: `drain_concatenate` hands freed parts back to the OS after this many bytes: each `malloc_trim`
