@@ -58,14 +58,15 @@ def report(result) -> tuple:
     return ([finding.to_dict() for finding in result.findings], result.rows, result.files, result.errors, result.skipped, result.stats)
 
 
-def sharded_and_single(monkeypatch, request: LintRequest, jobs: int, workers=InlineWorkers, shards_expected: int | None = None):
-    """(the one-process result, the result of the run cut into shards); the second run must have
-    started workers (`shards_expected` - 1 of them, when given), or it proves nothing."""
+def sharded_and_single(monkeypatch, request: LintRequest, jobs: int, workers=InlineWorkers, shards_expected: int | None = None, batch_size: int | None = None):
+    """(the one-process result, the result of the run cut into shards, read `batch_size` rows at a
+    time when given); the second run must have started workers (`shards_expected` - 1 of them,
+    when given), or it proves nothing."""
     single = run_lint(plan_lint(request), jobs=1)
     monkeypatch.setattr(shards, "MIN_SHARD_BYTES", 1)
     started: list[int] = []
     monkeypatch.setattr(runner, "ShardWorkers", lambda tasks: started.append(len(tasks)) or workers(tasks))
-    sharded = run_lint(plan_lint(request), jobs=jobs)
+    sharded = run_lint(plan_lint(request), jobs=jobs, **({"batch_size": batch_size} if batch_size else {}))
     assert started and started[0] >= 1, "the run was not sharded"
     assert shards_expected is None or started[0] + 1 == shards_expected
     return single, sharded
@@ -82,17 +83,31 @@ def _cases():
                 yield pytest.param(path.stem, case, id=f"{path.stem}-{number}")
 
 
-@pytest.mark.parametrize(("code", "case"), list(_cases()))
-def test_every_rule_case_reports_the_same_cut_into_a_shard_per_row(code, case, tmp_path, monkeypatch):
+def case_request(code: str, case: dict, tmp_path: Path) -> tuple[LintRequest, Path]:
+    """A lint of one rule case's rows (and eval rows), with its options."""
     kwargs = {"select": [code], "rule_options": {code: case["options"]} if "options" in case else {}}
     if "eval_rows" in case:
         kwargs["eval"] = [str(write_jsonl(tmp_path / "eval.jsonl", case["eval_rows"]))]
     if "max_row_bytes" in case:
         kwargs["max_row_bytes"] = case["max_row_bytes"]
     data = write_jsonl(tmp_path / "data.jsonl", case["rows"])
+    return LintRequest(paths=[str(data)], isolated=True, **kwargs), data
+
+
+@pytest.mark.parametrize(("code", "case"), list(_cases()))
+def test_every_rule_case_reports_the_same_cut_into_a_shard_per_row(code, case, tmp_path, monkeypatch):
+    request, data = case_request(code, case, tmp_path)
     jobs = data.stat().st_size  # a cut at every byte: a shard starts at every line
-    request = LintRequest(paths=[str(data)], isolated=True, **kwargs)
     single, sharded = sharded_and_single(monkeypatch, request, jobs=jobs, shards_expected=len(data.read_bytes().splitlines()))
+    assert report(sharded) == report(single)
+
+
+@pytest.mark.parametrize(("code", "case"), list(_cases()))
+def test_every_rule_case_reports_the_same_from_a_worker_sending_a_part_per_row(code, case, tmp_path, monkeypatch):
+    request, data = case_request(code, case, tmp_path)
+    monkeypatch.setattr(shards, "PART_BYTES", 1)
+    monkeypatch.setattr(shards, "MAIN_SHARD_WEIGHT", 2 / data.stat().st_size)  # the main process reads the first row, the worker the others
+    single, sharded = sharded_and_single(monkeypatch, request, jobs=2, shards_expected=2, batch_size=1)
     assert report(sharded) == report(single)
 
 
