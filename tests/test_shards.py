@@ -30,8 +30,12 @@ class InlineWorkers:
     `lint_shard` (a worker's own function), and its result goes through the same pickling as the
     pipe; so a test can cut a file into dozens of shards cheaply."""
 
+    #: (rows, final) of every part the last InlineWorkers' shards sent, shard after shard.
+    sent: list[tuple[int, bool]] = []
+
     def __init__(self, tasks: list[ShardTask]):
         self.tasks = tasks
+        InlineWorkers.sent = []
 
     def bytes_done(self) -> int:
         return 0
@@ -40,6 +44,7 @@ class InlineWorkers:
         for task in self.tasks:
             parts = []
             parts.append(through_the_pipe(lint_shard(task, lambda size: None, lambda part: parts.append(through_the_pipe(part)))))
+            InlineWorkers.sent += [(part.rows, part.final) for part in parts]
             yield task, parts
 
     def close(self) -> None:
@@ -108,6 +113,8 @@ def test_every_rule_case_reports_the_same_from_a_worker_sending_a_part_per_row(c
     monkeypatch.setattr(shards, "PART_BYTES", 1)
     monkeypatch.setattr(shards, "MAIN_SHARD_WEIGHT", 2 / data.stat().st_size)  # the main process reads the first row, the worker the others
     single, sharded = sharded_and_single(monkeypatch, request, jobs=2, shards_expected=2, batch_size=1)
+    rows = sum(rows for rows, _ in InlineWorkers.sent)
+    assert rows and InlineWorkers.sent == [(1, False)] * rows + [(0, True)]  # a part per row read, then the empty last one
     assert report(sharded) == report(single)
 
 

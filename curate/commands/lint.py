@@ -53,7 +53,7 @@ def progress_bar(enabled: bool):
 
 def run(args: argparse.Namespace) -> int:
     from curate.engine.baseline import apply_baseline, read_baseline, write_baseline
-    from curate.engine.report import json_report, report_bytes, write_report
+    from curate.engine.report import report_bytes, write_report
     from curate.engine.runner import run_lint
     from curate.io import InputError, atomic_write_bytes
 
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.output, report_bytes(result, args.format, **({"show_stats": args.stats, "color": False} if args.format == "text" else {})))
     elif args.format == "json" and hasattr(sys.stdout, "buffer"):
         sys.stdout.flush()
-        sys.stdout.buffer.write(json_report(result))
+        sys.stdout.buffer.write(report_bytes(result, args.format))
         sys.stdout.buffer.flush()
     else:
         write_report(result, args.format, sys.stdout, **({"show_stats": args.stats} if args.format == "text" else {}))

@@ -128,8 +128,8 @@ class ShardTask:
     max_row_bytes: int
     columns: dict[str, str]
     batch_size: int
-    #: Bytes read between two parts sent (PART_BYTES).
-    part_bytes: int = PART_BYTES
+    #: Bytes read between two parts sent (PART_BYTES when the task was made).
+    part_bytes: int
 
 
 @dataclass
