@@ -362,6 +362,28 @@ def test_compiled_signatures_and_band_keys_equal_numpy(monkeypatch, num_perm):
         hasher.signatures(values, np.where(np.arange(len(counts)) == 5, 0, counts))
 
 
+@pytest.mark.parametrize("chunk_bytes", [7, 1 << 20])
+def test_compiled_ascii_words_equal_numpy(monkeypatch, chunk_bytes):
+    """The kernel cuts ASCII text into the numpy path's words, text by text: separators inside a
+    text (NUL, control bytes), words at a text's edges, texts without words, every byte value."""
+    from curate.text import normalize
+
+    monkeypatch.setattr(normalize, "WORDS_CHUNK_BYTES", chunk_bytes)
+    every_byte = "".join(chr(code) for code in range(128))
+    texts = [text for text in EDGE_TEXTS if text.isascii()] + [every_byte, "nul\x00byte_\x01x", "_", "a", "", "9z ", " z9"]
+    texts += [text.lower() for text in random_texts(300, seed=chunk_bytes)] + ["word " * 3000]
+    series = pl.Series(texts, dtype=pl.String)
+
+    def compute():
+        words, counts = normalize.ascii_words(series)
+        return words.to_list(), counts.tolist()
+
+    reference, compiled = both_paths(monkeypatch, compute)
+    lists = series.str.extract_all(r"\w+")
+    assert reference == (lists.explode().drop_nulls().to_list(), lists.list.len().to_list())  # the regex's words
+    assert compiled == reference
+
+
 def test_compiled_sort_stays_correct_and_bounded_on_crafted_hashes():
     """Hashes sharing their top bits defeat the bucket pass (all in one bucket, in reverse order):
     the kernel must then switch to its heapsort and still sort them."""

@@ -367,3 +367,29 @@ def test_a_worker_that_crashes_after_sending_parts_counts_as_failed(tmp_path):
     sender.close()
     workers._receive(0, receiver)
     assert [part.rows for part in workers.received[0]] == [5, 2]
+
+
+def test_a_worker_exits_at_once_after_sending_its_last_part(tmp_path, monkeypatch):
+    """The worker ends with `os._exit(0)` once its last part is in the pipe, skipping the
+    interpreter's shutdown (which frees its objects one by one while the main process waits)."""
+    import multiprocessing
+
+    data = write_jsonl(tmp_path / "data.jsonl", [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}])
+    plan = plan_lint(LintRequest(paths=[str(data)], isolated=True, select=["DU001"]))
+    task = shards.shard_task(plan, plan.rules, [ByteRange(str(data), 0, data.stat().st_size)], 100)
+    exits: list[int] = []
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code: int) -> None:
+        exits.append(code)
+        raise Exited
+
+    monkeypatch.setattr(shards.os, "_exit", exit_now)
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    with pytest.raises(Exited):
+        shards.run_shard(task, sender, multiprocessing.Value("q", 0, lock=False))
+    assert exits == [0]
+    last = shards.receive_result(receiver)
+    assert last.final and last.rows == 1 and last.crashed is None

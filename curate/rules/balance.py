@@ -326,9 +326,11 @@ class RefusalOverrepresentation(DatasetRule):
         if self.pattern is None or assistant.height == 0:
             return
         hits = (
-            assistant.filter(pl.col("content").str.contains(self.pattern))
+            assistant.lazy()
+            .filter(pl.col("content").str.contains(self.pattern))
             .unique(subset="row", keep="first", maintain_order=True)
             .select("row", phrase=pl.col("content").str.extract(self.pattern, 0))
+            .collect()
         )
         self.refusals += hits.height
         for position, phrase in hits.head(self.options.examples - len(self.examples)).iter_rows():

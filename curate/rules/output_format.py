@@ -88,13 +88,13 @@ def classify_outputs(texts: pl.Series | list[str]) -> tuple[list[str], dict[int,
 
     frame = pl.DataFrame({"text": texts}, schema={"text": pl.String}).with_columns(pl.col("text").str.strip_chars())
     parsed, json_kinds = _json_kinds(frame["text"])
-    frame = frame.with_row_index("i").with_columns(
+    frame = frame.lazy().with_row_index("i").with_columns(
         json_kind=pl.Series(json_kinds, dtype=pl.String),
         heading=pl.col("text").str.contains(HEADING),
         table=pl.col("text").str.contains(TABLE_SEPARATOR),
         list_items=pl.col("text").str.count_matches(LIST_ITEM),
         fenced=pl.col("text").str.contains("```|~~~"),
-    )
+    ).collect()  # lazy chains are one polars call each, not one per step (~0.1 ms each, per batch)
     code = _code_rows(frame)
     kinds = frame.select(
         pl.when(pl.col("json_kind").is_not_null())
@@ -115,12 +115,13 @@ def _json_kinds(texts: pl.Series) -> tuple[dict[int, Any], list[str | None]]:
 
     kinds: list[str | None] = [None] * len(texts)
     parsed: dict[int, Any] = {}
-    starts = texts.str.starts_with("{") | texts.str.starts_with("[")
+    starts = pl.col("text").str.starts_with("{") | pl.col("text").str.starts_with("[")
     candidates = (
-        pl.DataFrame({"text": texts})
+        pl.LazyFrame({"text": texts})
         .with_row_index("i")
         .filter(starts)
         .with_columns(looks=pl.col("text").str.contains(JSON_LIKE_START))
+        .collect()
     )
     for index, text, looks_like_json in candidates.iter_rows():
         try:
@@ -139,7 +140,7 @@ def _code_rows(frame: pl.DataFrame) -> pl.Series:
     """Indexes of code answers: mostly fenced blocks, or (unfenced) mostly code lines."""
     import polars as pl
 
-    undecided = frame.filter(pl.col("json_kind").is_null())
+    undecided = frame.lazy().filter(pl.col("json_kind").is_null())
     fenced = (
         undecided.filter(pl.col("fenced"))
         .with_columns(
@@ -157,7 +158,7 @@ def _code_rows(frame: pl.DataFrame) -> pl.Series:
         .agg(share=pl.col("line").str.contains(CODE_LINE).mean(), lines=pl.len())
         .filter((pl.col("share") >= CODE_LINE_SHARE) & (pl.col("lines") >= CODE_MIN_LINES))
     )
-    return pl.concat([fenced["i"], lines["i"]])
+    return pl.concat([fenced.select("i"), lines.select("i")]).collect().to_series()
 
 
 @dataclass

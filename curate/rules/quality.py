@@ -590,7 +590,7 @@ class Repetition(RowRule):
         long_enough = pl.col("content").str.len_bytes() >= MIN_REPETITION_BYTES
         probed = batch.messages.filter(long_enough).filter(repeats_a_probe(self.probe_starts))
         long_tokens = screened_messages(batch, LONG_TOKEN).filter(long_enough)
-        either = pl.concat([probed, long_tokens]).unique(subset=["row", "msg"]).sort("row", "msg")
+        either = pl.concat([probed.lazy(), long_tokens.lazy()]).unique(subset=["row", "msg"]).sort("row", "msg").collect()
         for row, message in frame_messages(batch, either):
             problem = self.repetition_problem(message.content)
             if problem:

@@ -46,7 +46,7 @@ def candidate_messages(
 
 def frame_messages(batch: Batch, frame: pl.DataFrame) -> Iterator[tuple[Row, Message]]:
     """(row, message) of each row of a frame taken from `batch.messages`, in the frame's order."""
-    for row_pos, msg_pos in frame.select("row", "msg").iter_rows():
+    for row_pos, msg_pos in zip(frame["row"].to_list(), frame["msg"].to_list()):
         row = batch.rows[row_pos]
         yield row, row.conversation.messages[msg_pos]
 
@@ -94,9 +94,11 @@ def _select_final_answers(batch: Batch) -> pl.DataFrame:
     import polars as pl
 
     return (
-        batch.messages.filter((pl.col("role") == "assistant") & (pl.col("content").str.strip_chars().str.len_bytes() > 0))
+        batch.messages.lazy()
+        .filter((pl.col("role") == "assistant") & (pl.col("content").str.strip_chars().str.len_bytes() > 0))
         .unique(subset="row", keep="last", maintain_order=True)
         .select("row", "content")
+        .collect()
     )
 
 

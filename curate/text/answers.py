@@ -112,8 +112,12 @@ def may_state_value(texts: pl.Series) -> pl.Series:
     """Whether each NFKC text matches MAY_STATE_VALUE, through cheaper searches first: a digit
     (`[0-9]` on ASCII text), then a marker word in the lower-cased text (on NFKC text `(?i)` adds
     no letter to these words), and the whole pattern only on the texts that have one."""
+    import polars as pl
+
     found = contains(texts, r"\d", "[0-9]")
-    marker = (~found & texts.str.to_lowercase().str.contains(_MARKER_WORDS).fill_null(False)).arg_true()
+    text = pl.col(texts.name)
+    marked = pl.DataFrame([texts, found.alias("_found")]).select(~pl.col("_found") & text.str.to_lowercase().str.contains(_MARKER_WORDS).fill_null(False))
+    marker = marked.to_series().arg_true()
     if len(marker):
         found.scatter(marker, texts.gather(marker).str.contains(MAY_STATE_VALUE))
     return found
