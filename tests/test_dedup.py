@@ -461,3 +461,25 @@ def test_number_words_are_the_words_the_digit_regex_matches_whole():
     chosen = np.array([index for index, word in enumerate(words_list) if index % 3 != 1])  # a selection, as MessageTokens.select makes
     selected = Tokens(tokens.words, tokens.hashes[chosen], np.array([len(chosen)]), chosen)
     assert number_words(selected).tolist() == [expected[index] for index in chosen]
+
+
+@pytest.mark.parametrize("low_bit_twins", [False, True])
+def test_first_occurrences_name_the_earliest_row_of_each_key(low_bit_twins):
+    """The packed sort (`sort_keys(stable=True)`) must give what a stable argsort gives: the first
+    row of a key is its smallest row id, also when keys differ only in the low bits the packed
+    sort replaces (they are then argsorted)."""
+    from curate.rules.duplicates import first_occurrences
+    from curate.text.minhash import sort_keys
+
+    rng = np.random.default_rng(7)
+    keys = rng.choice(rng.integers(0, 2**63, 300, dtype=np.uint64), 5000)  # many copies of each key
+    if low_bit_twins:
+        keys[::7] = np.uint64(1 << 40) | (keys[::7] & np.uint64(1))  # two keys alike but for the lowest bit
+    first_of, is_first = first_occurrences(keys)
+    expected = {}
+    for row, key in enumerate(keys.tolist()):
+        expected.setdefault(key, row)
+    assert first_of.tolist() == [expected[key] for key in keys.tolist()]
+    assert is_first.tolist() == [expected[key] == row for row, key in enumerate(keys.tolist())]
+    order, ordered = sort_keys(keys, stable=True)
+    assert np.array_equal(order, np.argsort(keys, kind="stable")) and np.array_equal(ordered, np.sort(keys))

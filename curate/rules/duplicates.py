@@ -23,7 +23,7 @@ from curate.io import anonymous_buffer, release_freed_memory
 from curate.lightmodel import Field, field_validator
 from curate.rules.toolkit import RowLocations, percent
 from curate.text.answers import POLAR_WORDS
-from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets
+from curate.text.minhash import ALL_PAIRS_BUCKET, Buckets, LshBands, MinHasher, bucket_pairs, lsh_buckets, sort_keys
 from curate.text.rows import batch_features, batch_short_answers, batch_tokens, number_keys
 from curate.text.shingles import common_shingles, drop_shingles, gather_sets, jaccards_with, pair_jaccards, row_shingle_sets
 
@@ -123,8 +123,7 @@ def batch_positions(frame_rows) -> np.ndarray:
 
 def first_occurrences(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each row, the id of the first row with the same key; and whether the row is that first one."""
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
+    order, ordered = sort_keys(keys, stable=True)
     group_start = np.concatenate(([True], ordered[1:] != ordered[:-1])) if len(keys) else np.zeros(0, bool)
     group_of = np.cumsum(group_start) - 1
     first_of = np.empty(len(keys), dtype=np.int64)
@@ -231,10 +230,10 @@ class ExactDuplicate(KeepsFirstCopy, DatasetRule):
         first_of, is_first = first_occurrences(np.concatenate(self.keys))
         repeats = np.flatnonzero(~is_first)
         members: dict[int, list[int]] = {}
-        for row_id in repeats:
-            members.setdefault(int(first_of[row_id]), []).append(int(row_id))
+        for row_id, first in zip(repeats.tolist(), first_of[repeats].tolist()):
+            members.setdefault(first, []).append(row_id)
         for first, copies in members.items():
-            cluster = [self.locations.location(first)] + [self.locations.location(c) for c in copies]
+            cluster = self.locations.locations([first, *copies])
             data = {"jaccard": 1.0, **cluster_data(cluster)}
             for copy in cluster[1:]:
                 text = f"exact duplicate of {describe(cluster[0], copy.path)}"
@@ -444,7 +443,7 @@ class NearDuplicate(KeepsFirstCopy, DatasetRule):
 
     def _report(self, clusters: dict[int, list[tuple[int, float]]]) -> Iterator[Finding]:
         for kept, members in clusters.items():
-            cluster = [self.locations.location(kept)] + [self.locations.location(member) for member, _ in members]
+            cluster = self.locations.locations([kept, *(member for member, _ in members)])
             shared = cluster_data(cluster)
             for location, (member, score) in zip(cluster[1:], members):
                 text = f"near-duplicate of {describe(cluster[0], location.path)} (Jaccard {score:.2f}"

@@ -173,6 +173,11 @@ class RowLocations:
     def location(self, row_id: int) -> Location:
         return Location(self.paths[int(self.path_of[row_id])], int(self.line_of[row_id]))
 
+    def locations(self, row_ids: list[int]) -> list[Location]:
+        """`location` of each of `row_ids`, looked up together."""
+        paths = self.paths
+        return [Location(paths[path], line) for path, line in zip(self.path_of[row_ids].tolist(), self.line_of[row_ids].tolist())]
+
 
 _LOCATIONS: WeakKeyDictionary[Batch, tuple[list[str], np.ndarray, np.ndarray]] = WeakKeyDictionary()
 

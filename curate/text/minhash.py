@@ -271,12 +271,13 @@ def lsh_buckets(band_hashes: np.ndarray, rows: np.ndarray | None = None) -> Buck
 THREADED_BUCKET_ROWS = 100_000
 
 
-def sort_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(order, keys[order]) for uint64 keys, in no particular order among equal keys (pairs are put
-    in (earlier, later) order later; a stable sort is ~2x slower). numpy sorts plain uint64 values
-    ~3x faster than it argsorts them, so each key's position replaces its low bits and the packed
-    values are sorted. Exact: keys that differ only in those bits (about 1 band in 10 at 1M rows)
-    would land in one run, so such a band is argsorted instead."""
+def sort_keys(keys: np.ndarray, stable: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(order, keys[order]) for uint64 keys, equal keys in no particular order unless `stable`
+    (pairs are put in (earlier, later) order later; a stable argsort is ~2x slower). numpy sorts
+    plain uint64 values ~3x faster than it argsorts them, so each key's position replaces its low
+    bits and the packed values are sorted: equal keys then come in position order, as a stable
+    sort puts them. Exact: keys that differ only in those bits (about 1 band in 10 at 1M rows)
+    would land in one run, so such keys are argsorted instead."""
     bits = np.uint64(max(int(len(keys) - 1).bit_length(), 1))
     low = (np.uint64(1) << bits) - np.uint64(1)
     packed = np.sort((keys & ~low) | np.arange(len(keys), dtype=np.uint64))
@@ -284,7 +285,7 @@ def sort_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ordered = keys[order]
     prefix = packed >> bits
     if np.any((prefix[1:] == prefix[:-1]) & (ordered[1:] != ordered[:-1])):
-        order = np.argsort(keys)
+        order = np.argsort(keys, kind="stable" if stable else None)
         return order, keys[order]
     return order, ordered
 
