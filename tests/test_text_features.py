@@ -220,3 +220,30 @@ def test_features_do_not_depend_on_the_order_of_the_message_frame(tmp_path):
     shuffled = batch.messages.sample(fraction=1.0, shuffle=True, seed=4)
     assert not shuffled["row"].is_sorted()
     assert conversation_features(normalize_messages(shuffled)).equals(expected)
+
+
+def test_a_row_s_final_answer_is_its_last_assistant_turn_with_a_visible_character():
+    """`toolkit.final_answers` (BL001's labels, the OF rules' formats): per row, the last assistant
+    turn holding a non-space character; blank turns (any Unicode space) are skipped, rows with none
+    have no answer, and a character that is not White_Space (a zero-width space, U+001F) counts."""
+    from curate.engine.batch import Batch
+    from curate.engine.batch import Row as BatchRow
+    from curate.formats import normalize as to_conversation
+    from curate.io import RawRow
+    from curate.rules.toolkit import final_answers
+
+    def chat(*turns: str) -> dict:
+        return {"messages": [{"role": "user" if i % 2 == 0 else "assistant", "content": text} for i, text in enumerate(turns)]}
+
+    rows = [
+        chat("q", "first", "q2", "last"),
+        chat("q", "kept", "q2", " \u00a0\u2003\t\n\u3000\u0085 "),  # blank in every Unicode space: the earlier turn counts
+        chat("q", "   "),  # no answer at all
+        chat("q", "\u200b"),  # zero-width space is not White_Space: an answer
+        chat("q", "\x1f"),
+        {"messages": [{"role": "user", "content": "only a question"}]},
+        chat("q", "a1", "q2", "a2", "q3", ""),
+    ]
+    batch = Batch([BatchRow(RawRow("f.jsonl", line, b"", obj, None, 0, 1), None, to_conversation(obj)) for line, obj in enumerate(rows, 1)])
+    answers = final_answers(batch)
+    assert answers.rows() == [(0, "last"), (1, "kept"), (3, "\u200b"), (4, "\x1f"), (6, "a2")]
