@@ -378,7 +378,14 @@ def test_compiled_ascii_words_equal_numpy(monkeypatch, chunk_bytes):
         words, counts = normalize.ascii_words(series)
         return words.to_list(), counts.tolist()
 
+    kernels = pytest.importorskip("curate.text.kernels")
+    from curate.text.shingles import _load_kernels
+
+    _load_kernels()  # their start (`warm_up`) calls every kernel once: done before counting
+    kernel, calls = kernels.ascii_words_into, []
+    monkeypatch.setattr(kernels, "ascii_words_into", lambda *args: calls.append(len(args[0])) or kernel(*args))
     reference, compiled = both_paths(monkeypatch, compute)
+    assert len(calls) == 1, "the compiled path did not cut the words"  # and the numpy path did not call it
     lists = series.str.extract_all(r"\w+")
     assert reference == (lists.explode().drop_nulls().to_list(), lists.list.len().to_list())  # the regex's words
     assert compiled == reference

@@ -10,9 +10,9 @@ parts, one per PART_BYTES of its shard, going on after each with its rules as `s
 them (`SetUpRules`): so a worker holds one part's observations at a time, not its shard's, and
 the parts arrive while the main process still reads. The main process merges them in shard
 order (`DatasetRule.merge`), so every dataset rule reports what one rule reading every row in
-order would, and the report is the same as a one-process run's. What travels is the workers' own results over their private pipes (pickle protocol 5,
-arrays out of band, received straight into their final buffers); nothing read from the input
-is ever unpickled.
+order would, and the report is the same as a one-process run's. What travels is the workers'
+own results over their private pipes (pickle protocol 5, arrays out of band, received straight
+into their final buffers); nothing read from the input is ever unpickled.
 
 Sharding applies only where it cannot change a result: plain (not gzipped) JSONL files that
 start as UTF-8, large enough to pay for a worker's start-up (`MIN_SHARD_BYTES` each), every

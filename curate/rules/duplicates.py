@@ -598,10 +598,10 @@ class ConflictingResponses(DatasetRule):
             if not conflicts:
                 continue
             if not cluster:  # most groups have no conflict: their locations are never looked up
-                cluster = [self.locations.location(other["row_id"]) for other in answers]
+                cluster = self.locations.locations([other["row_id"] for other in answers])
                 shared = cluster_data(cluster)
             here = cluster[index]
-            others = [self.locations.location(other["row_id"]) for other, _ in conflicts]
+            others = self.locations.locations([other["row_id"] for other, _ in conflicts])
             text = f"same prompt as {describe_many(others, here.path)} with a different answer ({conflicts[0][1]})"
             yield self.finding(here.path, here.line, text, related=others, data={**shared, "reason": conflicts[0][1]})
 

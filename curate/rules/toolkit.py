@@ -100,8 +100,10 @@ def _select_final_answers(batch: Batch) -> pl.DataFrame:
     messages = batch.messages
     answered = messages.select((pl.col("role") == "assistant") & pl.col("content").str.contains(r"\S")).to_series().to_numpy()
     positions = np.flatnonzero(answered)
-    rows = messages["row"].to_numpy()[positions]
-    return messages.select("row", "content")[positions[np.append(rows[1:] != rows[:-1], True)] if len(positions) else positions]
+    if len(positions):
+        rows = messages["row"].to_numpy()[positions]
+        positions = positions[np.append(rows[1:] != rows[:-1], True)]  # the last of each row's run
+    return messages.select("row", "content")[positions]
 
 
 def is_alpaca_prompt(row: Row, message: Message) -> bool:
