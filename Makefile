@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[train,dev]'
+	-$(PY) -m curate.text.aot  # the kernels compiled ahead of time (~10 s; without a C compiler the JIT runs them)
 	touch $@
 
 # The dirty samples exit 1 (they have planted errors); the demo goes on and ends on the clean one.

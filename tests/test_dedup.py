@@ -316,28 +316,40 @@ EDGE_TEXTS = [
 ]
 
 
-def both_paths(monkeypatch, compute):
-    """(numpy result, compiled result) of `compute()`, with the compiled one split over threads."""
-    pytest.importorskip("numba")
+@pytest.fixture(params=["ahead-of-time", "jit"])
+def kernels(request):
+    """The compiled kernels, both builds: `curate.text.aot`'s extension module (what large inputs
+    load) and numba's JIT dispatchers (what they fall back to)."""
+    from curate.text import aot
+    from curate.text.shingles import jit_kernels
+
+    module = aot.load() if request.param == "ahead-of-time" else jit_kernels()
+    assert module is not None, f"the {request.param} kernels did not load (numba and a C compiler are installed)"
+    return module
+
+
+def both_paths(monkeypatch, kernels, compute):
+    """(numpy result, result with `kernels`) of `compute()`, the compiled one split over threads."""
     import curate.text.shingles as shingles
 
     monkeypatch.setattr(shingles, "COMPILED_MIN_SHINGLES", 10**18)
     reference = compute()
     monkeypatch.setattr(shingles, "COMPILED_MIN_SHINGLES", 0)
     monkeypatch.setattr(shingles, "THREAD_MIN_SHINGLES", 1)
-    assert shingles.compiled_kernels(0) is not None, "numba is installed but its kernels did not load"
+    monkeypatch.setattr(shingles, "_load_kernels", lambda: kernels)
+    assert shingles.compiled_kernels(0) is kernels
     return reference, compute()
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5])
-def test_compiled_shingle_sets_equal_numpy(monkeypatch, size):
+def test_compiled_shingle_sets_equal_numpy(monkeypatch, kernels, size):
     texts = EDGE_TEXTS + random_texts(300, seed=size) + [" ".join(f"w{i % 700}" for i in range(5000))]  # one long row
     tokens = tokenize(pl.Series(texts))
 
     def compute():
         return row_shingle_sets(tokens.hashes, tokens.counts, size)
 
-    (values, counts), (compiled_values, compiled_counts) = both_paths(monkeypatch, compute)
+    (values, counts), (compiled_values, compiled_counts) = both_paths(monkeypatch, kernels, compute)
     hashes, per_text = shingle_hashes(tokens.hashes, tokens.counts, size)
     expected_values, expected_counts = unique_row_shingles(fold32(hashes), per_text)  # the numpy path is the reference
     assert np.array_equal(values, expected_values) and np.array_equal(counts, expected_counts)
@@ -347,14 +359,14 @@ def test_compiled_shingle_sets_equal_numpy(monkeypatch, size):
 
 
 @pytest.mark.parametrize("num_perm", [16, 37, 128])
-def test_compiled_signatures_and_band_keys_equal_numpy(monkeypatch, num_perm):
+def test_compiled_signatures_and_band_keys_equal_numpy(monkeypatch, kernels, num_perm):
     values, counts = shingle_sets(EDGE_TEXTS[1:3] + random_texts(400, seed=num_perm))  # rows of 1 to 60 shingles
     hasher, lsh = MinHasher(num_perm=num_perm, seed=3), LshBands(0.6, num_perm)
 
     def compute():
         return hasher.signatures(values, counts), hasher.band_keys(values, counts, lsh)
 
-    (signatures, keys), (compiled_signatures, compiled_keys) = both_paths(monkeypatch, compute)
+    (signatures, keys), (compiled_signatures, compiled_keys) = both_paths(monkeypatch, kernels, compute)
     assert np.array_equal(keys, lsh.hashes(signatures))
     assert np.array_equal(compiled_signatures, signatures)
     assert np.array_equal(compiled_keys, keys)
@@ -363,7 +375,7 @@ def test_compiled_signatures_and_band_keys_equal_numpy(monkeypatch, num_perm):
 
 
 @pytest.mark.parametrize("chunk_bytes", [7, 1 << 20])
-def test_compiled_ascii_words_equal_numpy(monkeypatch, chunk_bytes):
+def test_compiled_ascii_words_equal_numpy(monkeypatch, kernels, chunk_bytes):
     """The kernel cuts ASCII text into the numpy path's words, text by text: separators inside a
     text (NUL, control bytes), words at a text's edges, texts without words, every byte value."""
     from curate.text import normalize
@@ -378,13 +390,9 @@ def test_compiled_ascii_words_equal_numpy(monkeypatch, chunk_bytes):
         words, counts = normalize.ascii_words(series)
         return words.to_list(), counts.tolist()
 
-    kernels = pytest.importorskip("curate.text.kernels")
-    from curate.text.shingles import _load_kernels
-
-    _load_kernels()  # their start (`warm_up`) calls every kernel once: done before counting
     kernel, calls = kernels.ascii_words_into, []
     monkeypatch.setattr(kernels, "ascii_words_into", lambda *args: calls.append(len(args[0])) or kernel(*args))
-    reference, compiled = both_paths(monkeypatch, compute)
+    reference, compiled = both_paths(monkeypatch, kernels, compute)
     assert len(calls) == 1, "the compiled path did not cut the words"  # and the numpy path did not call it
     lists = series.str.extract_all(r"\w+")
     assert reference == (lists.explode().drop_nulls().to_list(), lists.list.len().to_list())  # the regex's words
@@ -410,7 +418,7 @@ def test_compiled_sort_stays_correct_and_bounded_on_crafted_hashes():
         assert np.array_equal(values, expected)
 
 
-def test_near_duplicate_findings_equal_on_both_paths(monkeypatch, tmp_path):
+def test_near_duplicate_findings_equal_on_both_paths(monkeypatch, kernels, tmp_path):
     """DU002 end to end (boilerplate, numbers, a large bucket): the same findings either way."""
     from tests.test_near_duplicates import corpus_with_big_clusters, corpus_with_shared_header
 
@@ -419,7 +427,7 @@ def test_near_duplicate_findings_equal_on_both_paths(monkeypatch, tmp_path):
     def compute():
         return [[(f.code, f.line, f.message, f.data) for f in lint_rows(tmp_path, rows, select=["DU001", "DU002"]).findings] for rows in corpora]
 
-    reference, compiled = both_paths(monkeypatch, compute)
+    reference, compiled = both_paths(monkeypatch, kernels, compute)
     assert len(reference[0]) > 600 and any("boilerplate" in message for _, _, message, _ in reference[1])
     assert compiled == reference
 

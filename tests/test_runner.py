@@ -8,7 +8,7 @@ import pytest
 
 from curate.engine.runner import run_lint
 from curate.engine.settings import LintRequest, plan_lint
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, lint_rows
 
 
 def findings_of(result) -> list[tuple]:
@@ -58,3 +58,35 @@ def test_an_error_in_a_dataset_rule_reaches_the_caller():
     rule.observe = failing
     with pytest.raises(ValueError, match="second batch"):
         run_lint(plan, batch_size=10)
+
+
+def test_a_finished_rule_s_observations_are_freed_before_the_next_rule_finishes(tmp_path, monkeypatch):
+    """At 1M rows DU002 holds ~350 MB of shingle sets and locations once it has reported: the
+    next rules' finishes and the report must not carry them (`LintPass.finishing`). The rule
+    left to fix the findings is a copy as `setup` left it, and fixes them as the rule would."""
+    import random
+    import weakref
+
+    from curate.rules.duplicates import ConflictingResponses, NearDuplicate
+    from tests.test_dedup import clean_rows, planted_copy
+
+    observed, alive_at_next_finish = [], []
+    near_finish, conflict_finish = NearDuplicate.finish, ConflictingResponses.finish
+
+    def finish_near(self):
+        observed.append(weakref.ref(self))
+        yield from near_finish(self)
+
+    def finish_conflicts(self):
+        alive_at_next_finish.append(observed[0]() is not None)
+        yield from conflict_finish(self)
+
+    monkeypatch.setattr(NearDuplicate, "finish", finish_near)
+    monkeypatch.setattr(ConflictingResponses, "finish", finish_conflicts)
+    rng = random.Random(5)
+    rows = clean_rows() + [planted_copy(row, rng) for row in clean_rows()[:30]]
+    result = lint_rows(tmp_path, rows, select=["DU002", "DU003"])
+    near = [finding for finding in result.findings if finding.code == "DU002"]
+    assert near and alive_at_next_finish == [False]
+    fixer = result.fixers["DU002"]
+    assert isinstance(fixer, NearDuplicate) and not fixer.band_parts and fixer.fix(near[0]) == NearDuplicate.fix(fixer, near[0])

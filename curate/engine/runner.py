@@ -235,8 +235,10 @@ class LintPass:
         self.json_indexes: dict[tuple[str, int], int] = {}
         self.row_hashes: dict[tuple[str, int], str] = {}
         self.observer = BackgroundObserver(self.dataset_rules, self.result.left_out, observe_in_background)
-        #: The rules as setup left them, for a shard's pass to go on with after each part it sends.
-        self.set_up_rules: SetUpRules | None = None
+        #: The dataset rules as setup left them: a shard's pass goes on with copies after each part it
+        #: sends (`take_part`), and a finished rule is replaced by one (`finishing`). None where a
+        #: rule cannot be pickled (see `SetUpRules.if_picklable`).
+        self.set_up_rules = SetUpRules.if_picklable(self.dataset_rules)
 
     @classmethod
     def for_shard(cls, task: ShardTask, on_batch: Callable[[list[RawRow]], None]) -> LintPass:
@@ -247,9 +249,7 @@ class LintPass:
         load_builtin_rules()
         errors: list[str] = []
         rules = _set_up([REGISTRY[code](options, task.context) for code, options in task.rules], errors)
-        lint_pass = cls(rules, errors, task.batch_size, task.columns, on_batch=on_batch, observe_in_background=False)
-        lint_pass.set_up_rules = SetUpRules(lint_pass.dataset_rules)
-        return lint_pass
+        return cls(rules, errors, task.batch_size, task.columns, on_batch=on_batch, observe_in_background=False)
 
     def read(self, path: str, batches: Iterable[list[RawRow]]) -> None:
         """Lint the batches of one source; an InputError ends the source, its message in `errors`."""
@@ -295,11 +295,28 @@ class LintPass:
         self.wait()
         part = self.shard_result()
         part.final = False
-        assert self.set_up_rules is not None, "only a shard's pass sends parts"
+        assert self.set_up_rules is not None, "a shard's rules are sent back pickled, so they pickle"
         self.dataset_rules[:] = self.set_up_rules.copies()  # the observer's list too
         self.result = ShardResult(errors=self.errors)
         self.observer.left_out = self.result.left_out
         return part
+
+    def finishing(self, holders: Iterable[list[Rule]] = ()) -> Iterator[DatasetRule]:
+        """The dataset rules, one at a time, for the caller to `finish` (and take its `stats`). Once
+        the caller asks for the next, the last is replaced, here and in `holders` (the plan's
+        rules), by its copy as `setup` left it (which fixes findings as it would): what it observed
+        is freed then, so the next finishes and the report do not carry it (at 1M rows DU002's
+        shingle sets and locations, ~350 MB). Rules that cannot be pickled are kept as they are."""
+        if self.set_up_rules is None:
+            yield from self.dataset_rules
+            return
+        holders = [self.dataset_rules, *holders]
+        for position, copy in enumerate(self.set_up_rules.copies()):
+            rule = self.dataset_rules[position]
+            yield rule
+            for holder in holders:
+                holder[:] = [copy if held is rule else held for held in holder]
+            del rule
 
     def merge(self, parts: list[ShardResult]) -> bool:
         """Take in the parts of a later shard, in order (see `DatasetRule.merge`); False, with
@@ -397,23 +414,27 @@ def _run_lint(
     findings, rows, roleless, left_out, formats = result.findings, result.rows, result.roleless, result.left_out, result.formats
     files_read = [path for path in plan.paths if path not in result.failed]
     row_hashes, json_indexes = lint_pass.row_hashes, lint_pass.json_indexes
-    dataset_rules = lint_pass.dataset_rules
+    rule_types, fixable = [type(rule) for rule in rules], [rule.code for rule in rules if rule.fixable]
+    del rules  # the observed rules are freed one by one as they finish (`LintPass.finishing`)
     skipped = dict(plan.skipped)
     for code, count in roleless.items():
         skipped[code] = f"{count} {'row has' if count == 1 else 'rows have'} no roles (TRL text format)"
     for code, count in left_out.items():
         skipped[code] = f"{count} preference {'row is' if count == 1 else 'rows are'} compared by the PF rules instead"
     stats: dict[str, dict[str, int]] = {"row formats": dict(formats.most_common())} if rows else {}
-    for position, rule in enumerate(dataset_rules, start=1):
+    finishes = len(lint_pass.dataset_rules)
+    for position, rule in enumerate(lint_pass.finishing(holders=[plan.rules]), start=1):
         if on_progress:
-            on_progress(Progress("finish", position - 1, len(dataset_rules), rows, f"{rule.code} {rule.name}"))
+            on_progress(Progress("finish", position - 1, finishes, rows, f"{rule.code} {rule.name}"))
         try:
             findings.extend(rule.finish())
         except RuleSetupError as exc:
             errors.append(str(exc))
         stats.update(rule.stats())
+        del rule
     if on_progress:
-        on_progress(Progress("finish", len(dataset_rules), len(dataset_rules), rows, "done"))
+        on_progress(Progress("finish", finishes, finishes, rows, "done"))
+    set_up = {rule.code: rule for rule in [*lint_pass.row_rules, *lint_pass.dataset_rules]}
     findings.sort(key=Finding.sort_key)
     add_row_indexes(findings, json_indexes)
     return LintResult(
@@ -425,6 +446,6 @@ def _run_lint(
         stats=stats,
         seconds=time.perf_counter() - started,
         row_hashes=row_hashes,
-        rules=[type(rule) for rule in rules],
-        fixers={rule.code: rule for rule in rules if rule.fixable},
+        rules=rule_types,
+        fixers={code: set_up[code] for code in fixable},
     )

@@ -160,6 +160,15 @@ class SetUpRules:
         self.states = [pickle.dumps(rule, protocol=5) for rule in rules]  # `__getstate__`: no context, nothing setup built
         self.shared = [{"context": rule.context, **{name: getattr(rule, name) for name in rule.built_by_setup if hasattr(rule, name)}} for rule in rules]
 
+    @classmethod
+    def if_picklable(cls, rules: list[DatasetRule]) -> SetUpRules | None:
+        """SetUpRules of `rules`, or None where one cannot be pickled (a rule class defined in a
+        function, or one holding a lock)."""
+        try:
+            return cls(rules)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return None
+
     def copies(self) -> list[DatasetRule]:
         copies = []
         for state, shared in zip(self.states, self.shared):

@@ -203,7 +203,15 @@ def compiled_kernels(shingles: int) -> ModuleType | None:
 
 @cache
 def _load_kernels() -> ModuleType | None:
-    """Import the kernels and start numba once. numba's first compile or cache load probes for a
+    """The kernels compiled ahead of time (`curate.text.aot`: loaded in under a millisecond, built
+    once), else numba's JIT kernels (`jit_kernels`)."""
+    from curate.text import aot
+
+    return aot.load() or jit_kernels()
+
+
+def jit_kernels() -> ModuleType | None:
+    """Import the kernels and start numba. numba's first compile or cache load probes for a
     BLAS by importing scipy (0.3-0.7 s, whenever scipy is installed); the kernels use no BLAS, so
     scipy is hidden from that probe when nothing has imported it yet."""
     hidden = "scipy" not in sys.modules
