@@ -188,3 +188,22 @@ def test_clean_text_report(lint):
     buffer = io.StringIO()
     write_text(result, buffer, color=False)
     assert buffer.getvalue().strip() == "No problems found in 1 row (1 file)."
+
+
+def test_a_plain_text_report_has_the_characters_rich_writes(lint, tmp_path):
+    """Without colour or charts the report is written without rich (`curate lint` to a pipe skips
+    its import); it must be what rich writes there, character for character: findings of every
+    severity with brackets and escapes in their messages, the counts, skipped rules, fixable rows."""
+    from curate.engine.report import text_report_items, write_items_with_rich
+    from tests.conftest import SAMPLES
+
+    results = [lint(ROWS, select=["SC"], ignore=["SC010"]), lint([ROWS[0]], select=["SC"])]
+    results.append(lint((SAMPLES / "support-chat.jsonl").read_text(encoding="utf-8").splitlines(), ignore=["BL"]))  # raw lines, a broken one too; BL draws charts
+    results[-1].waived = 2
+    for result in results:
+        assert not any(isinstance(item, tuple) for item in text_report_items(result))  # no chart: the plain path
+        plain, rich = io.StringIO(), io.StringIO()
+        write_text(result, plain)
+        write_items_with_rich(text_report_items(result), rich, color=False)
+        assert plain.getvalue() == rich.getvalue()
+    assert "Skipped" in plain.getvalue() and "waived by the baseline" in plain.getvalue() and "[warning]" in plain.getvalue()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -219,41 +219,71 @@ def write_sarif(result: LintResult, out: IO[str]) -> None:
 SEVERITY_STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "blue"}
 
 
+#: One line of the text report: (text, rich style) pieces; or a chart: (title, counts, whether a
+#: blank line follows it).
+Line = list[tuple[str, str]]
+Chart = tuple[str, dict[str, int], bool]
+
+
 def write_text(result: LintResult, out: IO[str], *, show_stats: bool = False, color: bool | None = None) -> None:
-    """Human report: one line per finding, charts for distributions, then a summary."""
+    """Human report: one line per finding, charts for distributions, then a summary. A report
+    without colour or charts (to a pipe or a file: pre-commit, CI) is written as plain lines,
+    the same characters rich would write there, without importing rich (~22 ms of a 1k-row lint)."""
+    items = text_report_items(result, show_stats)
+    if any(isinstance(item, tuple) for item in items) or _colored(out, color):
+        write_items_with_rich(items, out, color)
+    else:
+        out.write("".join("".join(text for text, _ in item) + "\n" for item in items))  # type: ignore[union-attr]
+
+
+def write_items_with_rich(items: list[Line | Chart], out: IO[str], color: bool | None) -> None:
     from rich.console import Console
     from rich.text import Text
 
     console = Console(file=out, force_terminal=color, no_color=color is False, highlight=False, soft_wrap=True)
-    for finding in result.findings:
-        where = f"{finding.path}:{finding.line}" if finding.line is not None else finding.path
-        line = Text.assemble(
-            (where, "bold"),
-            ": ",
-            (finding.code, SEVERITY_STYLES[finding.severity]),
-            f" [{finding.severity.value}] ",
-            finding.message,
-        )
-        console.print(line)
-        distribution = finding.data.get("distribution")
-        if isinstance(distribution, dict) and distribution:
+    for item in items:
+        if isinstance(item, tuple):
             from curate.engine.charts import bar_chart  # rich's tables load only for a chart
 
-            console.print(bar_chart(f"  {finding.code} distribution", distribution), "")
-    if show_stats:
-        from curate.engine.charts import bar_chart
+            title, counts, blank_after = item
+            console.print(bar_chart(title, counts), *([""] if blank_after else []))
+        else:
+            console.print(Text.assemble(*item))
 
-        for title, counts in result.stats.items():
-            if counts:
-                console.print(bar_chart(title, counts))
-    _write_summary(console, result)
+
+def _colored(out: IO[str], color: bool | None) -> bool:
+    """Whether rich would style the report: asked to, or writing to a terminal (rich's own test:
+    its environment variables first, then `isatty`)."""
+    if color is not None:
+        return color
+    import os
+
+    if any(os.environ.get(name) for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "JUPYTER_COLUMNS", "JUPYTER_LINES")):
+        return True
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def text_report_items(result: LintResult, show_stats: bool = False) -> list[Line | Chart]:
+    """The text report's lines and charts, in order (`write_text` renders them)."""
+    items: list[Line | Chart] = []
+    for finding in result.findings:
+        where = f"{finding.path}:{finding.line}" if finding.line is not None else finding.path
+        items.append([(where, "bold"), (": ", ""), (finding.code, SEVERITY_STYLES[finding.severity]), (f" [{finding.severity.value}] ", ""), (finding.message, "")])
+        distribution = finding.data.get("distribution")
+        if isinstance(distribution, dict) and distribution:
+            items.append((f"  {finding.code} distribution", distribution, True))
+    if show_stats:
+        items += [(title, counts, False) for title, counts in result.stats.items() if counts]
+    return items + [[(text, style)] for text, style in summary_lines(result)]
 
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 or noun == "info" else f"{count} {noun}s"
 
 
-def _write_summary(console, result: LintResult) -> None:
+def summary_lines(result: LintResult) -> Iterator[tuple[str, str]]:
+    """The text report's closing lines, each with its rich style."""
     files = plural(len(result.files), "file")
     if result.findings:
         counts = ", ".join(
@@ -265,26 +295,27 @@ def _write_summary(console, result: LintResult) -> None:
             )
             if count
         )
-        console.print(f"\nFound {plural(len(result.findings), 'finding')} in {plural(result.rows, 'row')} ({files}): {counts}.", style="bold")
+        yield "", ""
+        yield f"Found {plural(len(result.findings), 'finding')} in {plural(result.rows, 'row')} ({files}): {counts}.", "bold"
         width = max(len(REGISTRY[code].name) if code in REGISTRY else 0 for code in result.by_code)
         for code, count in result.by_code.items():
             name = REGISTRY[code].name if code in REGISTRY else ""
-            console.print(f"  {code} {name:<{width}} {count:>6}")
+            yield f"  {code} {name:<{width}} {count:>6}", ""
     elif result.errors:
-        console.print(f"No findings in {plural(result.rows, 'row')} ({files}), but the run was incomplete: {plural(len(result.errors), 'error')} above.", style="bold red")
+        yield f"No findings in {plural(result.rows, 'row')} ({files}), but the run was incomplete: {plural(len(result.errors), 'error')} above.", "bold red"
     else:
-        console.print(f"No problems found in {plural(result.rows, 'row')} ({files}).", style="bold green")
+        yield f"No problems found in {plural(result.rows, 'row')} ({files}).", "bold green"
     if result.waived:
-        console.print(f"{plural(result.waived, 'finding')} waived by the baseline.", style="dim")
+        yield f"{plural(result.waived, 'finding')} waived by the baseline.", "dim"
     if result.skipped:
         groups: dict[str, list[str]] = {}
         for code, reason in result.skipped.items():
             groups.setdefault(reason, []).append(code)
         for reason, codes in groups.items():
-            console.print(f"Skipped {', '.join(codes)}: {reason}.", style="dim")
+            yield f"Skipped {', '.join(codes)}: {reason}.", "dim"
     fixable = result.fixable
     if fixable:
-        console.print(f"{fixable} can be fixed with `curate fix` or reviewed with `curate review`.", style="dim")
+        yield f"{fixable} can be fixed with `curate fix` or reviewed with `curate review`.", "dim"
 
 
 WRITERS: dict[str, Callable[..., None]] = {

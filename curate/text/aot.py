@@ -124,6 +124,7 @@ def build_once(directory: Path, name: str) -> bool:
             return True
         if (directory / f"{name}.failed").exists():
             return False
+        print("curate: compiling the kernels for large inputs (once for this version, ~10 s)", file=sys.stderr)
         try:
             done = subprocess.run([sys.executable, "-m", "curate.text.aot", str(directory)], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
             error = None if done.returncode == 0 else (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]

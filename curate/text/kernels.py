@@ -9,8 +9,10 @@ numpy's version makes a full temporary array per step (a gather and a multiply p
 a shingle, a (perms, shingles) product per chunk); here a shingle's words and a signature's
 128 minima stay in registers. Kernels are `nogil`, so callers split the rows over threads.
 
-This module imports numba (about 0.4 s, more on the first run while the kernels compile
-into numba's on-disk cache), so it is imported only through `compiled_kernels`, for inputs
+A lint runs them compiled ahead of time (`curate.text.aot` builds an extension module of
+this code once, in a child process), so it never starts numba. This module imports numba
+(about 0.4 s, more on the first run while the kernels compile into numba's on-disk cache):
+a lint imports it only where the module cannot be built, through `compiled_kernels`, for inputs
 large enough to repay that (COMPILED_MIN_SHINGLES in `curate.text.shingles`).
 """
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 
@@ -57,11 +58,22 @@ def fmix32(values: np.ndarray) -> np.ndarray:
 
 def affine32_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's `affine32` permutation parameters (`MinHash._init_permutations`): an odd
-    multiplier `a` and an offset `b` per permutation, drawn from `RandomState(seed)` in its order."""
+    multiplier `a` and an offset `b` per permutation, drawn from `RandomState(seed)` in its order.
+    The defaults' are read from the package (KNOWN_PERMUTATIONS): `numpy.random` costs a
+    pre-commit lint ~10 ms to import."""
+    known = KNOWN_PERMUTATIONS.get((num_perm, seed))
+    if known is not None:
+        values = np.fromfile(Path(__file__).with_name(known), dtype="<u4").astype(np.uint32)
+        return values[:num_perm], values[num_perm:]
     generator = np.random.RandomState(seed)
     a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
     b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
     return a, b
+
+
+#: `affine32_permutations` of the defaults (128 permutations, seed 1: every MinHash rule's), as
+#: `a` then `b`, little-endian uint32, in a file beside this one. A test draws them again.
+KNOWN_PERMUTATIONS: dict[tuple[int, int], str] = {(128, 1): "affine32-128-seed1.u32"}
 
 
 #: Integration grid for the LSH error probabilities; fine enough to pick the same (bands, rows) as scipy's quad.

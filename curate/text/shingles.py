@@ -182,18 +182,19 @@ def row_shingle_sets(word_hashes: np.ndarray, counts: np.ndarray, size: int) -> 
 
 
 #: Once a process has worked on this many shingles (each stage of a batch counts them), its input
-#: is large and the numba kernels run
-#: (`curate.text.kernels`): numba costs ~0.4 s of CPU to import and start once, which numpy
-#: spends on ~2M shingles (a 5k-row batch of chat rows has ~0.4M, 100k rows ~8M). A small lint
-#: (1k rows: ~80k shingles) stays in numpy throughout. Both paths give the same bits.
+#: is large and the compiled kernels run (`curate.text.kernels`, built ahead of time by
+#: `curate.text.aot`): the first such lint on a machine builds them (~9 s, once), and where they
+#: cannot be built numba's JIT starts (~0.4 s of CPU, which numpy spends on ~2M shingles; a
+#: 5k-row batch of chat rows has ~0.4M, 100k rows ~8M). A small lint (1k rows: ~80k shingles)
+#: stays in numpy throughout. Both paths give the same bits.
 COMPILED_MIN_SHINGLES = 1_000_000
 _shingles_seen = 0
 
 
 def compiled_kernels(shingles: int) -> ModuleType | None:
-    """`curate.text.kernels` for a call over `shingles` shingles once this process has seen
-    COMPILED_MIN_SHINGLES (counting this call) and numba works (installed, with a disk cache);
-    None: use numpy."""
+    """The compiled kernels (`_load_kernels`) for a call over `shingles` shingles once this
+    process has seen COMPILED_MIN_SHINGLES (counting this call) and they can be had; None: use
+    numpy."""
     global _shingles_seen
     _shingles_seen += shingles
     if _shingles_seen < COMPILED_MIN_SHINGLES:
@@ -310,7 +311,10 @@ def common_shingles(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, 
     rows = len(counts)
     if rows == 0 or share > 1.0:
         return np.zeros(0, dtype=values.dtype)
-    sample = np.sort(np.random.default_rng(seed).choice(rows, size=min(rows, COMMON_SAMPLE_ROWS), replace=False))
+    if rows <= COMMON_SAMPLE_ROWS:  # every row: what the sorted sample would be, without importing numpy.random
+        sample = np.arange(rows)
+    else:
+        sample = np.sort(np.random.default_rng(seed).choice(rows, size=COMMON_SAMPLE_ROWS, replace=False))
     candidates, seen = _value_counts(gather_sets(values, starts, counts, sample))
     candidates = candidates[seen >= share * len(sample) / 2]
     if len(candidates) == 0:
