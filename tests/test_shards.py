@@ -393,3 +393,37 @@ def test_a_worker_exits_at_once_after_sending_its_last_part(tmp_path, monkeypatc
     assert exits == [0]
     last = shards.receive_result(receiver)
     assert last.final and last.rows == 1 and last.crashed is None
+
+
+def _report_polars_threads(queue) -> None:
+    import polars
+
+    queue.put(polars.thread_pool_size())
+
+
+def polars_threads_of_a_worker() -> int:
+    import multiprocessing
+
+    from curate.engine.shards import worker_environment
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_report_polars_threads, args=(queue,))
+    with worker_environment():
+        process.start()
+    threads = queue.get(timeout=120)
+    process.join()
+    return threads
+
+
+def test_a_worker_starts_with_one_polars_thread_unless_the_user_chose(monkeypatch):
+    """A process per core keeps the cores busy: a worker's polars pool is one thread (an extra
+    pool per process only adds threads that take turns); a POLARS_MAX_THREADS the user set wins,
+    and this process's environment is left as it was."""
+    import os
+
+    monkeypatch.delenv("POLARS_MAX_THREADS", raising=False)
+    assert polars_threads_of_a_worker() == 1
+    assert "POLARS_MAX_THREADS" not in os.environ
+    monkeypatch.setenv("POLARS_MAX_THREADS", "3")
+    assert polars_threads_of_a_worker() == 3 and os.environ["POLARS_MAX_THREADS"] == "3"
