@@ -259,6 +259,9 @@ def test_row_locations_merge_with_paths_in_another_order():
     first.extend(later)
     first.freeze()
     assert [(first.location(i).path, first.location(i).line) for i in range(first.count)] == [("a.jsonl", 1), ("a.jsonl", 2), ("a.jsonl", 9), ("b.jsonl", 7)]
+    groups = [[3, 0], [], [2], [1, 2, 3]]  # the clusters of one finish, looked up in one pass
+    assert first.grouped_locations(groups) == [[first.location(i) for i in group] for group in groups]
+    assert first.grouped_locations([]) == []
 
 
 def test_a_bounded_counter_survives_the_trip_to_the_main_process():

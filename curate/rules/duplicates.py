@@ -232,8 +232,8 @@ class ExactDuplicate(KeepsFirstCopy, DatasetRule):
         members: dict[int, list[int]] = {}
         for row_id, first in zip(repeats.tolist(), first_of[repeats].tolist()):
             members.setdefault(first, []).append(row_id)
-        for first, copies in members.items():
-            cluster = self.locations.locations([first, *copies])
+        clusters = self.locations.grouped_locations([[first, *copies] for first, copies in members.items()])
+        for cluster in clusters:
             data = {"jaccard": 1.0, **cluster_data(cluster)}
             for copy in cluster[1:]:
                 text = f"exact duplicate of {describe(cluster[0], copy.path)}"
@@ -442,8 +442,8 @@ class NearDuplicate(KeepsFirstCopy, DatasetRule):
         return scores
 
     def _report(self, clusters: dict[int, list[tuple[int, float]]]) -> Iterator[Finding]:
-        for kept, members in clusters.items():
-            cluster = self.locations.locations([kept, *(member for member, _ in members)])
+        located = self.locations.grouped_locations([[kept, *(member for member, _ in members)] for kept, members in clusters.items()])
+        for (kept, members), cluster in zip(clusters.items(), located):
             shared = cluster_data(cluster)
             for location, (member, score) in zip(cluster[1:], members):
                 text = f"near-duplicate of {describe(cluster[0], location.path)} (Jaccard {score:.2f}"
