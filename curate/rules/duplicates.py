@@ -593,15 +593,15 @@ class ConflictingResponses(DatasetRule):
         for index, answer in enumerate(answers):
             # A prompt asked thousands of times ("Hi") would make all pairs quadratic: compare
             # each row with the first COMPARED_ANSWERS others of its group.
-            compared = (other for other_index, other in enumerate(answers[: COMPARED_ANSWERS + 1]) if other_index != index)
-            conflicts = [(other, reason) for other in compared if (reason := self.conflict(answer, other))][:COMPARED_ANSWERS]
+            compared = ((other_index, other) for other_index, other in enumerate(answers[: COMPARED_ANSWERS + 1]) if other_index != index)
+            conflicts = [(other_index, reason) for other_index, other in compared if (reason := self.conflict(answer, other))][:COMPARED_ANSWERS]
             if not conflicts:
                 continue
             if not cluster:  # most groups have no conflict: their locations are never looked up
                 cluster = self.locations.locations([other["row_id"] for other in answers])
                 shared = cluster_data(cluster)
             here = cluster[index]
-            others = self.locations.locations([other["row_id"] for other, _ in conflicts])
+            others = [cluster[other_index] for other_index, _ in conflicts]
             text = f"same prompt as {describe_many(others, here.path)} with a different answer ({conflicts[0][1]})"
             yield self.finding(here.path, here.line, text, related=others, data={**shared, "reason": conflicts[0][1]})
 
