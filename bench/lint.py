@@ -179,8 +179,8 @@ def measured_process(command: list[str]) -> dict:
 def tree_pss_kib(pid: int) -> int:
     """The proportional set size (PSS) of a process and its children, added up (0 where /proc
     cannot tell): each page counts once across them, a page two processes share half in each.
-    Adding their RSS instead would count twice the ~100 MB of shared library pages (numba's LLVM,
-    polars) that every process maps."""
+    Adding their RSS instead would count twice the shared library pages (polars, numpy: ~25 MB)
+    that every process maps."""
     total = 0
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
