@@ -7,9 +7,10 @@ pay it, ~140 MiB of the run's peak (PSS). The compiled module is a plain C exten
 and no LLVM are loaded to run it. Its functions are the kernels' own code, compiled by numba
 (the same bits: the tests compare them with numpy), and release the GIL as `nogil` kernels do.
 
-The module is built once per kernel source: its name carries a key of `kernels.py`, this file,
-the Python version and the platform (`module_name`), so a changed kernel is built anew and a
-stale module is never loaded. A child process builds it (`python -m curate.text.aot [DIR]`,
+The module is built once per kernel source and machine: its name carries a key of `kernels.py`,
+this file, the Python version, the platform and the CPU it is compiled for (`module_name`), so a
+changed kernel is built anew, and a stale module, or one built on another machine that shares
+the cache folder, is never loaded. A child process builds it (`python -m curate.text.aot [DIR]`,
 which `make install` runs), so numba never loads into the process that asked; a large lint that
 finds none builds it then (~9 s, once), holding a lock so that a run's processes build it once.
 Where there is no C compiler, or the build fails, `load` returns None and the caller uses the
@@ -154,7 +155,10 @@ def build_once(directory: Path, name: str) -> bool:
             error = f"{type(exc).__name__}: {exc}"
         if error is None and module_path(directory, name).exists():
             return True
-        (directory / f"{name}.failed").write_text(f"{error}\n")
+        try:
+            (directory / f"{name}.failed").write_text(f"{error}\n")
+        except OSError:
+            pass  # tried again next time
         print(f"curate: could not compile the kernels ahead of time ({error}); numba's JIT is used instead", file=sys.stderr)
         return False
 
