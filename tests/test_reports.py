@@ -200,6 +200,9 @@ def test_a_plain_text_report_has_the_characters_rich_writes(lint, tmp_path):
     results = [lint(ROWS, select=["SC"], ignore=["SC010"]), lint([ROWS[0]], select=["SC"])]
     results.append(lint((SAMPLES / "support-chat.jsonl").read_text(encoding="utf-8").splitlines(), ignore=["BL"]))  # raw lines, a broken one too; BL draws charts
     results[-1].waived = 2
+    odd = lint(ROWS, select=["SC"], ignore=["SC010"])
+    odd.findings[0].message += " with\ta tab,\r a CR and a \x07 bell"  # rich strips CR and BEL, expands tabs
+    results.insert(0, odd)
     for result in results:
         assert not any(isinstance(item, tuple) for item in text_report_items(result))  # no chart: the plain path
         plain, rich = io.StringIO(), io.StringIO()

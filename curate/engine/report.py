@@ -227,11 +227,12 @@ Chart = tuple[str, dict[str, int], bool]
 
 def write_text(result: LintResult, out: IO[str], *, show_stats: bool = False, color: bool | None = None) -> None:
     """Human report: one line per finding, charts for distributions, then a summary. A report
-    without colour or charts (to a pipe or a file: pre-commit, CI) is written as plain lines,
-    the same characters rich would write there, without importing rich (~22 ms of a 1k-row lint)."""
+    without colour, charts or unprintable characters (to a pipe or a file: pre-commit, CI) is
+    written as plain lines, the same characters rich would write there, without importing rich
+    (~22 ms of a 1k-row lint)."""
     items = text_report_items(result, show_stats)
-    if any(isinstance(item, tuple) for item in items) or _colored(out, color):
-        write_items_with_rich(items, out, color)
+    if _colored(out, color) or not all(isinstance(item, list) and all(text.isprintable() for text, _ in item) for item in items):
+        write_items_with_rich(items, out, color)  # rich also strips CR, BEL and the like, and expands tabs
     else:
         out.write("".join("".join(text for text, _ in item) + "\n" for item in items))  # type: ignore[union-attr]
 
