@@ -602,6 +602,12 @@ def _malloc_trim():
         return None
 
 
+def user_cache_home() -> Path:
+    """The user's cache folder: `XDG_CACHE_HOME`, else `~/.cache`."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity where the OS tells it)."""
     try:

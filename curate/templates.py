@@ -569,8 +569,9 @@ def hub_cache_dir() -> Path:
         return Path(os.environ["HUGGINGFACE_HUB_CACHE"]).expanduser()
     if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+    from curate.io import user_cache_home
+
+    return user_cache_home() / "huggingface" / "hub"
 
 
 def cached_snapshot(repo_id: str, revision: str = "main", cache: Path | None = None) -> Path | None:

@@ -258,9 +258,9 @@ def test_row_locations_merge_with_paths_in_another_order():
     later.add(batch(("b.jsonl", 7), ("a.jsonl", 9)), np.array([1, 0]))
     first.extend(later)
     first.freeze()
-    assert [(first.location(i).path, first.location(i).line) for i in range(first.count)] == [("a.jsonl", 1), ("a.jsonl", 2), ("a.jsonl", 9), ("b.jsonl", 7)]
+    assert [(where.path, where.line) for where in first.locations(list(range(first.count)))] == [("a.jsonl", 1), ("a.jsonl", 2), ("a.jsonl", 9), ("b.jsonl", 7)]
     groups = [[3, 0], [], [2], [1, 2, 3]]  # the clusters of one finish, looked up in one pass
-    assert first.grouped_locations(groups) == [[first.location(i) for i in group] for group in groups]
+    assert first.grouped_locations(groups) == [first.locations(group) for group in groups]
     assert first.grouped_locations([]) == []
 
 

@@ -414,7 +414,7 @@ def _run_lint(
     findings, rows, roleless, left_out, formats = result.findings, result.rows, result.roleless, result.left_out, result.formats
     files_read = [path for path in plan.paths if path not in result.failed]
     row_hashes, json_indexes = lint_pass.row_hashes, lint_pass.json_indexes
-    rule_types, fixable = [type(rule) for rule in rules], [rule.code for rule in rules if rule.fixable]
+    rule_types = [type(rule) for rule in rules]
     del rules  # the observed rules are freed one by one as they finish (`LintPass.finishing`)
     skipped = dict(plan.skipped)
     for code, count in roleless.items():
@@ -434,7 +434,6 @@ def _run_lint(
         del rule
     if on_progress:
         on_progress(Progress("finish", finishes, finishes, rows, "done"))
-    set_up = {rule.code: rule for rule in [*lint_pass.row_rules, *lint_pass.dataset_rules]}
     findings.sort(key=Finding.sort_key)
     add_row_indexes(findings, json_indexes)
     return LintResult(
@@ -447,5 +446,5 @@ def _run_lint(
         seconds=time.perf_counter() - started,
         row_hashes=row_hashes,
         rules=rule_types,
-        fixers={code: set_up[code] for code in fixable},
+        fixers={rule.code: rule for rule in [*lint_pass.row_rules, *lint_pass.dataset_rules] if rule.fixable},
     )

@@ -174,11 +174,8 @@ class RowLocations:
         self.path_of = np.concatenate(self._path_parts) if self._path_parts else np.zeros(0, np.int32)
         self.line_of = np.concatenate(self._line_parts) if self._line_parts else np.zeros(0, np.int64)
 
-    def location(self, row_id: int) -> Location:
-        return Location(self.paths[int(self.path_of[row_id])], int(self.line_of[row_id]))
-
     def locations(self, row_ids: list[int]) -> list[Location]:
-        """`location` of each of `row_ids`, looked up together."""
+        """(path, line) of each of `row_ids`, looked up together."""
         paths = self.paths
         return [Location(paths[path], line) for path, line in zip(self.path_of[row_ids].tolist(), self.line_of[row_ids].tolist())]
 

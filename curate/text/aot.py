@@ -51,8 +51,9 @@ def cache_dir() -> Path:
     beside = Path(__file__).parent / "__pycache__"
     if os.access(beside if beside.is_dir() else beside.parent, os.W_OK):
         return beside
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "curate"
+    from curate.io import user_cache_home
+
+    return user_cache_home() / "curate"
 
 
 def module_name() -> str:
