@@ -204,15 +204,20 @@ def test_schema_rule_shortcuts_agree_with_their_per_row_checks(code):
     assert fast, f"{code} fires on its own fixture rows"
 
 
-def test_screened_messages_are_the_messages_each_screen_matches():
+@pytest.mark.parametrize("union", [True, False], ids=["union", "each-alone"])
+def test_screened_messages_are_the_messages_each_screen_matches(monkeypatch, union):
     """The union of every declared screen (inline flags and all) lets through exactly what each
-    screen matches alone, whichever screen is asked for first."""
+    screen matches alone, whichever screen is asked for first; a batch with less text than
+    SCREEN_UNION_MIN_BYTES (in a process that has not compiled the union) matches each screen alone."""
     import polars as pl
 
+    from curate.rules import toolkit
     from curate.rules.quality import ATTACHMENT_PREFILTER, CONTROL_SCREEN, LONG_TOKEN, MERGED_PREFILTER
     from curate.rules.toolkit import declare_screen, screened_messages
     from curate.text.secrets import PII_PREFILTER
 
+    monkeypatch.setattr(toolkit, "SCREEN_UNION_MIN_BYTES", 0 if union else 1 << 40)
+    monkeypatch.setattr(toolkit, "_UNION_COMPILED", False)
     screens = [CONTROL_SCREEN, MERGED_PREFILTER, ATTACHMENT_PREFILTER, PII_PREFILTER, LONG_TOKEN, r"(?i)^hello"]
     for screen in screens[:-1]:
         declare_screen(screen)
@@ -221,6 +226,20 @@ def test_screened_messages_are_the_messages_each_screen_matches():
         alone = batch.messages.filter(pl.col("content").str.contains(screen))
         assert screened_messages(batch, screen).rows() == alone.rows()
         assert alone.height > 0, screen
+    assert (batch in toolkit._SCREENED) is union  # only the union's survivors are kept for the batch
+    assert toolkit._UNION_COMPILED is union
+
+
+def test_screen_union_once_compiled_serves_small_batches(monkeypatch):
+    """Once a process has matched the union (its regex is compiled and cached), a small batch uses
+    it too: the compile was what made the union dear."""
+    from curate.rules import toolkit
+    from curate.rules.quality import CONTROL_SCREEN
+
+    monkeypatch.setattr(toolkit, "_UNION_COMPILED", True)
+    batch = case_batch()
+    toolkit.screened_messages(batch, CONTROL_SCREEN)
+    assert batch in toolkit._SCREENED
 
 
 def test_repetition_candidates_are_the_probe_or_a_long_token():

@@ -64,19 +64,35 @@ def declare_screen(pattern: str) -> str:
     return pattern
 
 
+#: Message text a batch needs before its screens are matched as one union (`screened_messages`):
+#: compiling the union costs ~27 ms once per process, against ~15 ms for the screens alone, and
+#: it saves ~7 ms a MB of text scanned, so a small input (a 1k-row pre-commit file, ~0.5 MB) scans
+#: each screen alone.
+SCREEN_UNION_MIN_BYTES = 1 << 20
+#: Whether this process has matched a union already (its compiled regex is cached by polars).
+_UNION_COMPILED = False
+
+
 def screened_messages(batch: Batch, pattern: str) -> pl.DataFrame:
     """The rows of `batch.messages` whose content matches `pattern`. Scanning text is what costs,
-    so the union of all declared screens is matched once per batch, and `pattern` only on the few
-    messages the union lets through: the same rows as filtering on `pattern` alone."""
+    so in a batch of SCREEN_UNION_MIN_BYTES or more the union of all declared screens is matched
+    once, and `pattern` only on the few messages the union lets through: the same rows as
+    filtering on `pattern` alone, which is what a smaller batch does."""
     import polars as pl
 
+    global _UNION_COMPILED
     declare_screen(pattern)
+    matches = pl.col("content").str.contains(pattern)
     screened = _SCREENED.get(batch)
     if screened is None or pattern not in screened[0]:
+        messages = batch.messages
+        if not _UNION_COMPILED and messages["content"].str.len_bytes().sum() < SCREEN_UNION_MIN_BYTES:
+            return messages.filter(matches)
         patterns = tuple(_SCREENS)
         union = "|".join(f"(?:{screen})" for screen in patterns)  # inline flags stay inside their group
-        screened = _SCREENED[batch] = (patterns, batch.messages.filter(pl.col("content").str.contains(union)))
-    return screened[1].filter(pl.col("content").str.contains(pattern))
+        screened = _SCREENED[batch] = (patterns, messages.filter(pl.col("content").str.contains(union)))
+        _UNION_COMPILED = True
+    return screened[1].filter(matches)
 
 
 _FINAL_ANSWERS: WeakKeyDictionary[Batch, pl.DataFrame] = WeakKeyDictionary()
