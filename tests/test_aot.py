@@ -34,6 +34,7 @@ def test_a_large_lint_runs_the_built_kernels_without_starting_numba(tmp_path):
     script = (
         "import sys, json\nimport curate.text.shingles as shingles\nfrom curate.cli import main\n"
         "shingles.COMPILED_MIN_SHINGLES = int(sys.argv[1])\n"
+        "shingles.SMALL_INPUTS_USE_BUILT_KERNELS = sys.argv[1] == '0'\n"
         f"code = main(['lint', {str(data)!r}, '--isolated', '--select', 'DU', '--format', 'json', '-o', sys.argv[2]])\n"
         "print('LOADED=' + ','.join(sorted(m for m in sys.modules if m in ('numba', 'llvmlite', 'curate.text.kernels') or m.startswith('curate_kernels_'))))\n"
     )
@@ -64,6 +65,7 @@ def test_a_failed_build_is_remembered_and_the_jit_kernels_are_used(monkeypatch, 
     assert (tmp_path / f"{aot.module_name()}.failed").read_text() == "numba.core.errors.TypingError: no such thing\n"
     assert "could not compile the kernels ahead of time (numba.core.errors.TypingError: no such thing)" in capsys.readouterr().err
     assert aot.load() is None and len(builds) == 1  # not tried again for this source
+    monkeypatch.setattr(shingles, "_built_kernels", shingles._built_kernels.__wrapped__)  # looked up in this cache, not remembered
     fallback = shingles._load_kernels.__wrapped__()
     assert fallback is not None and fallback.__name__ == "curate.text.kernels"
 

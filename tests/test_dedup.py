@@ -333,6 +333,7 @@ def both_paths(monkeypatch, kernels, compute):
     import curate.text.shingles as shingles
 
     monkeypatch.setattr(shingles, "COMPILED_MIN_SHINGLES", 10**18)
+    monkeypatch.setattr(shingles, "SMALL_INPUTS_USE_BUILT_KERNELS", False)
     reference = compute()
     monkeypatch.setattr(shingles, "COMPILED_MIN_SHINGLES", 0)
     monkeypatch.setattr(shingles, "THREAD_MIN_SHINGLES", 1)
@@ -432,26 +433,40 @@ def test_near_duplicate_findings_equal_on_both_paths(monkeypatch, kernels, tmp_p
     assert compiled == reference
 
 
-def test_a_thousand_row_lint_does_not_import_numba(tmp_path):
-    """The compiled kernels are for large inputs only: a pre-commit lint of 1,000 rows stays in
-    numpy, and reads the default MinHash permutations rather than drawing them with numpy.random
-    (~10 ms to import)."""
+def test_a_thousand_row_lint_never_builds_the_kernels_or_imports_numba(tmp_path):
+    """A pre-commit lint of 1,000 rows runs the kernels compiled ahead of time where they are built
+    (loading them costs under a millisecond) and numpy where they are not, with the same report:
+    it never builds them, never starts numba, and reads the default MinHash permutations rather
+    than drawing them with numpy.random (~10 ms to import)."""
+    import os
     import subprocess
     import sys
 
+    from curate.text import aot
     from tests.conftest import ROOT, write_jsonl
 
+    assert aot.load() is not None  # built (by `make install`, or here) in the default cache
     rng = random.Random(2)
     rows = [planted_copy(row, rng) for row in clean_rows() for _ in range(4)] + clean_rows()[:40]
     data = write_jsonl(tmp_path / "data.jsonl", rows)
     script = (
         "import sys\nfrom curate.cli import main\n"
-        f"code = main(['lint', {str(data)!r}, '--isolated', '--format', 'json', '-o', {str(tmp_path / 'out.json')!r}])\n"
+        f"code = main(['lint', {str(data)!r}, '--isolated', '--format', 'json', '-o', sys.argv[1]])\n"
         "print('LOADED=' + ','.join(m for m in sys.modules if m in ('numba', 'llvmlite', 'curate.text.kernels', 'numpy.random') or m.startswith('curate_kernels_')), 'EXIT=' + str(code))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert "LOADED= EXIT=0" in proc.stdout, proc.stdout[-500:] + proc.stderr[-2000:]  # warnings only
-    assert len(rows) == 1000 and '"DU002"' in (tmp_path / "out.json").read_text()
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    reports = []
+    for cache, loaded in ((None, aot.module_name()), (empty, "")):
+        env = {key: value for key, value in os.environ.items() if key != "CURATE_CACHE_DIR"}
+        if cache is not None:
+            env["CURATE_CACHE_DIR"] = str(cache)  # nothing built there
+        out = tmp_path / f"out-{loaded or 'numpy'}.json"
+        proc = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        assert f"LOADED={loaded} EXIT=0" in proc.stdout, proc.stdout[-500:] + proc.stderr[-2000:]  # warnings only
+        reports.append(json.loads(out.read_text())["findings"])
+    assert not list(empty.iterdir())  # no build was started
+    assert len(rows) == 1000 and any(finding["code"] == "DU002" for finding in reports[0]) and reports[0] == reports[1]
 
 
 def test_lsh_buckets_keep_keys_apart_that_differ_only_in_their_low_bits():

@@ -13,7 +13,8 @@ A lint runs them compiled ahead of time (`curate.text.aot` builds an extension m
 this code once, in a child process), so it never starts numba. This module imports numba
 (about 0.4 s, more on the first run while the kernels compile into numba's on-disk cache):
 a lint imports it only where the module cannot be built, through `compiled_kernels`, for inputs
-large enough to repay that (COMPILED_MIN_SHINGLES in `curate.text.shingles`).
+large enough to repay that (COMPILED_MIN_SHINGLES in `curate.text.shingles`); a built module
+runs on inputs of any size.
 """
 
 from __future__ import annotations

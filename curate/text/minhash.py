@@ -10,8 +10,9 @@ therefore bit-for-bit the `hashvalues` of a `datasketch.MinHash` fed the same
 32-bit shingle hashes (`to_minhash` builds one; tests check the equality), and
 Jaccard estimates and LSH buckets agree with datasketch.
 
-Once a process has worked on a million shingles (a large input), the same arithmetic runs row
-by row in numba kernels (`curate.text.kernels`, through `curate.text.shingles.compiled_kernels`),
+Where the kernels are built (`curate.text.aot`), or once a process has worked on a million
+shingles (a large input), the same arithmetic runs row by row in numba kernels
+(`curate.text.kernels`, through `curate.text.shingles.compiled_kernels`),
 band keys straight from the shingles without storing signatures; tests check both paths give
 the same bits.
 

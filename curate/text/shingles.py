@@ -183,32 +183,46 @@ def row_shingle_sets(word_hashes: np.ndarray, counts: np.ndarray, size: int) -> 
 
 #: Once a process has worked on this many shingles (each stage of a batch counts them), its input
 #: is large and the compiled kernels run (`curate.text.kernels`, built ahead of time by
-#: `curate.text.aot`): the first such lint on a machine builds them (~9 s, once), and where they
-#: cannot be built numba's JIT starts (~0.4 s of CPU, which numpy spends on ~2M shingles; a
-#: 5k-row batch of chat rows has ~0.4M, 100k rows ~8M). A small lint (1k rows: ~80k shingles)
-#: stays in numpy throughout. Both paths give the same bits.
+#: `curate.text.aot`) even if they must be had first: the first such lint on a machine builds them
+#: (~9 s, once), and where they cannot be built numba's JIT starts (~0.4 s of CPU, which numpy
+#: spends on ~2M shingles; a 5k-row batch of chat rows has ~0.4M, 100k rows ~8M). Below it, a
+#: lint (1k rows: ~80k shingles) runs the kernels only where they are built already
+#: (SMALL_INPUTS_USE_BUILT_KERNELS), else numpy. Both paths give the same bits.
 COMPILED_MIN_SHINGLES = 1_000_000
+#: Whether an input below COMPILED_MIN_SHINGLES runs the kernels when they are built already: they
+#: load in under a millisecond and took ~20 ms off a 1k-row lint's ~0.2 s. False keeps it in numpy
+#: (tests compare the two paths).
+SMALL_INPUTS_USE_BUILT_KERNELS = True
 _shingles_seen = 0
 
 
 def compiled_kernels(shingles: int) -> ModuleType | None:
-    """The compiled kernels (`_load_kernels`) for a call over `shingles` shingles once this
-    process has seen COMPILED_MIN_SHINGLES (counting this call) and they can be had; None: use
-    numpy."""
+    """The compiled kernels for a call over `shingles` shingles, or None: use numpy. Until this
+    process has seen COMPILED_MIN_SHINGLES (counting this call), only the ahead-of-time module
+    that is built already (`_built_kernels`); from then on whatever `_load_kernels` can have."""
     global _shingles_seen
     _shingles_seen += shingles
     if _shingles_seen < COMPILED_MIN_SHINGLES:
-        return None
+        return _built_kernels() if SMALL_INPUTS_USE_BUILT_KERNELS else None
     return _load_kernels()
+
+
+@cache
+def _built_kernels() -> ModuleType | None:
+    """The kernels compiled ahead of time where they are built already (`curate.text.aot`: never
+    builds them, never starts numba), else None."""
+    from curate.text import aot
+
+    return aot.load(build=False)
 
 
 @cache
 def _load_kernels() -> ModuleType | None:
     """The kernels compiled ahead of time (`curate.text.aot`: loaded in under a millisecond, built
-    once), else numba's JIT kernels (`jit_kernels`)."""
+    first if need be, once), else numba's JIT kernels (`jit_kernels`)."""
     from curate.text import aot
 
-    return aot.load() or jit_kernels()
+    return _built_kernels() or aot.load() or jit_kernels()
 
 
 def jit_kernels() -> ModuleType | None:
