@@ -256,9 +256,13 @@ def test_known_band_parameters_are_what_datasketch_computes(threshold, num_perm)
 
 
 def test_pair_jaccards_equal_one_pair_at_a_time(monkeypatch):
+    """The numpy path (its sort, in chunks, and the binary search of `jaccards_with`) against one
+    `intersect1d` per pair; `test_compiled_pair_jaccards_equal_numpy` holds the kernels to it."""
     import curate.text.shingles as shingles
     from curate.text.shingles import exact_jaccard, jaccards_with, pair_jaccards
 
+    monkeypatch.setattr(shingles, "COMPILED_MIN_SHINGLES", 10**18)
+    monkeypatch.setattr(shingles, "SMALL_INPUTS_USE_BUILT_KERNELS", False)
     rng = np.random.default_rng(0)
     sets = [np.unique(rng.integers(0, 60, rng.integers(0, 40)).astype(np.uint32)) for _ in range(200)]
     counts = np.array([len(s) for s in sets])
@@ -373,6 +377,37 @@ def test_compiled_signatures_and_band_keys_equal_numpy(monkeypatch, kernels, num
     assert np.array_equal(compiled_keys, keys)
     with pytest.raises(ValueError, match="at least one shingle"):
         hasher.signatures(values, np.where(np.arange(len(counts)) == 5, 0, counts))
+
+
+def test_compiled_pair_jaccards_equal_numpy(monkeypatch, kernels):
+    """The compiled merge scores every pair as the numpy sort does, to the bit: pairs of a set with
+    itself, with an empty set, two empty sets, disjoint sets, and many pairs of random rows (split
+    over threads), and one row against many (`jaccards_with`, large buckets)."""
+    from curate.text.shingles import exact_jaccard, jaccards_with, pair_jaccards
+
+    values, counts = shingle_sets(EDGE_TEXTS + random_texts(400, seed=5))
+    starts = np.cumsum(counts) - counts
+    empty = np.flatnonzero(counts == 0)
+    assert len(empty) >= 1
+    rng = np.random.default_rng(7)
+    pairs = np.concatenate(
+        [
+            [[5, 5], [int(empty[0]), 6], [int(empty[0]), int(empty[0])], [3, 4]],
+            rng.integers(0, len(counts), size=(5000, 2)),
+            np.arange(0, len(counts) - 1, 2)[:, None] + [0, 1],  # neighbours
+        ]
+    ).astype(np.int64)
+
+    def compute():
+        return pair_jaccards(values, starts, counts, pairs), jaccards_with(values, starts, counts, 9, np.arange(len(counts)))
+
+    (scores, with_one), (compiled_scores, compiled_with_one) = both_paths(monkeypatch, kernels, compute)
+    exact = [exact_jaccard(values[starts[a] : starts[a] + counts[a]], values[starts[b] : starts[b] + counts[b]]) for a, b in pairs[:300].tolist()]
+    assert scores[:300].tolist() == exact  # the numpy path is the reference
+    assert scores[0] == 1.0 and scores[1] == 0.0 and scores[2] == 1.0
+    assert 0.0 < scores.max() and (scores[4:] < 1.0).any()
+    assert compiled_scores.tobytes() == scores.tobytes()
+    assert compiled_with_one.tobytes() == with_one.tobytes()
 
 
 @pytest.mark.parametrize("chunk_bytes", [7, 1 << 20])

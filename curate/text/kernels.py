@@ -250,6 +250,23 @@ def ascii_words_into(data, text_starts, text_lengths, is_word, values, offsets, 
     return words, written
 
 
+@_jit
+def pair_shared_into(values, starts, counts, left, right, first_pair, end_pair, out):
+    """How many values the two sets of each pair in `first_pair:end_pair` share (`out[k]` for
+    sets `left[k]` and `right[k]`; set `i` is `values[starts[i]:starts[i] + counts[i]]`, sorted
+    and unique): one merge of the two sets, branch-free (which side moves on is a 0/1 sum)."""
+    for pair in range(first_pair, end_pair):
+        at, other = starts[left[pair]], starts[right[pair]]
+        end, other_end = at + counts[left[pair]], other + counts[right[pair]]
+        shared = 0
+        while at < end and other < other_end:
+            mine, theirs = values[at], values[other]
+            shared += mine == theirs
+            at += mine <= theirs
+            other += theirs <= mine
+        out[pair] = shared
+
+
 def warm_up() -> None:
     """Load (or, on the first run, compile) every kernel for the argument types callers pass."""
     counts = np.array([3, 1], dtype=np.int64)
@@ -263,3 +280,5 @@ def warm_up() -> None:
     band_keys_into(values, value_starts, per_row, a, b, 2, np.ones(2, dtype=np.uint64), 0, 2, np.zeros((2, 2), dtype=np.uint64))
     text = np.frombuffer(b"hi you", dtype=np.uint8)
     ascii_words_into(text, np.zeros(1, np.int64), np.array([6]), np.ones(256, np.uint8), np.empty(6, np.uint8), np.empty(4, np.int64), np.empty(1, np.int64))
+    pairs = np.zeros(1, dtype=np.int64)
+    pair_shared_into(values, value_starts, per_row, pairs, pairs + 1, 0, 1, np.zeros(1, dtype=np.int64))
