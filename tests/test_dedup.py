@@ -401,7 +401,10 @@ def test_compiled_pair_jaccards_equal_numpy(monkeypatch, kernels):
     def compute():
         return pair_jaccards(values, starts, counts, pairs), jaccards_with(values, starts, counts, 9, np.arange(len(counts)))
 
+    kernel, calls = kernels.pair_shared_into, []
+    monkeypatch.setattr(kernels, "pair_shared_into", lambda *args: calls.append(args[6] - args[5]) or kernel(*args))
     (scores, with_one), (compiled_scores, compiled_with_one) = both_paths(monkeypatch, kernels, compute)
+    assert sum(calls) == len(pairs) + len(counts)  # the kernel scored every pair of both calls, and numpy none
     exact = [exact_jaccard(values[starts[a] : starts[a] + counts[a]], values[starts[b] : starts[b] + counts[b]]) for a, b in pairs[:300].tolist()]
     assert scores[:300].tolist() == exact  # the numpy path is the reference
     assert scores[0] == 1.0 and scores[1] == 0.0 and scores[2] == 1.0

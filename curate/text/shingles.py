@@ -298,12 +298,14 @@ def pair_jaccards(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, pa
 def merged_pair_jaccards(values: np.ndarray, starts: np.ndarray, counts: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
     """Jaccard of sets `left[k]` and `right[k]` by the compiled merge (`pair_shared_into`, split over
     threads; at 1M rows ~10x the numpy sort), or None where the kernels do not run."""
-    left, right = (np.ascontiguousarray(side, dtype=np.int64) for side in (left, right))
-    counts, starts = np.ascontiguousarray(counts, dtype=np.int64), np.ascontiguousarray(starts, dtype=np.int64)
+    if values.dtype != np.uint32 or not values.flags.c_contiguous:
+        return None
     lengths = counts[left] + counts[right]
     kernels = compiled_kernels(int(lengths.sum()))
-    if kernels is None or values.dtype != np.uint32 or not values.flags.c_contiguous:
+    if kernels is None:
         return None
+    left, right = (np.ascontiguousarray(side, dtype=np.int64) for side in (left, right))  # the kernel's argument types
+    counts, starts, lengths = (np.ascontiguousarray(array, dtype=np.int64) for array in (counts, starts, lengths))
     shared = np.empty(len(left), dtype=np.int64)
     in_threads(lambda first, end: kernels.pair_shared_into(values, starts, counts, left, right, first, end, shared), lengths)
     return jaccards_of(shared, lengths - shared)
