@@ -44,14 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that read whole data files, for which `main` sets up the native libraries first
+#: (`curate.io.configure_native_libraries`).
+NATIVE_TUNED_COMMANDS = frozenset({"lint", "fix"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_USAGE
-    from curate.io import InputError
+    from curate.io import InputError, configure_native_libraries
 
+    if args.command in NATIVE_TUNED_COMMANDS:
+        configure_native_libraries()
     try:
         return int(args.run(args) or 0)
     except InputError as exc:  # a file problem no command caught itself (an output over `ulimit -f`): one line
