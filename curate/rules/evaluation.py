@@ -8,13 +8,15 @@ failures with the reference and the candidates' answers side by side.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from curate.engine.batch import Row
+from curate.engine.batch import Batch, Row
 from curate.engine.findings import Finding, Severity
 from curate.engine.rule import RowRule
 
+#: The key of the record `curate eval` writes on each generations row.
+EVAL_RECORD = "curate_eval"
 #: The verdicts a failure names (cost and length are measurements, not checks).
 CHECKS = ("exact_match", "label_correct", "json_valid", "schema_match", "format_match", "stopped")
 
@@ -58,9 +60,17 @@ class EvalFailure(RowRule):
     name = "eval-failure"
     severity = Severity.WARNING
 
+    def check_batch(self, batch: Batch) -> Iterator[Finding]:
+        """Only the rows that hold an eval record are checked: a key test per row instead of a call
+        (ordinary data has none; 0.8 s of a 1M-row lint went to calls that found nothing). The test
+        looks in the conversation's `meta` (the row's keys besides its format's), mostly an empty
+        dict, rather than in the row itself, whose key table is one more cache miss away."""
+        for row in [row for row in batch.rows if row.conversation is not None and EVAL_RECORD in row.conversation.meta]:
+            yield from self.check(row)
+
     def check(self, row: Row) -> Iterable[Finding]:
         obj = row.obj
-        record = obj.get("curate_eval") if isinstance(obj, dict) else None
+        record = obj.get(EVAL_RECORD) if isinstance(obj, dict) else None
         if not isinstance(record, dict) or not record.get("failed") or not isinstance(record.get("candidates"), dict):
             return
         candidates = record["candidates"]
@@ -83,7 +93,7 @@ class EvalFailure(RowRule):
 
 def candidate_outputs(obj: Any) -> list[tuple[str, str, bool | None]] | None:
     """(candidate, output, passed) of a generations row, for side-by-side display; None for other rows."""
-    record = obj.get("curate_eval") if isinstance(obj, dict) else None
+    record = obj.get(EVAL_RECORD) if isinstance(obj, dict) else None
     candidates = record.get("candidates") if isinstance(record, dict) else None
     if not isinstance(candidates, dict):
         return None

@@ -241,9 +241,13 @@ class LocationsByKey:
         for position, key in zip(positions, keys):
             by_key.setdefault(key, []).append(position)
         for key, chosen in by_key.items():
-            if key not in self.groups:
-                self.groups[key] = RowLocations()
-            self.groups[key].add(batch, np.asarray(chosen, dtype=np.int64))
+            self.add_group(batch, key, np.asarray(chosen, dtype=np.int64))
+
+    def add_group(self, batch: Batch, key: str, positions: np.ndarray) -> None:
+        """Record the batch's rows at `positions`, all under `key`."""
+        if key not in self.groups:
+            self.groups[key] = RowLocations()
+        self.groups[key].add(batch, positions)
 
     def extend(self, later: LocationsByKey) -> None:
         """Append the groups of `later` (the rows after these), new keys after the known ones."""
