@@ -272,3 +272,15 @@ def test_duplicate_rules_leave_preference_rows_to_the_pf_rules_and_fix_drops_rep
     proc = run_cli("fix", str(path), "--isolated", "--select", "DU,PF")
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line) for line in (tmp_path / "dpo.clean.jsonl").read_text().splitlines()] == rows[:2]
+
+
+def test_row_formats_are_counted_with_unparsed_and_shapeless_rows(tmp_path):
+    """The report's row-format counts: every row once, rows that do not parse or have no known
+    shape as `unknown`, formats in the order the file shows them."""
+    path = tmp_path / "mixed.jsonl"
+    chat = json.dumps({"messages": [{"role": "user", "content": "Add 4 and 4."}, {"role": "assistant", "content": "8"}]})
+    alpaca = json.dumps({"instruction": "Add 9 and 1.", "input": "", "output": "10"})
+    path.write_text("\n".join([alpaca, chat, '{"messages": [', json.dumps({"question": "2+2?"}), chat, alpaca, chat]) + "\n")
+    result = run_lint(plan_lint(LintRequest(paths=[str(path)], select=["SC"])))
+    assert result.rows == 7
+    assert list(result.stats["row formats"].items()) == [("messages", 3), ("alpaca", 2), ("unknown", 2)]

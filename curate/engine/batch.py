@@ -78,6 +78,19 @@ class Batch:
         kept = [row for row in self.rows if row.conversation is None or has_roles(row.conversation)]
         return (self, 0) if len(kept) == len(self.rows) else (Batch(kept), len(self.rows) - len(kept))
 
+    @cached_property
+    def row_formats(self) -> list[RowFormat | None]:
+        """Each row's format (None: unparsed, or of no known shape)."""
+        return [row.format for row in self.rows]
+
+    @cached_property
+    def format_counts(self) -> dict[RowFormat | None, int]:
+        """How many rows have each format, formats in the order they first appear: each format's
+        rows counted by `list.count` (a batch mostly has one format), ~10x cheaper than a
+        counter's update per row."""
+        formats = self.row_formats
+        return {fmt: formats.count(fmt) for fmt in dict.fromkeys(formats)}
+
     @property
     def conversations(self) -> list[tuple[Row, Conversation]]:
         return [(row, row.conversation) for row in self.rows if row.conversation is not None]

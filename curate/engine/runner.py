@@ -263,8 +263,10 @@ class LintPass:
                 result.rows_by_path[path] += len(batch)
                 self.observer.observe(batch)
                 result.findings.extend(check_row_rules(self.row_rules, batch, result.roleless, self.errors))
-                result.formats.update(str(row.format) if row.format else "unknown" for row in batch.rows)
-                self.json_indexes.update(((raw.path, raw.line), raw.index) for raw in raw_rows if isinstance(raw, IndexedRow))
+                for fmt, count in batch.format_counts.items():
+                    result.formats[str(fmt) if fmt else "unknown"] += count
+                if IndexedRow in set(map(type, raw_rows)):  # rows of JSON arrays (a type test in C per row)
+                    self.json_indexes.update(((raw.path, raw.line), raw.index) for raw in raw_rows if isinstance(raw, IndexedRow))
                 if self.keep_row_hashes:
                     self.row_hashes.update(((raw.path, raw.line), row_hash(raw)) for raw in raw_rows)
                 if self.on_batch:

@@ -602,9 +602,9 @@ class MixedRowFormats(DatasetRule):
         each row's format, then a group per format (a batch mostly has one)."""
         import numpy as np
 
-        formats = [row.format for row in batch.rows]
-        kinds = [fmt for fmt in dict.fromkeys(formats) if fmt is not None]
-        uniform = len(kinds) == 1 and None not in formats
+        formats = batch.row_formats
+        kinds = [fmt for fmt in batch.format_counts if fmt is not None]
+        uniform = len(batch.format_counts) == 1
         for fmt in kinds:
             if uniform:
                 positions = np.arange(len(formats), dtype=np.int64)
