@@ -73,8 +73,10 @@ FORMAT_KEYS: dict[RowFormat, frozenset[str]] = {
 #: Supervised chat formats `curate fix` may rewrite as `messages` rows without losing anything
 #: (a preference pair, a text row or a KTO label has no `messages` equivalent).
 CONVERTIBLE_TO_MESSAGES = frozenset({RowFormat.SHAREGPT, RowFormat.ALPACA, RowFormat.PROMPT_COMPLETION})
-#: Formats whose turns have no roles (TRL's language modeling text, implicit-prompt text pairs
-#: are decided per row by `has_roles`): the rules about roles skip them.
+#: Formats whose rows may have no roles (TRL's language modeling text; implicit-prompt pairs of
+#: texts, not of message lists), decided per row by `has_roles`: the rules about roles skip those.
+ROLELESS_FORMATS = frozenset({RowFormat.TEXT, RowFormat.IMPLICIT_PREFERENCE})
+#: Formats of paired preference rows (a chosen and a rejected side).
 PREFERENCE_FORMATS = frozenset({RowFormat.PREFERENCE, RowFormat.IMPLICIT_PREFERENCE})
 #: Keys whose values may be message lists, per format (schema checks walk them).
 MESSAGE_LIST_KEYS: dict[RowFormat, tuple[str, ...]] = {

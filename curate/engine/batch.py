@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from curate.formats import PREFERENCE_FORMATS, Conversation, Message, RowFormat, detect_format, field_texts, has_roles, normalize, rejected_side
+from curate.formats import PREFERENCE_FORMATS, ROLELESS_FORMATS, Conversation, Message, RowFormat, detect_format, field_texts, has_roles, normalize, rejected_side
 from curate.io import RawRow
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ class Batch:
 
     def rejected_sides(self) -> Batch | None:
         """The rejected sides of the batch's preference rows, as a batch for the row rules, or None."""
+        if PREFERENCE_FORMATS.isdisjoint(self.format_counts):
+            return None
         sides = [
             Row(row.raw, row.format, rejected_side(row.raw.obj, row.format), "rejected")
             for row in self.rows
@@ -70,11 +72,15 @@ class Batch:
 
     def without_preference_rows(self) -> tuple[Batch, int]:
         """(the batch without preference rows, how many were left out)."""
+        if PREFERENCE_FORMATS.isdisjoint(self.format_counts):
+            return self, 0
         kept = [row for row in self.rows if row.format not in PREFERENCE_FORMATS]
         return (self, 0) if len(kept) == len(self.rows) else (Batch(kept), len(self.rows) - len(kept))
 
     def with_roles(self) -> tuple[Batch, int]:
         """(the batch without rows whose turns have no roles, how many were left out)."""
+        if ROLELESS_FORMATS.isdisjoint(self.format_counts):
+            return self, 0
         kept = [row for row in self.rows if row.conversation is None or has_roles(row.conversation)]
         return (self, 0) if len(kept) == len(self.rows) else (Batch(kept), len(self.rows) - len(kept))
 
