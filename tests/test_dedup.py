@@ -413,6 +413,29 @@ def test_compiled_pair_jaccards_equal_numpy(monkeypatch, kernels):
     assert compiled_with_one.tobytes() == with_one.tobytes()
 
 
+def test_compiled_sequence_keys_equal_numpy(monkeypatch, kernels):
+    """The compiled run sums give `sequence_keys` numpy's keys to the bit: empty runs, one-element
+    runs, a run longer than the weights first grown (1,024), hashes with the top bits set (the
+    products wrap), and the word keys of real texts; the keys still tell runs apart."""
+    from curate.text.rows import sequence_keys
+
+    rng = np.random.default_rng(11)
+    counts = np.concatenate([[0, 1, 0, 3, 2500], rng.integers(0, 40, size=2000), [0]]).astype(np.int64)
+    hashes = rng.integers(0, 2**64, size=int(counts.sum()), dtype=np.uint64) | np.uint64(1 << 63)
+    tokens = tokenize(pl.Series(EDGE_TEXTS + random_texts(300, seed=2)))
+
+    def compute():
+        return sequence_keys(hashes, counts), sequence_keys(tokens.hashes, tokens.counts)
+
+    kernel, calls = kernels.sequence_sums_into, []
+    monkeypatch.setattr(kernels, "sequence_sums_into", lambda *args: calls.append(len(args[1])) or kernel(*args))
+    (keys, word_keys), (compiled_keys, compiled_word_keys) = both_paths(monkeypatch, kernels, compute)
+    assert calls == [len(counts), len(tokens.counts)]  # the kernel summed both calls' runs, and numpy none
+    assert compiled_keys.tobytes() == keys.tobytes() and compiled_word_keys.tobytes() == word_keys.tobytes()
+    assert keys[0] == keys[2] == keys[-1] and keys[0] != keys[1]  # empty runs alike, a one-element run not
+    assert len(np.unique(keys[counts > 0])) == int((counts > 0).sum())
+
+
 @pytest.mark.parametrize("chunk_bytes", [7, 1 << 20])
 def test_compiled_ascii_words_equal_numpy(monkeypatch, kernels, chunk_bytes):
     """The kernel cuts ASCII text into the numpy path's words, text by text: separators inside a

@@ -39,6 +39,7 @@ EXPORTS = {
     "band_keys_into": "void(uint32[::1], int64[::1], int64[::1], uint32[::1], uint32[::1], int64, uint64[::1], int64, int64, uint64[:, ::1])",
     "ascii_words_into": "UniTuple(int64, 2)(uint8[::1], int64[::1], int64[::1], uint8[::1], uint8[::1], int64[::1], int64[::1])",
     "pair_shared_into": "void(uint32[::1], int64[::1], int64[::1], int64[::1], int64[::1], int64, int64, int64[::1])",
+    "sequence_sums_into": "void(uint64[::1], int64[::1], uint64[::1], uint64[::1])",
 }
 #: How long a build may take before it counts as failed (it takes ~9 s).
 BUILD_TIMEOUT_S = 600

@@ -1,5 +1,5 @@
-"""numba kernels for large inputs: the words of ASCII text, shingle sets, MinHash signatures
-and LSH band keys.
+"""numba kernels for large inputs: the words of ASCII text, keys of word sequences, shingle
+sets, MinHash signatures, LSH band keys and the shared shingles of pairs.
 
 Each kernel computes, row by row in one pass over memory, exactly what the numpy code in
 `curate.text.normalize`, `curate.text.shingles` and `curate.text.minhash` computes as
@@ -267,6 +267,21 @@ def pair_shared_into(values, starts, counts, left, right, first_pair, end_pair, 
         out[pair] = shared
 
 
+@_jit
+def sequence_sums_into(hashes, counts, weights, out):
+    """Each run's sum of its elements times the weight of their position, wrapping as numpy's
+    uint64 arithmetic does (`curate.text.rows.sequence_keys`): run `i` is the next `counts[i]`
+    of `hashes`, and `out[i]` gets its sum. One pass, where numpy builds four arrays of the
+    elements' size (positions, their weights, the products, the running sums)."""
+    at = 0
+    for run in range(len(counts)):
+        total = np.uint64(0)
+        for offset in range(counts[run]):
+            total += hashes[at + offset] * weights[offset]
+        at += counts[run]
+        out[run] = total
+
+
 def warm_up() -> None:
     """Load (or, on the first run, compile) every kernel for the argument types callers pass."""
     counts = np.array([3, 1], dtype=np.int64)
@@ -282,3 +297,4 @@ def warm_up() -> None:
     ascii_words_into(text, np.zeros(1, np.int64), np.array([6]), np.ones(256, np.uint8), np.empty(6, np.uint8), np.empty(4, np.int64), np.empty(1, np.int64))
     pairs = np.zeros(1, dtype=np.int64)
     pair_shared_into(values, value_starts, per_row, pairs, pairs + 1, 0, 1, np.zeros(1, dtype=np.int64))
+    sequence_sums_into(np.arange(4, dtype=np.uint64), counts, np.ones(3, dtype=np.uint64), np.zeros(2, dtype=np.uint64))

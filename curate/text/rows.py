@@ -23,7 +23,7 @@ import numpy as np
 
 from curate.text.answers import CODE_OR_CALL_PATTERN, POLAR_WORDS, with_final_answers
 from curate.text.normalize import contains, flat_words, strings_from_buffers
-from curate.text.shingles import Tokens, mix64, sorted_unique, tokenize, tokens_of_words
+from curate.text.shingles import Tokens, compiled_kernels, mix64, sorted_unique, tokenize, tokens_of_words
 
 if TYPE_CHECKING:
     import polars as pl
@@ -133,13 +133,21 @@ def sequence_keys(hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """One order-sensitive 64-bit key per run of `hashes` (run `i` is the next `counts[i]` of them):
     equal runs get equal keys, different runs (another element, order or length) different keys
     up to hashing. A run's key is the sum of its elements weighted by a random odd number per
-    position, mixed with its length: a whole batch is a few numpy passes, and no per-row strings."""
-    counts = counts.astype(np.int64)
-    starts = np.cumsum(counts) - counts
-    positions = np.arange(len(hashes), dtype=np.int64) - np.repeat(starts, counts)
-    sums = np.zeros(len(hashes) + 1, dtype=np.uint64)
-    np.cumsum(hashes * position_weights(int(counts.max(initial=0)))[positions], out=sums[1:])
-    return mix64((sums[starts + counts] - sums[starts]) ^ mix64(counts.astype(np.uint64) + _PAIR_SALT))
+    position, mixed with its length: a whole batch is one pass of the compiled kernel where it
+    runs (`sequence_sums_into`), else a few numpy passes, and no per-row strings either way."""
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    weights = position_weights(int(counts.max(initial=0)))
+    kernels = compiled_kernels(len(hashes))
+    if kernels is not None:  # one pass (`sequence_sums_into`): 9 -> 0.5 ms for a batch's 420k words
+        run_sums = np.empty(len(counts), dtype=np.uint64)
+        kernels.sequence_sums_into(np.ascontiguousarray(hashes, dtype=np.uint64), counts, weights, run_sums)
+    else:
+        starts = np.cumsum(counts) - counts
+        positions = np.arange(len(hashes), dtype=np.int64) - np.repeat(starts, counts)
+        sums = np.zeros(len(hashes) + 1, dtype=np.uint64)
+        np.cumsum(hashes * weights[positions], out=sums[1:])
+        run_sums = sums[starts + counts] - sums[starts]
+    return mix64(run_sums ^ mix64(counts.astype(np.uint64) + _PAIR_SALT))
 
 
 _WEIGHTS = np.zeros(0, dtype=np.uint64)
