@@ -247,3 +247,26 @@ def test_a_row_s_final_answer_is_its_last_assistant_turn_with_a_visible_characte
     batch = Batch([BatchRow(RawRow("f.jsonl", line, b"", obj, None, 0, 1), None, to_conversation(obj)) for line, obj in enumerate(rows, 1)])
     answers = final_answers(batch)
     assert answers.rows() == [(0, "last"), (1, "kept"), (3, "\u200b"), (4, "\x1f"), (6, "a2")]
+
+
+@pytest.mark.parametrize("system", [False, True])
+def test_selected_words_and_number_keys_are_those_of_the_chosen_turns(tmp_path, system):
+    """`MessageTokens.select` (DU002's words: user and assistant turns) gives each row's words of
+    the chosen turns in order, whether every turn is chosen (its shortcut) or a system turn is
+    left out; `number_keys` is the same for rows with the same set of numbers, whatever their
+    order, and differs where a number differs."""
+    from curate.text.rows import batch_tokens, number_keys
+
+    prompts = ["Add 12 and 30.", "Add 30 and 12 please.", "Add 12 and 31.", "No numbers here.", "", "Take 7 from 9, then 9 from 7."]
+    rows = [[{"role": "user", "content": prompt}, {"role": "assistant", "content": "Done."}] for prompt in prompts]
+    if system:
+        rows = [[{"role": "system", "content": "Be brief, 99 words."}, *turns] for turns in rows]
+    batch = Batch.from_raw(list(read_rows(write_jsonl(tmp_path / "rows.jsonl", [{"messages": turns} for turns in rows]))))
+    positions, tokens = batch_tokens(batch).select(["user", "assistant"])
+    assert positions.tolist() == list(range(len(prompts)))
+    for index, turns in enumerate(rows):
+        expected = [word for turn in turns if turn["role"] != "system" for word in words(turn["content"])]
+        assert tokens.words_of(index) == expected
+    keys = number_keys(positions, tokens).tolist()  # the system turn's 99 is not a chosen word
+    assert keys[0] == keys[1] and keys[3] == keys[4] == 0
+    assert len({keys[0], keys[2], keys[5], 0}) == 4

@@ -182,6 +182,8 @@ class MessageTokens:
         chosen = np.ones(len(counts), dtype=bool) if roles is None else np.isin(self.roles, list(roles))
         per_row = np.bincount(self.rows, weights=counts * chosen, minlength=self.batch_rows).astype(np.int64)
         positions = np.flatnonzero(per_row > 0)
+        if chosen.all():  # every message (no system turn, say): all the words, in order, as they are
+            return positions, Tokens(self.tokens.words, self.tokens.hashes, per_row[positions])
         flat = np.repeat(chosen, counts)
         selected = Tokens(self.tokens.words, self.tokens.hashes[flat], per_row[positions], np.flatnonzero(flat))
         return positions, selected
@@ -382,9 +384,9 @@ def number_words(tokens: Tokens) -> np.ndarray:
 def number_keys(positions: np.ndarray, tokens: Tokens) -> np.ndarray:
     """Per selected row, an order-free hash of the set of its number words (0 without numbers):
     rows that differ in a number are different examples."""
-    flat = number_words(tokens)
-    owner = np.repeat(np.arange(len(positions), dtype=np.uint64), tokens.counts)
-    keyed = sorted_unique((owner[flat] << np.uint64(40)) | (tokens.hashes[flat] >> np.uint64(24)))
+    flat = np.flatnonzero(number_words(tokens))
+    owner = np.searchsorted(np.cumsum(tokens.counts), flat, side="right").astype(np.uint64)  # the row of each number word
+    keyed = sorted_unique((owner << np.uint64(40)) | (tokens.hashes[flat] >> np.uint64(24)))
     keys = np.zeros(len(positions), dtype=np.uint64)
     np.add.at(keys, (keyed >> np.uint64(40)).astype(np.int64), mix64(keyed & np.uint64((1 << 40) - 1)))
     return keys
