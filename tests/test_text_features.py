@@ -270,3 +270,18 @@ def test_selected_words_and_number_keys_are_those_of_the_chosen_turns(tmp_path, 
     keys = number_keys(positions, tokens).tolist()  # the system turn's 99 is not a chosen word
     assert keys[0] == keys[1] and keys[3] == keys[4] == 0
     assert len({keys[0], keys[2], keys[5], 0}) == 4
+
+
+def test_ascii_words_of_one_batch_survive_the_next_batch():
+    """`ascii_words` writes each batch's word offsets into one reused buffer (`scratch_offsets`),
+    which polars only reads: the words of an earlier batch, short (inline in polars' views) and
+    long (in the shared bytes), stay what they were after later batches are cut."""
+    from curate.text.normalize import ascii_words, scratch_offsets
+
+    first_texts = pl.Series(["tiny words and extraordinarily_long_identifiers_here", "x " * 50])
+    expected = regex_words(first_texts)
+    words, counts = ascii_words(first_texts)
+    buffer = scratch_offsets(1)
+    later, _ = ascii_words(pl.Series(["other text entirely " * 40, "more_words_than_before " * 30]))
+    assert scratch_offsets(1) is buffer  # the same buffer served the later batch
+    assert (words.to_list(), counts.tolist()) == expected and later.len() == 150
