@@ -74,3 +74,21 @@ def test_fix_redact_pii_redacts_tool_call_arguments_and_extra_fields(tmp_path, c
     assert json.loads(row["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {"to": "[EMAIL]", "api_key": "[API_KEY]"}
     assert row["metadata"] == {"agent": "[EMAIL]"}
     assert row["tools"][0]["function"]["description"] == "Send an invoice; support: [PHONE]."
+
+
+@pytest.mark.parametrize("name", ["calls 555 234 5678.jsonl", "ops@example.com.jsonl"])
+def test_duplicate_findings_name_the_earlier_file_as_it_is(tmp_path, capsys, name):
+    """DU001 and DU002 messages are made of locations and numbers only, so the masker leaves
+    them alone: a file name it would take for a phone number or an email address is named whole
+    (it used to read `calls 55…78.jsonl`, a file that does not exist)."""
+    answer = "Open Settings, then Billing, then Invoices, and pick the month you need to download as a PDF file."
+    first = write_jsonl(tmp_path / name, [chat(("user", "How do I get an invoice?"), ("assistant", answer))])
+    second = write_jsonl(
+        tmp_path / "later.jsonl",
+        [chat(("user", "How do I get an invoice?"), ("assistant", answer)), chat(("user", "How do I get my invoice?"), ("assistant", answer))],
+    )
+    main(["lint", "--isolated", "--no-progress", "--select", "DU001,DU002", "--format", "json", str(first), str(second)])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert sorted(finding["code"] for finding in findings) == ["DU001", "DU002"]
+    for finding in findings:
+        assert f"{first}:1" in finding["message"], finding["message"]

@@ -214,18 +214,23 @@ class Rule:
         related: Iterable[Location] = (),
         data: dict[str, Any] | None = None,
         severity: Severity | None = None,
+        quotes_rows: bool = True,
     ) -> Finding:
         """A finding of this rule. Its message and data go through the secret masker (a quoted
-        answer holding an API key shows `sk-pr…aSg`), so no report format prints a full secret."""
+        answer holding an API key shows `sk-pr…aSg`), so no report format prints a full secret.
+        A message and data made of nothing but locations and numbers (`quotes_rows=False`: the
+        duplicate rules' clusters) skip it: there is no row text in them to mask, and the masker
+        would garble a file name it mistakes for a phone number or an address (the finding's own
+        `path` is never masked), for ~7 µs a finding (87k of them at 1M rows)."""
         return Finding(
             code=self.code,
             name=self.name,
             severity=severity or self.severity,
             path=path,
             line=line,
-            message=mask_secrets(message),
+            message=mask_secrets(message) if quotes_rows else message,
             related=list(related),
-            data=_masked(data) if data else {},
+            data=(_masked(data) if quotes_rows else data) if data else {},
         )
 
     def row_finding(self, row: Row, message: str, **kwargs: Any) -> Finding:

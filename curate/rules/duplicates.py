@@ -239,7 +239,7 @@ class ExactDuplicate(KeepsFirstCopy, DatasetRule):
                 text = f"exact duplicate of {describe(cluster[0], copy.path)}"
                 if len(cluster) > 2:
                     text += f" (also {describe_many(other_members(cluster[1:], copy), copy.path, total=len(cluster) - 2)})"
-                yield self.finding(copy.path, copy.line, text, related=[cluster[0]], data=dict(data))
+                yield self.finding(copy.path, copy.line, text, related=[cluster[0]], data=dict(data), quotes_rows=False)
 
 
 class NearDuplicateOptions(RuleOptions):
@@ -455,7 +455,7 @@ class NearDuplicate(KeepsFirstCopy, DatasetRule):
                 text += ")"
                 if len(cluster) > 2:
                     text += f"; same cluster as {describe_many(other_members(cluster[1:], location), location.path, total=len(cluster) - 2)}"
-                yield self.finding(location.path, location.line, text, related=[cluster[0]], data=data)
+                yield self.finding(location.path, location.line, text, related=[cluster[0]], data=data, quotes_rows=False)
 
 
 def cluster_in_file_order(
