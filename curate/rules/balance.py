@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from curate.engine.batch import Batch
 from curate.engine.findings import Finding, Location, Severity
 from curate.engine.rule import DatasetRule, RuleOptions
+from curate.formats import FORMAT_KEYS
 from curate.lightmodel import Field, field_validator
 from curate.rules.toolkit import DatasetCounter, final_answers, percent
 
@@ -149,12 +150,19 @@ class ClassImbalance(DatasetRule):
         self._observe_answers(batch)
 
     def _observe_fields(self, batch: Batch) -> None:
-        """One pass over the rows; most rows have none of the label fields, and a set test says so."""
+        """One pass over the rows; most rows have none of the label fields, and a set test says so:
+        on the conversation's `meta` (the row's keys besides its format's, mostly an empty dict,
+        a cache miss nearer than the row's own keys), unless a label field is a key of the row's
+        format itself (KTO's `label`)."""
         names = set(self.field_labels)
+        format_named = {fmt for fmt, keys in FORMAT_KEYS.items() if not names.isdisjoint(keys)}
         found: dict[str, Counter[str]] = {name: Counter() for name in names}
         for row in batch.rows:
+            conversation = row.conversation
+            if conversation is None or ((not conversation.meta or names.isdisjoint(conversation.meta)) and row.format not in format_named):
+                continue
             obj = row.obj
-            if row.conversation is None or not isinstance(obj, dict) or names.isdisjoint(obj):
+            if not isinstance(obj, dict) or names.isdisjoint(obj):
                 continue
             for name in names.intersection(obj):
                 labels = label_values(obj[name])
