@@ -97,6 +97,11 @@ class Batch:
         formats = self.row_formats
         return {fmt: formats.count(fmt) for fmt in dict.fromkeys(formats)}
 
+    @cached_property
+    def conversation_count(self) -> int:
+        """How many rows have a conversation (counted once for every rule that asks)."""
+        return len(self.rows) - [row.conversation for row in self.rows].count(None)
+
     @property
     def conversations(self) -> list[tuple[Row, Conversation]]:
         return [(row, row.conversation) for row in self.rows if row.conversation is not None]

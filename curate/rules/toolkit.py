@@ -285,7 +285,7 @@ class DatasetCounter:
         self.path: str | None = None
 
     def add(self, batch: Batch) -> None:
-        self.rows += sum(1 for row in batch.rows if row.conversation is not None)
+        self.rows += batch.conversation_count
         if self.path is None and batch.rows:
             self.path = batch.rows[0].path
 
