@@ -215,13 +215,13 @@ def settings_when_loaded(argv: list[str], env: dict[str, str]) -> dict[str, list
         "class Watch:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name in ('polars', 'numpy') and name not in seen:\n"
-        "            seen[name] = [os.environ.get('_RJEM_MALLOC_CONF'), os.environ.get('OPENBLAS_NUM_THREADS')]\n"
+        "            seen[name] = [os.environ.get(key) for key in ('_RJEM_MALLOC_CONF', 'NUMPY_MADVISE_HUGEPAGE', 'OPENBLAS_NUM_THREADS')]\n"
         "sys.meta_path.insert(0, Watch())\n"
         "from curate.cli import main\n"
         f"main({argv!r})\n"
         "print('SEEN=' + json.dumps(seen))\n"
     )
-    clean = {name: value for name, value in os.environ.items() if name not in ("_RJEM_MALLOC_CONF", "OPENBLAS_NUM_THREADS")}
+    clean = {name: value for name, value in os.environ.items() if name not in ("_RJEM_MALLOC_CONF", "NUMPY_MADVISE_HUGEPAGE", "OPENBLAS_NUM_THREADS")}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300, env={**clean, **env})
     line = next((line for line in proc.stdout.splitlines() if line.startswith("SEEN=")), None)
     assert line is not None, proc.stderr[-2000:]
@@ -229,17 +229,18 @@ def settings_when_loaded(argv: list[str], env: dict[str, str]) -> dict[str, list
 
 
 def test_lint_sets_up_the_native_libraries_before_loading_them():
-    """polars' allocator and numpy's OpenBLAS read their settings once, when they load: `curate
+    """polars' allocator, numpy's huge-page advice and its OpenBLAS read their settings once, when they load: `curate
     lint` and `curate fix` set them first, and leave a user's own alone."""
     from curate.io import POLARS_ALLOCATOR
 
     sample = str(SAMPLES / "support-chat.jsonl")
     tuned = settings_when_loaded(["lint", sample, "--isolated", "--format", "json"], {})
-    assert tuned == {"numpy": [POLARS_ALLOCATOR, "1"], "polars": [POLARS_ALLOCATOR, "1"]}
-    own = settings_when_loaded(["lint", sample, "--isolated", "--format", "json"], {"_RJEM_MALLOC_CONF": "narenas:1", "OPENBLAS_NUM_THREADS": "2"})
-    assert own["polars"] == ["narenas:1", "2"]
+    assert tuned == {"numpy": [POLARS_ALLOCATOR, "0", "1"], "polars": [POLARS_ALLOCATOR, "0", "1"]}
+    own_settings = {"_RJEM_MALLOC_CONF": "narenas:1", "NUMPY_MADVISE_HUGEPAGE": "1", "OPENBLAS_NUM_THREADS": "2"}
+    own = settings_when_loaded(["lint", sample, "--isolated", "--format", "json"], own_settings)
+    assert own["numpy"] == ["narenas:1", "1", "2"]
     fixed = settings_when_loaded(["fix", sample, "--isolated", "--dry-run"], {})
-    assert fixed["polars"] == [POLARS_ALLOCATOR, "1"]
+    assert fixed["numpy"] == [POLARS_ALLOCATOR, "0", "1"]
 
 
 def test_help_and_error_paths_do_not_import_polars_or_pydantic(tmp_path):
