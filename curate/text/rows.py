@@ -138,7 +138,7 @@ def sequence_keys(hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
     counts = np.ascontiguousarray(counts, dtype=np.int64)
     weights = position_weights(int(counts.max(initial=0)))
     kernels = compiled_kernels(len(hashes))
-    if kernels is not None:  # one pass (`sequence_sums_into`): 9 -> 0.5 ms for a batch's 420k words
+    if kernels is not None:  # one pass (`sequence_sums_into`): 9 -> 1 ms for a batch's 420k words
         run_sums = np.empty(len(counts), dtype=np.uint64)
         kernels.sequence_sums_into(np.ascontiguousarray(hashes, dtype=np.uint64), counts, weights, run_sums)
     else:
